@@ -1,0 +1,217 @@
+"""Checks and their results: the Check base class, Findings (what a check measured),
+CheckResult (the frozen record reporters read), Outcome, and skip()/xfail()."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from auditkit.session import AuditContext
+
+
+class Outcome(str, enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+    ERROR = "error"
+
+
+class Skipped(Exception):
+    """Raised by :func:`skip`; the check ends with outcome ``skipped`` and the reason."""
+
+
+class XFailed(Exception):
+    """Raised by :func:`xfail`; the check ends with outcome ``xfailed`` and the reason."""
+
+
+def skip(reason: str) -> None:
+    """End the running check as skipped, with ``reason`` shown in every report."""
+    raise Skipped(reason)
+
+
+def xfail(reason: str) -> None:
+    """End the running check as an expected failure, with ``reason`` shown in every report."""
+    raise XFailed(reason)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A pass condition on one metric: ``metric >= value`` (op ``min``) or ``metric <= value``
+    (op ``max``). With ``baseline`` set, ``value`` is a factor applied to that baseline's own
+    value of the same metric ("no worse than 0.9 x resnet18's")."""
+
+    metric: str
+    op: str  # "min" or "max"
+    value: float
+    baseline: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in ("min", "max"):
+            raise ValueError(f"threshold op must be 'min' or 'max', got {self.op!r}")
+
+    def describe(self) -> str:
+        sym = ">=" if self.op == "min" else "<="
+        if self.baseline:
+            return f"{self.metric} {sym} {self.value:g} x {self.baseline}"
+        return f"{self.metric} {sym} {self.value:g}"
+
+    def violated_by(self, value: float, reference: float | None = None) -> bool:
+        bound = self.value if self.baseline is None else self.value * (reference if reference is not None else math.nan)
+        if math.isnan(value) or math.isnan(bound):
+            return True
+        return value < bound if self.op == "min" else value > bound
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.op, "value": self.value}
+        if self.baseline:
+            out["baseline"] = self.baseline
+        return out
+
+
+@dataclass
+class Artifact:
+    """Something a check keeps for the reports: an image (PNG bytes), a curve (x/y lists),
+    or a table. ``kind`` tells the reporters how to render ``data``."""
+
+    name: str
+    kind: str  # "image/png" | "curve" | "table" | "text"
+    data: Any
+    caption: str = ""
+
+
+@dataclass
+class Findings:
+    """What a check's ``run`` returns: numbers, artifacts, and optionally its own verdict.
+
+    ``failures`` lists reasons the check failed on its own terms (a broken identity, a raised
+    flag); thresholds from the check's defaults and the config are applied on top by the session.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    failures: list[str] = field(default_factory=list)
+    artifacts: list[Artifact] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The frozen, serializable record of one check on one model."""
+
+    check: str
+    model: str
+    outcome: Outcome
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    thresholds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    message: str = ""
+    duration_s: float = 0.0
+    traceback: str | None = None
+    headline: tuple[str, ...] = ()
+    artifacts: tuple[Artifact, ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+    role: str = "target"
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.model}::{self.check}"
+
+    def headline_metrics(self) -> dict[str, float]:
+        names = [m for m in self.headline if m in self.metrics] or list(self.metrics)[:3]
+        return {m: self.metrics[m] for m in names}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "check": self.check,
+            "model": self.model,
+            "role": self.role,
+            "outcome": self.outcome.value,
+            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
+            "thresholds": {k: dict(v) for k, v in self.thresholds.items()},
+            "message": self.message,
+            "duration_s": round(self.duration_s, 4),
+        }
+        if self.traceback:
+            out["traceback"] = self.traceback
+        if self.details:
+            out["details"] = _jsonable(self.details)
+        if self.artifacts:
+            out["artifacts"] = [
+                {"name": a.name, "kind": a.kind, "caption": a.caption}
+                for a in self.artifacts
+            ]
+        return out
+
+
+def _json_number(v: float) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return _json_number(obj)
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return str(obj)
+
+
+class Check:
+    """One audit test, run once per model (the target and each baseline).
+
+    Subclasses set the class attributes and implement :meth:`run`::
+
+        class CleanAccuracy(Check):
+            id = "accuracy.clean"
+            requires = ("labels",)
+            headline = ("top1",)
+
+            @dataclass
+            class Settings:
+                max_images: int | None = None
+
+            def run(self, ctx):
+                ...
+                return Findings(metrics={"top1": top1, "n_images": n})
+
+    ``requires`` names capabilities of the target (``white_box``, ``layers``, ``gap_head``,
+    ``scores``) or of the data (``labels``, ``localization``); a check whose requirements are
+    not met is skipped with the reason. ``Settings`` is a dataclass whose fields are the
+    check's typed settings; config tables override them. ``thresholds`` are default pass
+    conditions, overridable from config.
+    """
+
+    id: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    headline: ClassVar[tuple[str, ...]] = ()
+    thresholds: ClassVar[tuple[Threshold, ...]] = ()
+    description: ClassVar[str] = ""
+
+    @dataclass
+    class Settings:
+        pass
+
+    def __init__(self, settings: Any = None, thresholds: tuple[Threshold, ...] | None = None):
+        self.settings = settings if settings is not None else self.Settings()
+        self.active_thresholds = tuple(self.thresholds) if thresholds is None else tuple(thresholds)
+
+    def run(self, ctx: "AuditContext") -> Findings:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = cls.description or (cls.__doc__ or "").strip().splitlines()[0:1]
+        return doc if isinstance(doc, str) else (doc[0] if doc else "")
+
+    @classmethod
+    def setting_fields(cls) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(cls.Settings)}

@@ -1,0 +1,201 @@
+"""The ``auditkit`` command: ``run``, ``demo`` and ``checks``; maps errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+from auditkit.config import Config, find_config_file, parse_baselines, validate_file_table
+from auditkit.errors import UsageError
+from auditkit.session import ExitCode
+
+DEFAULT_REPORT_DIR = Path("reports")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-p", dest="plugins", action="append", default=[], metavar="PLUGIN",
+                   help="load a plugin module, or disable one with no:NAME (repeatable)")
+
+
+def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
+    import auditkit
+
+    parser = argparse.ArgumentParser(
+        prog="auditkit",
+        description="pytest-style robustness and interpretability audits for PyTorch image classifiers",
+    )
+    parser.add_argument("--version", action="version", version=f"auditkit {auditkit.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,checks}")
+
+    run = sub.add_parser("run", help="audit a model", description="Audit a model on a dataset and write reports.")
+    run.add_argument("--model", help="torchvision:NAME, file.py:factory, module:factory, a .pt2 or TorchScript file")
+    run.add_argument("--weights", help="state_dict for the model (loaded with weights_only=True)")
+    run.add_argument("--data", help="synthetic:shapes[?n=..&size=..], an ImageFolder dir, a COCO JSON, file.py:factory")
+    run.add_argument("--checks", help="comma-separated check ids or family.* patterns")
+    run.add_argument("-k", dest="keyword", metavar="EXPR", help="select checks whose id matches EXPR (and/or/not)")
+    run.add_argument("--baselines", help="alexnet,googlenet,resnet18 or none")
+    run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--max-images", type=int, dest="max_images", help="audit at most N evaluation images")
+    run.add_argument("--batch-size", type=int, dest="batch_size")
+    run.add_argument("--config", help="a TOML file with an auditkit table (default: ./auditkit.toml or ./pyproject.toml)")
+    run.add_argument("--json", help=f"write the JSON report here (default {DEFAULT_REPORT_DIR}/report.json)")
+    run.add_argument("--junitxml", help="write JUnit XML here")
+    run.add_argument("--html", help="write the HTML scorecard here")
+    run.add_argument("--trust-pickle", action="store_true", default=None, dest="trust_pickle",
+                     help="allow loading a fully pickled model (runs code from the file)")
+    run.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="hide progress bars")
+    verbosity = run.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="count", default=0)
+    verbosity.add_argument("-v", "--verbose", action="count", default=0)
+    _add_common(run)
+    if pm_for_options is not None:
+        pm_for_options.hook.auditkit_addoption(parser=run)
+
+    demo = sub.add_parser("demo", help="run the embedded demo audit", description="Run the embedded demo audit.")
+    demo.add_argument("--out", default=str(DEFAULT_REPORT_DIR / "demo"), help="output folder (default reports/demo)")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("-q", "--quiet", action="count", default=0)
+    _add_common(demo)
+
+    checks = sub.add_parser("checks", help="list every registered check", description="List registered checks.")
+    _add_common(checks)
+    return parser
+
+
+def _preparse_plugins(argv: Sequence[str]) -> list[str]:
+    plugins = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "-p":
+            plugins.append(next(it, ""))
+        elif arg.startswith("-p") and len(arg) > 2:
+            plugins.append(arg[2:])
+    return plugins
+
+
+def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
+    rootdir = Path.cwd()
+    source, table = find_config_file(rootdir, args.config)
+    values = validate_file_table(table, str(source)) if source else {}
+    config = Config(source=str(source) if source else None, rootdir=str(rootdir), invocation=["auditkit", *argv])
+    for key, value in values.items():
+        setattr(config, key, value)
+    cli = {
+        "model": args.model,
+        "weights": args.weights,
+        "data": args.data,
+        "keyword": args.keyword,
+        "device": args.device,
+        "seed": args.seed,
+        "max_images": args.max_images,
+        "batch_size": args.batch_size,
+        "json": args.json,
+        "junitxml": args.junitxml,
+        "html": args.html,
+        "trust_pickle": args.trust_pickle,
+        "progress": args.progress,
+    }
+    for key, value in cli.items():
+        if value is not None:
+            setattr(config, key, value)
+    if args.checks:
+        config.select = [c.strip() for c in args.checks.split(",") if c.strip()]
+    if args.baselines is not None:
+        config.baselines = parse_baselines(args.baselines)
+    config.plugins = list(config.plugins) + list(args.plugins)
+    config.verbosity = args.verbose - args.quiet
+    if config.json is None:
+        config.json = str(DEFAULT_REPORT_DIR / "report.json")
+    if config.max_images is not None and config.max_images < 1:
+        raise UsageError(f"--max-images must be at least 1, got {config.max_images}")
+    if config.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+    config.options = args
+    return config
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    from auditkit.main import run_audit
+    from auditkit.plugin_manager import get_plugin_manager
+    from auditkit.reporters.terminal import TerminalReporter
+
+    pm = get_plugin_manager(_preparse_plugins(argv), confdir=Path.cwd())
+    args = build_parser(pm).parse_args(["run", *argv])
+    config = config_from_args(args, ["run", *argv])
+    if config.plugins != args.plugins:  # plugins named in the config file
+        pm = get_plugin_manager(config.plugins, confdir=Path.cwd())
+    reporter = TerminalReporter(verbosity=config.verbosity)
+    session = run_audit(config, pm, reporter=reporter)
+    return session.exitstatus
+
+
+def cmd_checks(argv: Sequence[str]) -> int:
+    from auditkit.config import Config
+    from auditkit.plugin_manager import get_plugin_manager
+
+    args = build_parser().parse_args(["checks", *argv])
+    pm = get_plugin_manager(args.plugins, confdir=Path.cwd())
+    config = Config()
+    from auditkit.main import registered_checks
+
+    rows = []
+    for cls, plugin in registered_checks(config, pm):
+        origin = pm.origins.get(plugin, "")
+        rows.append((cls.id, f"{plugin} ({origin})" if origin else plugin, ", ".join(cls.requires) or "-", cls.summary()))
+    if not rows:
+        print("no checks registered (is AUDITKIT_DISABLE_PLUGIN_AUTOLOAD set?)")
+        return ExitCode.NO_CHECKS_COLLECTED
+    rows.sort()
+    widths = [max(len(r[i]) for r in rows + [("check", "plugin", "requires", "")]) for i in range(3)]
+    print(f"{'check':<{widths[0]}}  {'plugin':<{widths[1]}}  {'requires':<{widths[2]}}  description")
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    return ExitCode.OK
+
+
+def cmd_demo(argv: Sequence[str]) -> int:
+    from auditkit.demo import run_demo
+
+    args = build_parser().parse_args(["demo", *argv])
+    return run_demo(out=Path(args.out), device=args.device, plugins=args.plugins, verbosity=-args.quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.simplefilter("default", UserWarning)
+    commands = {"run": cmd_run, "checks": cmd_checks, "demo": cmd_demo}
+    if not argv or argv[0] not in commands:
+        parser = build_parser()
+        if not argv or argv[0] in ("-h", "--help", "--version"):
+            try:
+                parser.parse_args(argv or ["--help"])
+            except SystemExit as exc:
+                return int(exc.code or 0)
+        parser.print_usage(sys.stderr)
+        print(f"auditkit: error: unknown command {argv[0]!r}; expected one of: run, demo, checks", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    try:
+        return commands[argv[0]](argv[1:])
+    except UsageError as exc:
+        print(f"auditkit: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE_ERROR
+    except SystemExit as exc:  # argparse: bad option
+        return ExitCode.USAGE_ERROR if exc.code not in (0, None) else ExitCode.OK
+    except KeyboardInterrupt:
+        print("auditkit: interrupted before any check ran", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print("auditkit: internal error (a bug in auditkit or a plugin); please report it with the traceback above",
+              file=sys.stderr)
+        return ExitCode.INTERNAL_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

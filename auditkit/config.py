@@ -1,0 +1,243 @@
+"""The effective configuration of an audit: command-line options over ``[tool.auditkit]`` in
+pyproject.toml (or an auditkit.toml), with per-check settings and thresholds, validated."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from auditkit.check import Check, Threshold
+from auditkit.errors import UsageError
+
+DEFAULT_BASELINES = ("alexnet", "googlenet", "resnet18")
+
+
+@dataclass
+class Config:
+    """Every setting of one audit. Reporters write ``to_json()`` into the report."""
+
+    model: str | None = None
+    weights: str | None = None
+    data: str = "synthetic:shapes"
+    select: list[str] | None = None
+    keyword: str | None = None
+    baselines: list[str] = field(default_factory=list)
+    device: str = "auto"
+    seed: int = 0
+    max_images: int | None = None
+    batch_size: int = 64
+    json: str | None = None
+    junitxml: str | None = None
+    html: str | None = None
+    plugins: list[str] = field(default_factory=list)
+    trust_pickle: bool = False
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    verbosity: int = 0
+    progress: bool | None = None
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str | None = None  # the config file read, if any
+    rootdir: str = "."
+    invocation: list[str] | None = None
+    options: Any = None  # the parsed argparse namespace (plugins' own options)
+    pluginmanager: Any = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        skip = {"options", "pluginmanager", "invocation", "verbosity", "progress"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        if self.invocation:
+            out["command"] = " ".join(self.invocation)
+        return out
+
+    def check_table(self, check_id: str) -> dict[str, Any]:
+        return dict(self.checks.get(check_id, {}))
+
+
+# Keys allowed in the [tool.auditkit] table and their types.
+_FILE_KEYS: dict[str, Any] = {
+    "model": str,
+    "weights": str,
+    "data": str,
+    "select": list,
+    "keyword": str,
+    "baselines": (list, str),
+    "device": str,
+    "seed": int,
+    "max_images": int,
+    "batch_size": int,
+    "json": str,
+    "junitxml": str,
+    "html": str,
+    "plugins": list,
+    "trust_pickle": bool,
+    "mean": list,
+    "std": list,
+    "checks": dict,
+}
+
+
+def find_config_file(rootdir: Path, explicit: str | None = None) -> tuple[Path | None, dict[str, Any]]:
+    """Return the config file used and its auditkit table: ``explicit`` if given, else
+    ./auditkit.toml, else ./pyproject.toml when it has a [tool.auditkit] table."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UsageError(f"--config {explicit}: no such file")
+        return path, _read_table(path)
+    for candidate in (rootdir / "auditkit.toml", rootdir / "pyproject.toml"):
+        if candidate.is_file():
+            table = _read_table(candidate)
+            if table or candidate.name == "auditkit.toml":
+                return candidate, table
+    return None, {}
+
+
+def _read_table(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: invalid TOML: {exc}") from exc
+    if path.name == "pyproject.toml":
+        return doc.get("tool", {}).get("auditkit", {})
+    # auditkit.toml: the keys at top level, or under [tool.auditkit] like pyproject.toml.
+    return doc.get("tool", {}).get("auditkit", doc)
+
+
+def validate_file_table(table: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """Check the top-level keys and types of a [tool.auditkit] table."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _FILE_KEYS:
+            raise UsageError(f"{source}: unknown key {key!r} in [tool.auditkit]{_suggest(key, _FILE_KEYS)}")
+        expected = _FILE_KEYS[key]
+        ok_types = expected if isinstance(expected, tuple) else (expected,)
+        if expected is int and isinstance(value, bool) or not isinstance(value, ok_types):
+            names = " or ".join(t.__name__ for t in ok_types)
+            raise UsageError(f"{source}: [tool.auditkit] {key} must be {names}, got {type(value).__name__} {value!r}")
+        out[key] = value
+    if isinstance(out.get("baselines"), str):
+        out["baselines"] = parse_baselines(out["baselines"])
+    return out
+
+
+def parse_baselines(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    items = [v for v in items if v]
+    return [] if items in ([], ["none"]) else items
+
+
+def configure_check(check_cls: type[Check], table: Mapping[str, Any], source: str) -> Check:
+    """Instantiate ``check_cls`` with the settings and thresholds of its config table."""
+    table = dict(table)
+    raw_thresholds = table.pop("thresholds", None)
+    fields = check_cls.setting_fields()
+    hints = typing.get_type_hints(check_cls.Settings)
+    values = {}
+    where = f'{source}: [tool.auditkit.checks."{check_cls.id}"]'
+    for key, value in table.items():
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise UsageError(f"{where}: unknown setting {key!r}{_suggest(key, fields)} (settings: {known}, thresholds)")
+        values[key] = coerce(value, hints.get(key, Any), f"{where} {key}")
+    settings = check_cls.Settings(**values)
+    thresholds = list(check_cls.thresholds)
+    if raw_thresholds is not None:
+        if not isinstance(raw_thresholds, Mapping):
+            raise UsageError(f"{where}: thresholds must be a table like {{ top1 = {{ min = 0.5 }} }}")
+        overridden = set(raw_thresholds)
+        thresholds = [t for t in thresholds if t.metric not in overridden]
+        for metric, spec in raw_thresholds.items():
+            thresholds.extend(parse_threshold(metric, spec, where))
+    return check_cls(settings, tuple(thresholds))
+
+
+def parse_threshold(metric: str, spec: Any, where: str) -> list[Threshold]:
+    """``{min = 0.5}``, ``{max = 0.1}``, ``{min = 0.9, baseline = "resnet18"}``, or
+    ``false`` to drop the default threshold on this metric."""
+    if spec is False:
+        return []
+    if not isinstance(spec, Mapping) or not spec or set(spec) - {"min", "max", "baseline"}:
+        raise UsageError(
+            f"{where}: threshold for {metric!r} must be a table with 'min' and/or 'max' "
+            f"(and optionally 'baseline'), or false; got {spec!r}"
+        )
+    out = []
+    baseline = spec.get("baseline")
+    if baseline is not None and not isinstance(baseline, str):
+        raise UsageError(f"{where}: threshold baseline for {metric!r} must be a model name, got {baseline!r}")
+    for op in ("min", "max"):
+        if op in spec:
+            value = spec[op]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{where}: threshold {metric}.{op} must be a number, got {value!r}")
+            out.append(Threshold(metric, op, float(value), baseline))
+    return out
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint, converting where lossless (int -> float,
+    list -> tuple); raise UsageError naming the expected type otherwise."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, where)
+            except UsageError as exc:
+                errors.append(exc)
+        raise UsageError(f"{where} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise UsageError(f"{where} must be one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"{where} must be a list, got {type(value).__name__} {value!r}")
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], where) for v in value)
+        if origin is tuple and args:
+            if len(args) != len(value):
+                raise UsageError(f"{where} must have {len(args)} items, got {len(value)}")
+            return tuple(coerce(v, a, where) for v, a in zip(value, args))
+        items = [coerce(v, args[0], where) for v in value] if args else list(value)
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise UsageError(f"{where} must be a table, got {type(value).__name__}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+    else:
+        return value
+    raise UsageError(f"{where} must be {_type_name(hint)}, got {type(value).__name__} {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _suggest(key: str, known: Mapping[str, Any] | list[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,15 @@
+"""Errors the host turns into exit codes and one-line messages instead of tracebacks."""
+
+
+class UsageError(Exception):
+    """Bad input from the user: a spec, a path, a config key, an option. Exit code 4.
+
+    The message must say what was wrong and what was expected, in one line when possible.
+    """
+
+
+class TargetError(Exception):
+    """The model under audit misbehaved (NaN logits, wrong output shape, rejected input).
+
+    Inside a check it becomes that check's error outcome, with this message and no traceback noise.
+    """

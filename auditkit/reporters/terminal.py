@@ -1,0 +1,161 @@
+"""pytest-like terminal output: a header, one line per check and model with its outcome and
+headline metrics, failures and errors, and the final "N passed, N failed in 12.3s" line."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import sys
+from typing import Any, TextIO
+
+from auditkit.check import CheckResult, Outcome
+from auditkit.plugin_manager import hookimpl
+
+_COLORS = {
+    Outcome.PASSED: "32",
+    Outcome.FAILED: "31",
+    Outcome.ERROR: "31",
+    Outcome.SKIPPED: "33",
+    Outcome.XFAILED: "33",
+}
+
+
+def format_metric(name: str, value: float) -> str:
+    if value != value:  # NaN
+        return f"{name}=nan"
+    if float(value).is_integer() and abs(value) < 1e9:
+        return f"{name}={int(value)}"
+    return f"{name}={value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{name}={value:.3f}"
+
+
+class TerminalReporter:
+    """Registered by the command line and (quietly) by the Python API."""
+
+    def __init__(self, verbosity: int = 0, stream: TextIO | None = None, color: bool | None = None):
+        self.verbosity = verbosity
+        self.stream = stream or sys.stdout
+        if color is None:
+            color = hasattr(self.stream, "isatty") and self.stream.isatty() and not os.environ.get("NO_COLOR")
+        self.color = color
+        self.width = min(shutil.get_terminal_size((100, 20)).columns, 120)
+        self._model = None
+
+    def write(self, text: str = "") -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def rule(self, title: str, char: str = "=", code: str | None = None) -> None:
+        title = f" {title} "
+        fill = max(self.width - len(title), 4)
+        line = char * (fill // 2) + title + char * (fill - fill // 2)
+        self.write(self.paint(line, code) if code else line)
+
+    # -- session start -------------------------------------------------------------------------
+
+    def session_start(self, session: Any) -> None:
+        if self.verbosity < 0:
+            return
+        import torch
+
+        from auditkit.session import describe_device
+
+        self.rule("auditkit session starts")
+        self.write(
+            f"platform {platform.system().lower()} -- Python {platform.python_version()}, "
+            f"torch {torch.__version__}, device {describe_device(session.device)}"
+        )
+        pm = session.pm
+        plugins = sorted(f"{name}-{origin}" if origin.startswith("-") else name for name, origin in pm.origins.items()
+                         if not name.startswith("auditkit."))
+        if plugins:
+            self.write("plugins: " + ", ".join(plugins))
+        data = session.data
+        n_train = 0 if data.train is None else len(data.train)
+        extras = ", boxes/masks" if data.has_localization else ""
+        self.write(f"data: {data.spec} ({session.n_eval} eval / {n_train} train images, {data.num_classes} classes{extras})")
+        for t in session.all_targets:
+            self.write(f"{t.role}: {t.name} = {t.spec} ({_describe_target(t)})")
+        n_models = len(session.all_targets)
+        self.write(f"collected {len(session.checks)} checks x {n_models} model{'s' if n_models > 1 else ''}")
+        self.write()
+
+    # -- results -------------------------------------------------------------------------------
+
+    @hookimpl
+    def auditkit_log_result(self, result: CheckResult) -> None:
+        if self.verbosity < 0:
+            return
+        if result.model != self._model:
+            self._model = result.model
+        word = result.outcome.value.upper()
+        metrics = result.headline_metrics() if self.verbosity < 1 else dict(result.metrics)
+        shown = " ".join(format_metric(k, v) for k, v in metrics.items())
+        left = f"{result.model} :: {result.check} "
+        tail = f" {word}"
+        dots = "." * max(self.width // 2 - len(left) - len(tail), 2)
+        line = f"{left}{dots}{self.paint(tail, _COLORS[result.outcome])}"
+        if shown and result.outcome in (Outcome.PASSED, Outcome.FAILED):
+            line += f"  {shown}"
+        if result.outcome in (Outcome.SKIPPED, Outcome.XFAILED) and result.message:
+            line += f"  ({result.message})"
+        self.write(line)
+        if self.verbosity >= 1 and result.message and result.outcome in (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR):
+            self.write(f"    {result.message}")
+
+    # -- summary -------------------------------------------------------------------------------
+
+    @hookimpl(trylast=True)
+    def auditkit_session_finish(self, session: Any, exitstatus: int) -> None:
+        results = session.results
+        errors = [r for r in results if r.outcome is Outcome.ERROR]
+        if errors and self.verbosity >= 0:
+            self.write()
+            self.rule("ERRORS")
+            for r in errors:
+                self.rule(r.nodeid, "_")
+                tb = (r.traceback or r.message).rstrip().splitlines()
+                limit = None if self.verbosity >= 1 else 12
+                if limit and len(tb) > limit:
+                    tb = ["..."] + tb[-limit:]
+                self.write("\n".join(tb))
+        failed = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
+        skipped = [r for r in results if r.outcome in (Outcome.SKIPPED, Outcome.XFAILED)]
+        if (failed or skipped) and self.verbosity >= 0:
+            self.write()
+            self.rule("short audit summary info")
+            for r in failed + skipped:
+                role = "" if r.role == "target" else " [baseline]"
+                self.write(f"{r.outcome.value.upper()} {r.nodeid}{role} - {r.message}")
+        if session.interrupted:
+            self.write()
+            self.rule("Interrupted: results so far were written", "!", "31")
+        for what, path in session.written:
+            if self.verbosity >= 0:
+                self.write(f"{what}: {path}")
+        counts = session.counts()
+        parts = [f"{n} {name}" for name, n in counts.items() if n]
+        base = [r for r in results if r.role == "baseline"]
+        summary = ", ".join(parts) or "no checks ran"
+        if base:
+            summary += f" (+{len(base)} baseline results)"
+        summary += f" in {session.duration_s:.1f}s"
+        code = "31" if counts["failed"] or counts["error"] or session.interrupted else ("32" if counts["passed"] else "33")
+        self.rule(summary, "=", code)
+
+
+def _describe_target(t: Any) -> str:
+    bits = []
+    params = t.num_params()
+    if params:
+        bits.append(f"{params / 1e6:.2f}M params" if params >= 1e5 else f"{params} params")
+    bits.append("white box" if t.white_box else f"black box, {t.returns}")
+    if getattr(t, "gap_head", None) is not None:
+        bits.append("GAP head")
+    if t.input_size:
+        bits.append("input " + "x".join(map(str, t.input_size)))
+    if t.num_classes:
+        bits.append(f"{t.num_classes} classes")
+    return ", ".join(bits)

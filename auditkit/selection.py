@@ -1,0 +1,86 @@
+"""Built-in check selection: ``--checks ID,ID`` (exact ids or ``family.*``) and ``-k EXPR``
+(pytest-style keyword expressions over check ids)."""
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Any
+
+from auditkit.check import Check
+from auditkit.errors import UsageError
+from auditkit.plugin_manager import hookimpl
+
+
+@hookimpl(tryfirst=True)
+def auditkit_modify_checks(config: Any, checks: list[Check]) -> None:
+    if config.select:
+        known = [c.id for c in checks]
+        selected = []
+        for pattern in config.select:
+            matched = [c for c in checks if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern + ".")]
+            if not matched:
+                raise UsageError(f"--checks {pattern!r}: no such check; known checks: {', '.join(known)}")
+            selected.extend(c for c in matched if c not in selected)
+        checks[:] = selected
+    if config.keyword:
+        matcher = keyword_matcher(config.keyword)
+        checks[:] = [c for c in checks if matcher(c.id)]
+
+
+def keyword_matcher(expr: str):
+    """Compile ``-k`` expressions: substrings of the check id joined with and/or/not and
+    parentheses, as in pytest (``-k "gradcam and not faithfulness"``)."""
+    tokens = re.findall(r"\(|\)|[^\s()]+", expr)
+    if not tokens:
+        raise UsageError(f"-k {expr!r}: empty expression")
+    pos = 0
+
+    def peek() -> str | None:
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take() -> str:
+        nonlocal pos
+        pos += 1
+        return tokens[pos - 1]
+
+    def parse_or():
+        left = parse_and()
+        while peek() == "or":
+            take()
+            right = parse_and()
+            left = (lambda a, b: lambda s: a(s) or b(s))(left, right)
+        return left
+
+    def parse_and():
+        left = parse_not()
+        while peek() == "and":
+            take()
+            right = parse_not()
+            left = (lambda a, b: lambda s: a(s) and b(s))(left, right)
+        return left
+
+    def parse_not():
+        if peek() == "not":
+            take()
+            inner = parse_not()
+            return lambda s: not inner(s)
+        return parse_atom()
+
+    def parse_atom():
+        tok = peek()
+        if tok is None or tok in ("and", "or", ")"):
+            raise UsageError(f"-k {expr!r}: expected a name at position {pos + 1}")
+        take()
+        if tok == "(":
+            inner = parse_or()
+            if peek() != ")":
+                raise UsageError(f"-k {expr!r}: missing ')'")
+            take()
+            return inner
+        word = tok.lower()
+        return lambda s: word in s.lower()
+
+    matcher = parse_or()
+    if pos != len(tokens):
+        raise UsageError(f"-k {expr!r}: unexpected {tokens[pos]!r}")
+    return matcher

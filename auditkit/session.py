@@ -1,0 +1,396 @@
+"""AuditSession: load -> collect -> run every check on the target and each baseline -> report.
+Owns the device, the seeds, the shared clean forward pass and the guard around each check."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from auditkit.batching import oom_backoff
+from auditkit.check import Check, CheckResult, Outcome
+from auditkit.config import Config
+from auditkit.data.base import AuditData, Batch
+from auditkit.errors import TargetError, UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditkit.target import BlackBoxTarget, Target
+
+log = logging.getLogger(__name__)
+
+
+class ExitCode:
+    OK = 0
+    CHECKS_FAILED = 1
+    INTERRUPTED = 2
+    INTERNAL_ERROR = 3
+    USAGE_ERROR = 4
+    NO_CHECKS_COLLECTED = 5
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda[:N]`` must exist; ``cpu`` always works."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine (use auto or cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UsageError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
+    return dev
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return "cpu"
+
+
+class CleanPass:
+    """The clean forward pass over the evaluation images, computed once per model and shared
+    by every check. ``logits`` is [N,K] on the device (scores for a black box that returns
+    scores; None for one that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
+
+    def __init__(self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None):
+        self.logits = logits
+        self.preds = preds
+        self.labels = labels
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self.logits is None:
+            raise TargetError("this target returns labels only: no scores")
+        return torch.softmax(self.logits.float(), dim=1)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        if self.labels is None:
+            raise TargetError("the data has no labels")
+        return self.preds == self.labels
+
+    def __len__(self) -> int:
+        return int(self.preds.shape[0])
+
+
+class AuditContext:
+    """What a check may use while it runs on one model.
+
+    :ivar target: the model under audit (``Target`` or ``BlackBoxTarget``), in eval mode on
+        :attr:`device`. Its ``role`` is "target" or "baseline".
+    :ivar data: the ``AuditData``; :meth:`batches` yields it on the device.
+    :ivar settings: the check's settings (its ``Settings`` dataclass, config applied).
+    :ivar generator: a ``torch.Generator`` on the CPU seeded for this check and model.
+    :ivar results: results so far in this session (for checks that compare, e.g. masking
+        flags that look at transfer results).
+    """
+
+    def __init__(self, session: "AuditSession", target: Any, check: Check):
+        self.session = session
+        self.target = target
+        self.check = check
+        self.data: AuditData = session.data
+        self.settings = check.settings
+        self.config = session.config
+        self.device: torch.device = session.device
+        self.seed = check_seed(session.config.seed, check.id, target.name)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.batch_size = session.config.batch_size
+        self.results: list[CheckResult] = session.results
+
+    @property
+    def model_name(self) -> str:
+        return self.target.name
+
+    @property
+    def n_images(self) -> int:
+        return self.session.n_eval
+
+    @property
+    def clean(self) -> CleanPass:
+        """The shared clean forward pass of this model over the evaluation images."""
+        return self.session.clean_pass(self.target)
+
+    def batches(self, split: str = "eval", limit: int | None = None, batch_size: int | None = None) -> Iterator[Batch]:
+        """Batches of ``split`` on the device; eval is capped at ``--max-images``."""
+        if split == "eval":
+            limit = self.n_images if limit is None else min(limit, self.n_images)
+        for batch in self.data.batches(split, batch_size or self.batch_size, limit=limit):
+            yield batch.to(self.device)
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""
+        return self.session.progress(iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the target on ``images`` with batch-size backoff on CUDA OOM."""
+        return oom_backoff(self.target, images)
+
+    def baseline_results(self) -> dict[str, CheckResult]:
+        """This check's results on the baselines so far, by model name."""
+        return {r.model: r for r in self.results if r.check == self.check.id and r.role == "baseline"}
+
+
+def check_seed(seed: int, check_id: str, model: str) -> int:
+    """A seed per (session seed, check, model): reruns agree, checks don't share streams."""
+    return zlib.crc32(f"{seed}:{check_id}:{model}".encode()) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class AuditSession:
+    """One audit: the data, the target and baselines, the checks, and their results."""
+
+    def __init__(self, config: Config, pluginmanager: Any, *, data: AuditData, target: Any, baselines: Sequence[Any] = ()):
+        self.config = config
+        self.pm = pluginmanager
+        self.hook = pluginmanager.hook
+        self.data = data
+        self.target = target
+        self.baselines = list(baselines)
+        self.device = target.device
+        self.n_eval = len(data.eval) if config.max_images is None else min(config.max_images, len(data.eval))
+        self.results: list[CheckResult] = []
+        self.checks: list[Check] = []
+        self.models: list[dict[str, Any]] = []
+        self.start = time.time()
+        self.duration_s = 0.0
+        self.interrupted = False
+        self.exitstatus = ExitCode.OK
+        self._clean: dict[str, CleanPass | TargetError] = {}
+        self.report: dict[str, Any] | None = None
+        self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
+
+    @property
+    def all_targets(self) -> list[Any]:
+        return [self.target, *self.baselines]
+
+    # -- progress --------------------------------------------------------------------------
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        show = self.config.progress
+        if show is None:
+            show = self.config.verbosity >= 0 and sys.stderr.isatty()
+        if not show:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    # -- clean pass --------------------------------------------------------------------------
+
+    def clean_pass(self, target: Any) -> CleanPass:
+        cached = self._clean.get(target.name)
+        if isinstance(cached, TargetError):
+            raise cached
+        if cached is not None:
+            return cached
+        try:
+            result = self._compute_clean_pass(target)
+        except TargetError as exc:
+            self._clean[target.name] = exc
+            raise
+        self._clean[target.name] = result
+        return result
+
+    @torch.no_grad()
+    def _compute_clean_pass(self, target: Any) -> CleanPass:
+        outs, labels = [], []
+        n_batches = -(-self.n_eval // self.config.batch_size)
+        batches = self.data.batches("eval", self.config.batch_size, limit=self.n_eval)
+        for batch in self.progress(batches, total=n_batches, desc=f"{target.name} clean forward pass"):
+            images = batch.images.to(self.device)
+            out = oom_backoff(target.query if not target.white_box else target, images)
+            outs.append(out)
+            if batch.labels is not None:
+                labels.append(batch.labels.to(self.device))
+        out = torch.cat(outs)
+        label_t = torch.cat(labels) if labels and len(labels) == len(outs) else None
+        if getattr(target, "returns", "scores") == "labels" and not target.white_box:
+            return CleanPass(None, out.long(), label_t)
+        bad = ~torch.isfinite(out).all(dim=1)
+        if bool(bad.any()):
+            first = int(bad.nonzero()[0])
+            raise TargetError(
+                f"{target.name} produced non-finite logits (NaN or inf) for {int(bad.sum())} of "
+                f"{out.shape[0]} images (first: image {first}); expected finite logits"
+            )
+        return CleanPass(out, out.argmax(dim=1), label_t)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def missing_requirements(self, check: Check, target: Any) -> list[str]:
+        available = set(target.capabilities) | set(self.data.capabilities)
+        return [r for r in check.requires if r not in available]
+
+    def run(self, checks: Sequence[Check]) -> int:
+        """Run ``checks`` on the target, then on each baseline. Returns the exit code."""
+        self.checks = list(checks)
+        try:
+            for target in self.all_targets:
+                self._run_model(target)
+        except KeyboardInterrupt:
+            self.interrupted = True
+        self.duration_s = time.time() - self.start
+        self.exitstatus = self.compute_exitstatus()
+        return self.exitstatus
+
+    def _run_model(self, target: Any) -> None:
+        with target:
+            for check in self.checks:
+                self.run_one(check, target)
+
+    def run_one(self, check: Check, target: Any) -> CheckResult:
+        missing = self.missing_requirements(check, target)
+        ctx = AuditContext(self, target, check)
+        if missing:
+            result = CheckResult(
+                check=check.id,
+                model=target.name,
+                role=target.role,
+                outcome=Outcome.SKIPPED,
+                message=_missing_reason(missing, target),
+                headline=check.headline,
+            )
+        else:
+            seed_everything(ctx.seed)
+            findings, excinfo = None, None
+            t0 = time.perf_counter()
+            try:
+                findings = self.hook.auditkit_run_check(check=check, ctx=ctx)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # the guard: a crashing check is data, not an abort
+                excinfo = exc
+            duration = time.perf_counter() - t0
+            result = self.hook.auditkit_make_result(
+                check=check, ctx=ctx, findings=findings, excinfo=excinfo, duration_s=duration
+            )
+        self.results.append(result)
+        self.hook.auditkit_log_result(result=result)
+        return result
+
+    def compute_exitstatus(self) -> int:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if not self.checks:
+            return ExitCode.NO_CHECKS_COLLECTED
+        gating = [r for r in self.results if r.role == "target"]
+        if any(r.outcome in (Outcome.FAILED, Outcome.ERROR) for r in gating):
+            return ExitCode.CHECKS_FAILED
+        return ExitCode.OK
+
+    def counts(self) -> dict[str, int]:
+        counts = {o.value: 0 for o in Outcome}
+        for r in self.results:
+            if r.role == "target":
+                counts[r.outcome.value] += 1
+        return counts
+
+    def finish(self) -> None:
+        self.duration_s = time.time() - self.start
+        self.hook.auditkit_session_finish(session=self, exitstatus=self.exitstatus)
+
+
+def _missing_reason(missing: list[str], target: Any) -> str:
+    reasons = {
+        "white_box": "the model is a black box (no gradients)",
+        "layers": "the model has no hookable layers (TorchScript, torch.export or black box)",
+        "gap_head": "the model has no global-average-pooling + single linear head",
+        "scores": "the model returns labels only, not scores",
+        "labels": "the data has no labels",
+        "localization": "the data has no boxes or masks",
+    }
+    return "; ".join(reasons.get(m, f"requires {m!r}") for m in missing)
+
+
+class AuditRun:
+    """The outcome of :func:`auditkit.audit`: every result, the models, the exit code.
+
+    ``run["accuracy.clean"]`` is the target's result of that check;
+    ``run["accuracy.clean", "resnet18"]`` a baseline's.
+    """
+
+    def __init__(self, session: AuditSession, report: dict[str, Any]):
+        self.results: list[CheckResult] = list(session.results)
+        self.exit_code: int = session.exitstatus
+        self.models = report["models"]
+        self.report = report
+        self.duration_s = session.duration_s
+
+    def __getitem__(self, key: str | tuple[str, str]) -> CheckResult:
+        check_id, model = (key, "target") if isinstance(key, str) else key
+        for r in self.results:
+            if r.check == check_id and r.model == model:
+                return r
+        have = sorted({r.check for r in self.results})
+        raise KeyError(f"no result for check {check_id!r} on model {model!r}; checks run: {have}")
+
+    def __iter__(self) -> Iterator[CheckResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == ExitCode.OK
+
+    def to_json(self) -> dict[str, Any]:
+        return self.report
+
+    def to_dataframe(self) -> "pd.DataFrame":
+        """One row per (check, model, metric): check, model, role, outcome, metric, value."""
+        import pandas as pd
+
+        rows = []
+        for r in self.results:
+            base = {"check": r.check, "model": r.model, "role": r.role, "outcome": r.outcome.value}
+            if not r.metrics:
+                rows.append({**base, "metric": None, "value": None})
+            for metric, value in r.metrics.items():
+                rows.append({**base, "metric": metric, "value": float(value)})
+        return pd.DataFrame(rows, columns=["check", "model", "role", "outcome", "metric", "value"])
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.results:
+            counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+        return f"<AuditRun exit_code={self.exit_code} {counts}>"
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    import torchvision
+
+    import auditkit
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "auditkit": auditkit.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,140 @@
+"""The command line: exit codes, one-line usage errors, reports that validate, installed plugins."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+
+from auditkit.cli import main
+from auditkit.reporters.json_report import load_schema
+from auditkit.testing.models import TinyGAPNet
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = "synthetic:shapes?n=8&size=32"
+FACTORY = "auditkit.testing.models:tiny_factory"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default reports/ go here, never into the checkout
+
+
+def _err_lines(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_run_writes_a_schema_valid_report_and_junit(tmp_path, capsys):
+    code = main(["run", "--model", FACTORY, "--data", DATA, "--json", "r.json", "--junitxml", "j.xml"])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "accuracy.clean" in out and "auditkit session starts" in out
+    assert out.rstrip().splitlines()[-1].strip("= ").endswith("s")  # "... passed in 0.3s"
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, load_schema())
+    assert report["models"][0]["role"] == "target" and report["models"][0]["num_classes"] == 4
+    assert report["summary"]["exit_code"] == code
+    suite = ET.parse(tmp_path / "j.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("auditkit.target", r["check"]) for r in report["results"]
+    ]
+
+
+def test_torchvision_model_end_to_end(tmp_path):
+    code = main(["run", "--model", "torchvision:resnet18", "--data", DATA, "--json", "r.json", "-q"])
+    assert code in (0, 1)
+    jsonschema.validate(json.loads((tmp_path / "r.json").read_text()), load_schema())
+
+
+def test_default_json_goes_to_reports(tmp_path):
+    assert main(["run", "--model", FACTORY, "--data", DATA, "-q"]) == 0
+    assert (tmp_path / "reports" / "report.json").is_file()
+
+
+def test_missing_model_file_exits_4_with_one_line(tmp_path, capsys):
+    code = main(["run", "--model", "no/such/model.py:build", "--data", DATA])
+    assert code == 4
+    lines = _err_lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("auditkit: error:") and "no/such/model.py" in lines[0]
+
+
+def test_unknown_spec_exits_4(capsys):
+    assert main(["run", "--model", "nonsense-spec", "--data", DATA]) == 4
+    assert "nonsense-spec" in _err_lines(capsys)[0]
+    assert main(["run", "--model", FACTORY, "--data", "nope:thing"]) == 4
+
+
+def test_pickled_model_is_refused_without_trust_pickle(tmp_path, capsys):
+    torch.save(TinyGAPNet(num_classes=4), tmp_path / "model.pt")
+    assert main(["run", "--model", "model.pt", "--data", DATA]) == 4
+    assert "--trust-pickle" in _err_lines(capsys)[0]
+    assert main(["run", "--model", "model.pt", "--data", DATA, "--trust-pickle", "-q"]) == 0
+
+
+def test_wrong_input_size_exits_4_naming_expected_and_got(tmp_path, capsys):
+    model_py = tmp_path / "fcnet.py"
+    model_py.write_text(
+        "from auditkit.testing.models import TinyFCNet\n"
+        "def build(num_classes=4):\n    return TinyFCNet(num_classes=num_classes, input_size=32)\n"
+    )
+    assert main(["run", "--model", f"{model_py}:build", "--data", "synthetic:shapes?n=4&size=48"]) == 4
+    line = _err_lines(capsys)[0]
+    assert "[3, 48, 48]" in line
+
+
+def test_unknown_config_key_exits_4(tmp_path, capsys):
+    (tmp_path / "auditkit.toml").write_text("[checks.\"accuracy.clean\"]\nper_clas = true\n")
+    assert main(["run", "--model", FACTORY, "--data", DATA]) == 4
+    assert "unknown setting 'per_clas'" in _err_lines(capsys)[0]
+
+
+def test_bad_options_exit_4(capsys):
+    assert main(["run", "--model", FACTORY, "--data", DATA, "--device", "tpu"]) == 4
+    assert main(["run", "--model", FACTORY, "--data", DATA, "--checks", "no.such"]) == 4
+    assert main(["run", "--bogus-flag"]) == 4
+    assert main(["frobnicate"]) == 4
+
+
+def test_checks_lists_builtin_checks_with_plugin_and_requirements(capsys):
+    assert main(["checks"]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("accuracy.clean"))
+    assert "accuracy (auditkit-" in line and "labels" in line
+
+
+def test_demo_runs_and_exits_0(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "-q"]) == 0
+    assert (tmp_path / "demo" / "report.json").is_file()
+    assert "auditkit demo:" in capsys.readouterr().out
+
+
+def test_a_separately_installed_plugin_appears_and_runs(tmp_path):
+    """Install the example plugin package into its own folder (as pip would into a venv) and
+    run the real `auditkit` executable with it on the path."""
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(ROOT / "examples" / "auditkit-example-plugin")],
+        check=True, capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    exe = [sys.executable, "-m", "auditkit.cli"]
+    listing = subprocess.run([*exe, "checks"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "example.confidence" in listing and "auditkit-example-plugin-0.1.0" in listing
+    done = subprocess.run(
+        [*exe, "run", "--model", FACTORY, "--data", DATA, "--json", "r.json", "-q"],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    result = next(r for r in report["results"] if r["check"] == "example.confidence")
+    assert 0.0 < result["metrics"]["mean_confidence"] <= 1.0
+    disabled = subprocess.run([*exe, "checks", "-p", "no:example"], env=env, capture_output=True, text=True).stdout
+    assert "example.confidence" not in disabled

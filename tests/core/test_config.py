@@ -1,0 +1,85 @@
+"""Config files: discovery, per-check settings and thresholds, clear errors for bad keys and types."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from auditkit import Check, Threshold
+from auditkit.config import configure_check, find_config_file, validate_file_table
+from auditkit.errors import UsageError
+
+
+class Configurable(Check):
+    id = "test.configurable"
+    thresholds = (Threshold("score", "min", 0.5),)
+
+    @dataclass
+    class Settings:
+        steps: int = 10
+        epsilons: tuple[float, ...] = (0.1, 0.2)
+        layer: str | None = None
+        targeted: bool = False
+
+
+def test_pyproject_and_auditkit_toml_discovery(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n[tool.auditkit]\nseed = 3\n')
+    path, table = find_config_file(tmp_path)
+    assert path.name == "pyproject.toml" and table == {"seed": 3}
+    (tmp_path / "auditkit.toml").write_text("seed = 5\n")
+    path, table = find_config_file(tmp_path)
+    assert path.name == "auditkit.toml" and table == {"seed": 5}
+
+
+def test_pyproject_without_an_auditkit_table_is_ignored(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert find_config_file(tmp_path) == (None, {})
+
+
+def test_unknown_top_level_key_is_an_error_with_a_suggestion():
+    with pytest.raises(UsageError, match=r"unknown key 'sede' .*did you mean 'seed'"):
+        validate_file_table({"sede": 1}, "pyproject.toml")
+
+
+def test_wrong_top_level_type_is_an_error():
+    with pytest.raises(UsageError, match="seed must be int, got str"):
+        validate_file_table({"seed": "3"}, "pyproject.toml")
+    with pytest.raises(UsageError, match="seed must be int, got bool"):
+        validate_file_table({"seed": True}, "pyproject.toml")
+
+
+def test_baselines_accept_a_list_or_a_comma_string():
+    assert validate_file_table({"baselines": "alexnet, resnet18"}, "x")["baselines"] == ["alexnet", "resnet18"]
+    assert validate_file_table({"baselines": "none"}, "x")["baselines"] == []
+
+
+def test_check_settings_are_typed_and_coerced():
+    check = configure_check(Configurable, {"steps": 3, "epsilons": [1, 0.5], "layer": "layer4"}, "f")
+    assert check.settings.steps == 3
+    assert check.settings.epsilons == (1.0, 0.5)
+    assert check.settings.layer == "layer4"
+    assert configure_check(Configurable, {}, "f").settings.layer is None
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"stepz": 3}, r"unknown setting 'stepz' \(did you mean 'steps'\?\)"),
+        ({"steps": 2.5}, "steps must be int, got float"),
+        ({"targeted": "yes"}, "targeted must be bool, got str"),
+        ({"epsilons": 0.1}, "epsilons must be a list"),
+        ({"thresholds": {"score": 0.3}}, "must be a table with 'min' and/or 'max'"),
+        ({"thresholds": {"score": {"min": "high"}}}, "score.min must be a number"),
+    ],
+)
+def test_bad_check_settings_are_clear_errors(table, message):
+    with pytest.raises(UsageError, match=message):
+        configure_check(Configurable, table, "pyproject.toml")
+
+
+def test_thresholds_override_and_drop_defaults():
+    check = configure_check(Configurable, {"thresholds": {"score": {"min": 0.9}, "other": {"max": 2}}}, "f")
+    assert set(check.active_thresholds) == {Threshold("score", "min", 0.9), Threshold("other", "max", 2.0)}
+    assert configure_check(Configurable, {"thresholds": {"score": False}}, "f").active_thresholds == ()
+    rel = configure_check(Configurable, {"thresholds": {"score": {"min": 0.9, "baseline": "resnet18"}}}, "f")
+    assert rel.active_thresholds == (Threshold("score", "min", 0.9, "resnet18"),)

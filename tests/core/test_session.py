@@ -1,0 +1,215 @@
+"""The session: guarded checks, outcomes, thresholds, the shared clean pass, interruption."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import auditkit
+from auditkit import Check, Findings, Outcome, Threshold
+from auditkit.session import ExitCode
+from auditkit.testing.models import NaNNet, TinyGAPNet
+
+
+class _Plugin:
+    """A plugin object providing the given check classes."""
+
+    def __init__(self, *classes):
+        self.classes = list(classes)
+
+    @auditkit.hookimpl
+    def auditkit_collect_checks(self, config):
+        return self.classes
+
+
+class Crashing(Check):
+    id = "test.crashing"
+
+    def run(self, ctx):
+        raise ZeroDivisionError("planted crash")
+
+
+class Constant(Check):
+    id = "test.constant"
+    headline = ("value",)
+    thresholds = (Threshold("value", "min", 0.5),)
+
+    @dataclass
+    class Settings:
+        value: float = 1.0
+
+    def run(self, ctx):
+        return Findings(metrics={"value": self.settings.value})
+
+
+class Skipping(Check):
+    id = "test.skipping"
+
+    def run(self, ctx):
+        auditkit.skip("nothing to do here")
+
+
+class XFailing(Check):
+    id = "test.xfailing"
+
+    def run(self, ctx):
+        auditkit.xfail("known limitation")
+
+
+class NeedsBoxes(Check):
+    id = "test.needs_boxes"
+    requires = ("localization",)
+
+    def run(self, ctx):  # pragma: no cover - must be skipped
+        raise AssertionError("ran without boxes")
+
+
+def _audit(model, data, *classes, **kw):
+    return auditkit.audit(model, data, plugins=[_Plugin(*classes)], autoload=False, **kw)
+
+
+def test_clean_accuracy_matches_a_manual_forward_pass(tiny_data, tiny_model):
+    run = auditkit.audit(tiny_model, tiny_data, checks=["accuracy.clean"])
+    with torch.no_grad():
+        tiny_model.eval()
+        preds = tiny_model(tiny_data.eval.images).argmax(1)
+    expected = (preds == tiny_data.eval.labels).float().mean().item()
+    assert run["accuracy.clean"].metrics["top1"] == pytest.approx(expected)
+    assert run["accuracy.clean"].metrics["n_images"] == len(tiny_data.eval)
+    assert run.exit_code == ExitCode.OK
+
+
+def test_a_crashing_check_becomes_an_error_and_the_audit_goes_on(tiny_data, tiny_model):
+    run = _audit(tiny_model, tiny_data, Crashing, Constant)
+    crashed = run["test.crashing"]
+    assert crashed.outcome is Outcome.ERROR
+    assert "ZeroDivisionError: planted crash" in crashed.message
+    assert "Traceback" in crashed.traceback and "planted crash" in crashed.traceback
+    assert run["test.constant"].outcome is Outcome.PASSED
+    assert run.exit_code == ExitCode.CHECKS_FAILED
+
+
+def test_skip_xfail_and_missing_requirements(tiny_data, tiny_model):
+    run = _audit(tiny_model, tiny_data, Skipping, XFailing, NeedsBoxes)
+    assert run["test.skipping"].outcome is Outcome.SKIPPED
+    assert run["test.skipping"].message == "nothing to do here"
+    assert run["test.xfailing"].outcome is Outcome.XFAILED
+    assert run["test.needs_boxes"].outcome is Outcome.SKIPPED
+    assert "no boxes or masks" in run["test.needs_boxes"].message
+    assert run.exit_code == ExitCode.OK
+
+
+def test_thresholds_from_defaults_and_settings(tiny_data, tiny_model):
+    run = _audit(tiny_model, tiny_data, Constant, settings={"test.constant": {"value": 0.25}})
+    result = run["test.constant"]
+    assert result.outcome is Outcome.FAILED
+    assert result.message == "value=0.25 violates value >= 0.5"
+    assert result.thresholds == {"value": {"op": "min", "value": 0.5}}
+    assert run.exit_code == ExitCode.CHECKS_FAILED
+    relaxed = _audit(
+        tiny_model, tiny_data, Constant,
+        settings={"test.constant": {"value": 0.25, "thresholds": {"value": {"min": 0.2}}}},
+    )
+    assert relaxed["test.constant"].outcome is Outcome.PASSED
+
+
+def test_nan_logits_are_an_error_naming_the_images(tiny_data):
+    run = auditkit.audit(NaNNet(num_classes=4), tiny_data, checks=["accuracy.clean"])
+    result = run["accuracy.clean"]
+    assert result.outcome is Outcome.ERROR
+    assert "non-finite logits" in result.message and f"{len(tiny_data.eval)} of {len(tiny_data.eval)}" in result.message
+
+
+def test_the_clean_pass_is_computed_once_and_shared(tiny_data, tiny_model):
+    calls = []
+
+    class UsesClean(Check):
+        id = "test.uses_clean"
+
+        def run(self, ctx):
+            calls.append(id(ctx.clean))
+            return Findings(metrics={"n": len(ctx.clean)})
+
+    class UsesCleanToo(UsesClean):
+        id = "test.uses_clean_too"
+
+    counter = {"n": 0}
+    handle = tiny_model.register_forward_hook(lambda *a: counter.__setitem__("n", counter["n"] + 1))
+    try:
+        _audit(tiny_model, tiny_data, UsesClean, UsesCleanToo, batch_size=8)
+    finally:
+        handle.remove()
+    assert len(set(calls)) == 1
+    # one probe forward + ceil(24 / 8) clean batches, whatever the number of checks
+    assert counter["n"] == 1 + 3
+
+
+def test_ctrl_c_writes_results_so_far_and_exits_2(tiny_data, tiny_model, tmp_path):
+    class Interrupt(Check):
+        id = "test.zz_interrupt"
+
+        def run(self, ctx):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "r.json"
+    run = _audit(tiny_model, tiny_data, Constant, Interrupt, json=str(out))
+    assert run.exit_code == ExitCode.INTERRUPTED
+    report = json.loads(out.read_text())
+    assert report["summary"]["interrupted"] is True
+    assert [r["check"] for r in report["results"]] == ["test.constant"]
+
+
+def test_no_checks_collected_exits_5(tiny_data, tiny_model):
+    run = auditkit.audit(tiny_model, tiny_data, keyword="no_check_has_this_name")
+    assert run.exit_code == ExitCode.NO_CHECKS_COLLECTED
+
+
+def test_a_check_returning_the_wrong_type_is_an_error(tiny_data, tiny_model):
+    class ReturnsDict(Check):
+        id = "test.returns_dict"
+
+        def run(self, ctx):
+            return {"value": 1.0}
+
+    run = _audit(tiny_model, tiny_data, ReturnsDict)
+    assert run["test.returns_dict"].outcome is Outcome.ERROR
+    assert "expected auditkit.Findings" in run["test.returns_dict"].message
+
+
+def test_to_dataframe_has_one_row_per_metric(tiny_data, tiny_model):
+    df = auditkit.audit(tiny_model, tiny_data, checks=["accuracy.clean"]).to_dataframe()
+    assert list(df.columns) == ["check", "model", "role", "outcome", "metric", "value"]
+    assert sorted(df["metric"]) == ["n_images", "top1"]
+
+
+def test_black_box_callable_target(tiny_data, tiny_model):
+    tiny_model.eval()
+
+    def predict(images):
+        with torch.no_grad():
+            return torch.softmax(tiny_model(images), 1)
+
+    run = auditkit.audit(predict, tiny_data, checks=["accuracy.clean"])
+    white = auditkit.audit(tiny_model, tiny_data, checks=["accuracy.clean"])
+    assert run["accuracy.clean"].metrics["top1"] == white["accuracy.clean"].metrics["top1"]
+    assert run.models[0]["white_box"] is False
+
+
+def test_seeds_differ_per_check_and_model_but_repeat_across_runs(tiny_data, tiny_model):
+    seen = []
+
+    class Draw(Check):
+        id = "test.draw"
+
+        def run(self, ctx):
+            value = float(torch.rand(1, generator=ctx.generator)) + float(torch.rand(1))
+            seen.append(value)
+            return Findings(metrics={"draw": value})
+
+    _audit(tiny_model, tiny_data, Draw, seed=3)
+    _audit(tiny_model, tiny_data, Draw, seed=3)
+    _audit(tiny_model, tiny_data, Draw, seed=4)
+    assert seen[0] == seen[1] != seen[2]
