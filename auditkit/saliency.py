@@ -1,0 +1,65 @@
+"""Grad-CAM as a primitive shared by checks: batched, on the device, computing only the
+gradient with respect to the layer's activations."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def grad_cam(
+    target: Any, images: torch.Tensor, classes: torch.Tensor, layer: str, *, relu: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grad-CAM maps at ``layer``'s resolution, and the logits.
+
+    alpha_k = spatial mean of d y_c / d A^k; map = ReLU(sum_k alpha_k A^k) (no ReLU with
+    ``relu=False``). One forward and one backward for the whole batch; the backward stops
+    at the layer's activations (no parameter gradients are computed or stored).
+
+    The layer's output is captured *before* anything downstream can modify it: the hook
+    hands the rest of the network a copy, so a following in-place ReLU (torchvision AlexNet's
+    ``features.10``) cannot turn the captured activations into post-ReLU values while the
+    gradients stay pre-ReLU.
+
+    :param target: a white-box ``auditkit.Target`` (images in [0,1] pixel space).
+    :param images: float [B,3,H,W] on the target's device.
+    :param classes: long [B], the class whose score y_c is explained for each image.
+    :param layer: module name in ``target.model`` whose output A is [B,K,h,w].
+    :returns: (maps [B,h,w], logits [B,num_classes] detached).
+    """
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(module: Any, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            raise ValueError(f"Grad-CAM layer {layer!r} must output [B,K,h,w], got {type(output).__name__}")
+        store["a"] = output
+        return output.clone()
+
+    handle = target.layer(layer).register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            logits = target(images)
+            activations = store["a"]
+            score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
+            (grads,) = torch.autograd.grad(score, activations)
+    finally:
+        handle.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activations.detach()).sum(dim=1)
+    if relu:
+        cam = F.relu(cam)
+    return cam, logits.detach()
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of [B,h,w] maps to [B,H,W] (align_corners=False, as pytorch-grad-cam's cv2 resize)."""
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def minmax_normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Scale each map of [B,...] to [0,1]; an all-constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
