@@ -1,0 +1,826 @@
+"""Turn a ``--model SPEC`` into a :class:`~auditkit.target.Target`: torchvision names, factories
+with state_dicts, torch.export archives, TorchScript files and trusted pickles. Never downloads."""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import pickle
+import re
+import sys
+import urllib.parse
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from auditkit.errors import UsageError
+from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target, reduce_to_logits
+
+__all__ = ["SPEC_FORMS", "ExportedProgramModule", "ModelOptions", "describe_spec_forms", "load_model"]
+
+SPEC_FORMS: tuple[str, ...] = (
+    "torchvision:NAME[?weights=ENUM_NAME|DEFAULT]",
+    "path/to/file.py:factory or package.module:factory (state_dict via --weights PATH)",
+    "a .pt2 torch.export archive",
+    "a TorchScript file (.pt, .pth, .ts, .jit)",
+    "a torch.save'd nn.Module (only with --trust-pickle)",
+    "model.onnx or an http(s):// endpoint (black-box, optional extra)",
+)
+
+_TORCHVISION = "torchvision:"
+_BLACK_BOX_PREFIXES = ("http://", "https://")
+_FACTORY_SPEC = re.compile(r"^(?P<source>.+):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+_MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+# Key prefixes added by wrappers around a model: nn.DataParallel / DDP and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_MAX_LISTED_KEYS = 5
+
+
+@dataclass
+class ModelOptions:
+    """How to load a model spec; filled from the command line and config.
+
+    Attributes:
+        weights: path to a state_dict (``--weights``) for a factory or torchvision spec.
+        num_classes: size of the classifier head to build; ``None`` keeps the default
+            (1000 for torchvision, the factory's own default otherwise).
+        trust_pickle: allow unpickling a full ``torch.save``'d module (runs arbitrary code).
+        device: where :class:`~auditkit.target.Target` puts the model on entry.
+        mean: per-channel normalization mean applied inside the target; overrides the default.
+        std: per-channel normalization std applied inside the target; overrides the default.
+        weights_dir: a directory searched, before the torch hub cache, for pretrained
+            torchvision checkpoints (files named as in the weights' URL).
+    """
+
+    weights: str | None = None
+    num_classes: int | None = None
+    trust_pickle: bool = False
+    device: str = "cpu"
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    weights_dir: str | None = None
+
+
+def describe_spec_forms() -> str:
+    """The accepted model spec forms, as one line for error messages and help text."""
+    return "; ".join(SPEC_FORMS)
+
+
+def load_model(spec: str, options: ModelOptions) -> Target:
+    """Load the model named by ``spec`` and wrap it in a :class:`~auditkit.target.Target`.
+
+    The target is built on ``options.device`` with ``spec`` and a human description set; it is
+    not entered or probed yet. Nothing is ever downloaded: pretrained torchvision weights must
+    already lie in ``options.weights_dir`` or the torch hub cache.
+
+    Raises:
+        UsageError: the spec cannot be loaded; the message says what was wrong and what was
+            expected, in one line.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise UsageError(f"empty model spec; expected one of: {describe_spec_forms()}")
+    if spec.startswith(_TORCHVISION):
+        return _load_torchvision(spec, options)
+    if _is_black_box_spec(spec):
+        return _load_black_box(spec, options)
+    factory = _FACTORY_SPEC.match(spec)
+    if factory and (factory["source"].endswith(".py") or _MODULE_NAME.match(factory["source"])):
+        return _load_factory(spec, factory["source"], factory["attr"], options)
+    return _load_file(spec, options)
+
+
+# -- black box: the seam where ONNX and HTTP targets plug in --------------------------------
+
+
+def _is_black_box_spec(spec: str) -> bool:
+    return spec.lower().startswith(_BLACK_BOX_PREFIXES) or spec.lower().endswith(".onnx")
+
+
+def _load_black_box(spec: str, options: ModelOptions) -> Target:
+    """Load an ONNX file or an HTTP prediction endpoint as a black-box target.
+
+    Not available yet: these will come through a plugin hook with the optional extras."""
+    kind = "ONNX" if spec.lower().endswith(".onnx") else "HTTP"
+    raise UsageError(
+        f"model {spec!r}: black-box {kind} targets need the optional extra and are not available "
+        f"in this version yet; use a white-box form: {describe_spec_forms()}"
+    )
+
+
+# -- torchvision -------------------------------------------------------------------------------
+
+
+def _load_torchvision(spec: str, options: ModelOptions) -> Target:
+    import torchvision
+
+    name, _, query = spec[len(_TORCHVISION):].partition("?")
+    name = name.strip().lower()
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"weights"})
+    if unknown:
+        raise UsageError(
+            f"model {spec!r}: unknown option(s) {unknown}; expected torchvision:NAME[?weights=ENUM_NAME|DEFAULT]"
+        )
+    classifiers = torchvision.models.list_models(module=torchvision.models)
+    if name not in classifiers:
+        if name in torchvision.models.list_models():
+            raise UsageError(
+                f"model {spec!r}: torchvision's {name} is not an image classifier; expected one of "
+                "torchvision.models.list_models(module=torchvision.models)"
+            )
+        close = difflib.get_close_matches(name, classifiers, n=5, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"e.g. {', '.join(classifiers[:5])}"
+        raise UsageError(f"model {spec!r}: torchvision has no classifier named {name!r}; {hint}")
+
+    weights = _torchvision_weights(spec, name, params["weights"][-1]) if "weights" in params else None
+    if weights is not None and options.weights:
+        raise UsageError(
+            f"model {spec!r}: give pretrained weights either as ?weights= or as --weights {options.weights}, "
+            "not both"
+        )
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    kwargs: dict[str, Any] = {"num_classes": options.num_classes or 1000}
+    if weights is not None:
+        categories = len(weights.meta.get("categories") or ()) or 1000
+        if options.num_classes not in (None, categories):
+            raise UsageError(
+                f"model {spec!r}: pretrained {weights} has {categories} classes but num_classes is "
+                f"{options.num_classes}; drop ?weights= to build a random {options.num_classes}-class model, "
+                f"or use a factory spec with --weights for a fine-tuned head"
+            )
+        kwargs["num_classes"] = categories
+        transforms = weights.transforms()
+        mean = tuple(getattr(transforms, "mean", mean))
+        std = tuple(getattr(transforms, "std", std))
+        min_size = weights.meta.get("min_size")
+        # The builders set these from the weights' metadata when they load weights themselves.
+        if name.startswith("vit_") and min_size:
+            kwargs["image_size"] = min_size[0]
+        if name.startswith("maxvit") and min_size:
+            kwargs["input_size"] = tuple(min_size)
+    user_state = _read_weights_option(options.weights) if options.weights else None
+    aux_heads = name in ("googlenet", "inception_v3") and (
+        weights is not None or any(k.startswith(("aux1.", "AuxLogits.")) for k in user_state or ())
+    )
+    if name in ("googlenet", "inception_v3"):
+        # Built with auxiliary heads only to load a checkpoint that holds them; dropped after.
+        # init_weights: torchvision's truncated-normal init for random models (the library
+        # default init gives near-constant logits); skipped when a checkpoint overwrites it.
+        kwargs.update(aux_logits=aux_heads, init_weights=weights is None and user_state is None)
+        if weights is not None:
+            kwargs["transform_input"] = True  # torchvision's checkpoints expect its input transform
+
+    try:
+        model = torchvision.models.get_model(name, weights=None, **kwargs)
+    except Exception as exc:  # a builder rejecting an argument: the user's num_classes, usually
+        raise UsageError(f"model {spec!r}: torchvision could not build it: {_first_line(exc)}") from exc
+
+    if weights is not None:
+        path = _find_pretrained_checkpoint(spec, weights, options)
+        state = _read_state_dict(path, f"pretrained checkpoint {path}")
+        if name.startswith("densenet"):
+            state = _rename_legacy_densenet_keys(state)
+        _load_state_dict(model, state, f"pretrained checkpoint {path}", spec)
+        description = f"torchvision {name}, pretrained {weights} (from {path})"
+    elif user_state is not None:
+        _load_state_dict(model, user_state, f"--weights {options.weights}", spec)
+        description = f"torchvision {name}, {kwargs['num_classes']} classes, weights from {options.weights}"
+    else:
+        description = f"torchvision {name}, random init, {kwargs['num_classes']} classes"
+    if aux_heads and name == "googlenet":
+        model.aux_logits, model.aux1, model.aux2 = False, None, None
+    elif aux_heads and name == "inception_v3":
+        model.aux_logits, model.AuxLogits = False, None
+
+    input_size = None
+    image_size = getattr(model, "image_size", None)  # vision transformers take one size only
+    if isinstance(image_size, int):
+        input_size = (3, image_size, image_size)
+    elif name.startswith("maxvit"):
+        input_size = (3, *kwargs.get("input_size", (224, 224)))
+    return _make_target(model, spec, options, mean=mean, std=std, input_size=input_size, description=description)
+
+
+def _torchvision_weights(spec: str, name: str, value: str) -> Any:
+    import torchvision
+
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except Exception as exc:
+        raise UsageError(f"model {spec!r}: torchvision has no pretrained weights for {name}") from exc
+    members = [w.name for w in enum]
+    prefix, dot, member = value.strip().rpartition(".")
+    if dot and prefix != enum.__name__:
+        raise UsageError(f"model {spec!r}: weights {value!r} are not {name}'s; expected DEFAULT or one of {members}")
+    if member == "DEFAULT":
+        return enum.DEFAULT
+    if member not in members:
+        raise UsageError(f"model {spec!r}: {enum.__name__} has no {member!r}; expected DEFAULT or one of {members}")
+    return enum[member]
+
+
+def _find_pretrained_checkpoint(spec: str, weights: Any, options: ModelOptions) -> Path:
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    searched = []
+    if options.weights_dir:
+        searched.append(Path(options.weights_dir).expanduser())
+    searched.append(Path(torch.hub.get_dir()) / "checkpoints")
+    for directory in searched:
+        if (directory / filename).is_file():
+            return directory / filename
+    raise UsageError(
+        f"model {spec!r}: downloads are disabled and {filename} (for {weights}) is not in "
+        f"{', '.join(str(d) for d in searched)}; put the file there or pass a weights directory"
+    )
+
+
+def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # torchvision's DenseNet checkpoints still use 'norm.1'-style keys from before module names
+    # could not contain dots; its builder renames them the same way.
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
+        r"((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+    )
+    renamed = {}
+    for key, value in state.items():
+        match = pattern.match(key)
+        renamed[match.group(1) + match.group(2) if match else key] = value
+    return renamed
+
+
+# -- factories: file.py:factory and package.module:factory ------------------------------------
+
+
+def _load_factory(spec: str, source: str, attr: str, options: ModelOptions) -> Target:
+    module = _import_file(spec, Path(source).expanduser()) if source.endswith(".py") else _import_module(spec, source)
+    factory = module
+    for part in attr.split("."):
+        try:
+            factory = getattr(factory, part)
+        except AttributeError:
+            names = [n for n in dir(module) if not n.startswith("_")]
+            close = difflib.get_close_matches(attr, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"model {spec!r}: {source} has no attribute {attr!r}{hint}") from None
+    if not callable(factory):
+        raise UsageError(
+            f"model {spec!r}: {attr} is not callable ({type(factory).__name__}); expected a function or class that "
+            "returns an nn.Module"
+        )
+
+    kwargs: dict[str, Any] = {}
+    if options.num_classes is not None:
+        if _accepts_parameter(factory, "num_classes"):
+            kwargs["num_classes"] = options.num_classes
+        else:
+            warnings.warn(
+                f"model {spec!r}: {attr} takes no num_classes parameter; num_classes={options.num_classes} is ignored",
+                stacklevel=2,
+            )
+    try:
+        model = factory(**kwargs)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"model {spec!r}: the factory {attr}() raised {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"model {spec!r}: the factory {attr}() returned {type(model).__name__}, expected a torch.nn.Module"
+        )
+
+    description = f"{type(model).__name__} from {source}:{attr}()"
+    if options.weights:
+        _load_weights_file(model, options.weights, spec)
+        description += f", weights from {options.weights}"
+    else:
+        description += ", its own initial weights"
+    return _make_target(model, spec, options, description=description)
+
+
+def _import_file(spec: str, path: Path) -> ModuleType:
+    if not path.is_file():
+        raise UsageError(f"model {spec!r}: no such file {path}; expected path/to/file.py:factory")
+    path = path.resolve()
+    stem = re.sub(r"\W", "_", path.stem)
+    name = f"auditkit_user_model_{stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UsageError(f"model {spec!r}: cannot import {path} as Python; expected path/to/file.py:factory")
+    module = importlib.util.module_from_spec(module_spec)
+    # Registered before executing so dataclasses, pickling and relative lookups see the module.
+    sys.modules[name] = module
+    try:
+        with _on_sys_path(str(path.parent)):  # so the file can import its sibling modules
+            module_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(f"model {spec!r}: importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    return module
+
+
+def _import_module(spec: str, name: str) -> ModuleType:
+    try:
+        # Console scripts do not put the working directory on sys.path; `python -m` does.
+        with _on_sys_path(os.getcwd()):
+            return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise UsageError(
+                f"model {spec!r}: no module named {exc.name!r} (not installed, not under the current directory); "
+                "expected package.module:factory or path/to/file.py:factory"
+            ) from exc
+        raise UsageError(f"model {spec!r}: importing {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    except Exception as exc:
+        raise UsageError(f"model {spec!r}: importing {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+@contextlib.contextmanager
+def _on_sys_path(directory: str):
+    added = directory not in sys.path
+    if added:
+        sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(directory)
+
+
+def _accepts_parameter(func: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+    param = parameters.get(name)
+    return param is not None and param.kind not in (param.VAR_POSITIONAL, param.POSITIONAL_ONLY)
+
+
+# -- state_dicts -------------------------------------------------------------------------------
+
+
+def _load_weights_file(model: nn.Module, path: str, spec: str) -> None:
+    _load_state_dict(model, _read_weights_option(path), f"--weights {path}", spec)
+
+
+def _read_weights_option(path: str) -> dict[str, torch.Tensor]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UsageError(
+            f"--weights {path}: no such file; expected a state_dict saved with torch.save(model.state_dict(), PATH)"
+        )
+    return _read_state_dict(file, f"--weights {path}")
+
+
+def _read_state_dict(file: Path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UsageError(
+            f"{what}: holds pickled Python objects beyond tensors (a whole model?), refused because unpickling "
+            f"runs arbitrary code; expected a state_dict saved with torch.save(model.state_dict(), PATH)"
+        ) from exc
+    except Exception as exc:
+        raise UsageError(
+            f"{what}: not readable as a state_dict ({type(exc).__name__}: {_first_line(exc)}); "
+            f"expected a file saved with torch.save(model.state_dict(), PATH)"
+        ) from exc
+    state = _extract_state_dict(obj)
+    if state is None:
+        raise UsageError(
+            f"{what}: holds {type(obj).__name__}, not a state_dict; expected a dict of tensors, or a checkpoint "
+            "dict with a 'state_dict' or 'model' key"
+        )
+    return _strip_wrapper_prefixes(state)
+
+
+def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if key in obj and _is_state_dict(obj[key]):
+            return dict(obj[key])
+    return dict(obj) if _is_state_dict(obj) else None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(
+            isinstance(k, str) and (isinstance(v, torch.Tensor) or k.endswith("_extra_state")) for k, v in obj.items()
+        )
+    )
+
+
+def _strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if state and all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                stripped = True
+    return state
+
+
+def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str, spec: str) -> None:
+    expected = model.state_dict()
+    mismatched = [
+        f"{k} {list(v.shape)} (model has {list(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected
+        and isinstance(v, torch.Tensor)
+        and isinstance(expected[k], torch.Tensor)
+        and v.shape != expected[k].shape
+    ]
+    if mismatched:
+        raise UsageError(
+            f"{what} does not fit model {spec!r}: shape mismatches {_listed(mismatched)}; "
+            f"expected a state_dict of this architecture (is num_classes right?)"
+        )
+    # strict=False, then our own check: modules' load hooks (BatchNorm's num_batches_tracked)
+    # accept keys that a plain comparison of key sets would call missing.
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise UsageError(f"{what} does not fit model {spec!r}: {_first_line(exc)}") from exc
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing keys {_listed(result.missing_keys)}")
+        if result.unexpected_keys:
+            parts.append(f"unexpected keys {_listed(result.unexpected_keys)}")
+        raise UsageError(
+            f"{what} does not fit model {spec!r}: {'; '.join(parts)}; expected a state_dict of this architecture"
+        )
+
+
+def _listed(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED_KEYS])
+    more = len(items) - _MAX_LISTED_KEYS
+    return f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
+
+
+# -- model files: torch.export, TorchScript, pickles --------------------------------------------
+
+
+def _load_file(spec: str, options: ModelOptions) -> Target:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise UsageError(
+            f"model {spec!r}: no such file, and not a spec form auditkit knows; expected one of: "
+            f"{describe_spec_forms()}"
+        )
+    if path.is_dir():
+        raise UsageError(f"model {spec!r} is a directory; expected one of: {describe_spec_forms()}")
+    if path.suffix == ".py":
+        raise UsageError(f"model {spec!r}: a Python file needs the function that builds the model: {spec}:FACTORY")
+    kind = _file_kind(path)
+    if kind == "unknown":
+        raise UsageError(
+            f"model {spec!r}: not a torch.export archive, TorchScript file or torch.save file; expected one of: "
+            f"{describe_spec_forms()}"
+        )
+    if options.weights and kind in ("export", "torchscript"):
+        raise UsageError(
+            f"model {spec!r}: a {_kind_name(kind)} carries its own weights; --weights applies to torchvision: and "
+            "factory specs"
+        )
+    if kind == "export":
+        return _load_exported(spec, path, options)
+    if kind == "torchscript":
+        return _load_torchscript(spec, path, options)
+    return _load_pickled(spec, path, options)
+
+
+def _kind_name(kind: str) -> str:
+    return {"export": "torch.export archive", "torchscript": "TorchScript file"}.get(kind, kind)
+
+
+def _file_kind(path: Path) -> str:
+    """'export', 'torchscript', 'torch.save' or 'unknown', from the file's contents."""
+    if path.suffix.lower() == ".pt2":
+        return "export"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "unknown"
+        inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
+        if "archive_format" in inner or any(n.startswith("models/") for n in inner):
+            return "export"
+        if "constants.pkl" in inner or any(n.startswith("code/") for n in inner):
+            return "torchscript"
+        if "data.pkl" in inner:
+            return "torch.save"
+        return "unknown"
+    with open(path, "rb") as handle:
+        head = handle.read(1)
+    # Protocol-2+ pickles start with PROTO (0x80): torch.save's legacy format and plain pickles.
+    return "torch.save" if head == b"\x80" else "unknown"
+
+
+def _load_torchscript(spec: str, path: Path, options: ModelOptions) -> Target:
+    with warnings.catch_warnings():
+        # Deprecation advice for whoever wrote the file, not for the auditor loading it.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=FutureWarning)
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise UsageError(f"model {spec!r}: not loadable as TorchScript: {_first_line(exc)}") from exc
+    original = getattr(model, "original_name", type(model).__name__)
+    # Python forward hooks are not supported on ScriptModules: no layers, no Grad-CAM.
+    description = f"TorchScript {original} from {path.name} (no layer hooks)"
+    return _make_target(model, spec, options, hookable=False, description=description)
+
+
+def _load_pickled(spec: str, path: Path, options: ModelOptions) -> Target:
+    unsafe = False
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        unsafe = True  # it names classes beyond tensors: loading it would run their code
+    except Exception as exc:
+        raise UsageError(
+            f"model {spec!r}: not readable as a torch.save file: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    if not unsafe:
+        _refuse_non_module(spec, obj)
+    if not options.trust_pickle:
+        raise UsageError(
+            f"model {spec!r} is a pickled Python object, refused: unpickling runs arbitrary code; "
+            "pass --trust-pickle if you trust this file, "
+            "or save a state_dict / TorchScript / torch.export archive instead"
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UsageError(
+            f"model {spec!r}: unpickling failed: {type(exc).__name__}: {_first_line(exc)} "
+            f"(the classes it names must be importable here)"
+        ) from exc
+    _refuse_non_module(spec, obj)
+    description = f"pickled {type(obj).__name__} from {path.name} (trusted)"
+    if options.weights:
+        _load_weights_file(obj, options.weights, spec)
+        description += f", weights from {options.weights}"
+    return _make_target(obj, spec, options, description=description)
+
+
+def _refuse_non_module(spec: str, obj: Any) -> None:
+    if isinstance(obj, nn.Module):
+        return
+    if _extract_state_dict(obj) is not None:
+        raise UsageError(
+            f"model {spec!r} holds a state_dict, not a model: give the architecture as --model file.py:factory "
+            "--weights PATH"
+        )
+    raise UsageError(
+        f"model {spec!r} holds {type(obj).__name__}, not a model; expected one of: {describe_spec_forms()}"
+    )
+
+
+# -- torch.export archives ----------------------------------------------------------------------
+
+
+class ExportedProgramModule(nn.Module):
+    """A torch.export program as an auditable module.
+
+    An exported program is specialised to its example input's shapes and has its train/eval
+    behaviour fixed at export; its module refuses ``.train()``/``.eval()`` and fails its shape
+    guards with ``AssertionError``. This wrapper accepts ``.eval()`` as a no-op, reports guard
+    failures as ``RuntimeError`` (what :class:`~auditkit.target.Target` expects of a model
+    rejecting an input) and, when the batch size was fixed at export, runs any batch in chunks
+    of that size, padding the last one by repeating its final image.
+    """
+
+    def __init__(self, program: nn.Module, batch_size: int | None = None):
+        super().__init__()
+        self.program = program
+        self.batch_size = batch_size
+
+    def train(self, mode: bool = True) -> "ExportedProgramModule":
+        self.training = mode  # the program's own mode was fixed at export
+        return self
+
+    def _run(self, x: torch.Tensor) -> Any:
+        try:
+            return self.program(x)
+        except AssertionError as exc:  # shape guards of ExportedProgram.module()
+            raise RuntimeError(str(exc)) from exc
+
+    def forward(self, x: torch.Tensor) -> Any:
+        n = self.batch_size
+        if n is None or x.shape[0] == n:
+            return self._run(x)
+        outputs = []
+        for chunk in x.split(n):
+            k = chunk.shape[0]
+            if k < n:
+                chunk = torch.cat([chunk, chunk[-1:].expand(n - k, *chunk.shape[1:])])
+            outputs.append(reduce_to_logits(self._run(chunk))[:k])
+        return torch.cat(outputs)
+
+
+def _load_exported(spec: str, path: Path, options: ModelOptions) -> Target:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise UsageError(
+            f"model {spec!r}: not loadable as a torch.export archive: {type(exc).__name__}: {_first_line(exc)}"
+        ) from exc
+    user_inputs = list(program.graph_signature.user_inputs)
+    if len(user_inputs) != 1:
+        raise UsageError(
+            f"model {spec!r}: the exported program takes {len(user_inputs)} inputs {user_inputs}; expected one "
+            "image batch [B, 3, H, W]"
+        )
+    example, shape = _exported_example(program, user_inputs[0])
+    if example is None or example.ndim != 4:
+        shown = None if example is None else list(example.shape)
+        raise UsageError(
+            f"model {spec!r}: the exported program's input has shape {shown}; expected images [B, 3, H, W]"
+        )
+    # Exported programs are shape-specialised unless exported with dynamic_shapes; a dimension
+    # left dynamic shows up as a SymInt in the input's recorded shape.
+    static = [isinstance(s, int) for s in shape] if shape is not None else [True] * 4
+    fixed_batch = int(example.shape[0]) if static[0] else None
+    input_size = tuple(int(s) for s in example.shape[1:])
+
+    notes = [f"input {list(input_size)}" + (" fixed at export" if all(static[1:]) else " as exported, H/W dynamic")]
+    training_ops = _training_mode_ops(program)
+    if training_ops:
+        notes.append(f"exported in training mode: {' and '.join(training_ops)} as in training")
+        warnings.warn(
+            f"model {spec!r} was exported in training mode: its {' and '.join(training_ops)} cannot be switched "
+            f"to eval behaviour; export after model.eval()",
+            stacklevel=2,
+        )
+    else:
+        notes.append("eval mode fixed at export")
+
+    # unflatten() rebuilds the module hierarchy, so forward hooks fire per layer; the flat
+    # ExportedProgram.module() has named submodules that its graph never calls.
+    module: nn.Module | None = None
+    layers_fired = 0
+    gradient_ok = False
+    with contextlib.suppress(Exception):
+        unflattened = torch.export.unflatten(program)
+        layers_fired, gradient_ok = _exercise(unflattened, example)
+        module = unflattened
+    if module is None:
+        module = program.module()
+        try:
+            _, gradient_ok = _exercise(module, example)
+        except Exception as exc:
+            raise UsageError(
+                f"model {spec!r}: the exported program fails on its own example input: {type(exc).__name__}: "
+                f"{_first_line(exc)}"
+            ) from exc
+
+    hookable = layers_fired > 0 and fixed_batch is None
+    if fixed_batch is not None:
+        module = ExportedProgramModule(module, batch_size=fixed_batch)
+        notes.append(
+            f"batch size fixed at {fixed_batch}, run in chunks; no layer hooks (export with a dynamic batch "
+            "dimension for them)"
+        )
+    elif not hookable:
+        module = ExportedProgramModule(module)
+        notes.append("no layer hooks")
+    if not gradient_ok:
+        notes.append("no input gradients")
+        warnings.warn(
+            f"model {spec!r}: no gradient reaches the input through the exported program; white-box checks will fail",
+            stacklevel=2,
+        )
+    description = f"torch.export program {path.name} ({'; '.join(notes)})"
+    return _make_target(module, spec, options, input_size=input_size, hookable=hookable, description=description)
+
+
+def _exported_example(program: Any, input_name: str) -> tuple[torch.Tensor | None, tuple | None]:
+    """The program's example input (or a random one of its recorded shape), and that recorded
+    shape: ints where the program is specialised, SymInts where a dimension is dynamic."""
+    value = None
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name == input_name:
+            value = node.meta.get("val")
+            break
+    shape = tuple(value.shape) if isinstance(getattr(value, "shape", None), (torch.Size, tuple)) else None
+    example_inputs = getattr(program, "example_inputs", None)
+    if example_inputs and example_inputs[0] and isinstance(example_inputs[0][0], torch.Tensor):
+        return example_inputs[0][0].detach().clone(), shape
+    if shape is None:
+        return None, None
+    dims = [int(s) if isinstance(s, int) else (getattr(s.node, "hint", None) or 2) for s in shape]
+    return torch.rand(dims, dtype=getattr(value, "dtype", torch.float32)), shape
+
+
+def _training_mode_ops(program: Any) -> list[str]:
+    found = set()
+    for node in program.graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = str(node.target)
+        args = list(node.args)
+        if "dropout" in target and (True in args[1:] or node.kwargs.get("train") is True):
+            found.add("dropout")
+        elif "batch_norm" in target and "no_training" not in target:
+            index = 3 if "no_stats" in target else 5
+            if (len(args) > index and args[index] is True) or node.kwargs.get("training") is True:
+                found.add("batch norm")
+    return sorted(found)
+
+
+def _exercise(module: nn.Module, example: torch.Tensor) -> tuple[int, bool]:
+    """Run ``module`` once on ``example`` with forward hooks on every submodule; return how many
+    submodules fired with a tensor output, and whether a finite gradient reached the input."""
+    fired: set[str] = set()
+    handles = []
+
+    def recorder(name: str) -> Callable:
+        def hook(mod: nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                fired.add(name)
+
+        return hook
+
+    x = example.detach().clone()
+    differentiable = x.is_floating_point()
+    if differentiable:
+        x.requires_grad_(True)
+    try:
+        for name, sub in module.named_modules():
+            if name:
+                with contextlib.suppress(RuntimeError, NotImplementedError, AttributeError):
+                    handles.append(sub.register_forward_hook(recorder(name)))
+        # A program exported in training mode draws dropout masks: keep the caller's RNG as is.
+        grad = None
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            logits = reduce_to_logits(module(x))
+            if differentiable and logits.requires_grad:
+                # autograd.grad, not backward(): leave the parameters' .grad untouched.
+                (grad,) = torch.autograd.grad(logits.float().sum(), x, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    gradient_ok = grad is not None and bool(torch.isfinite(grad).all())
+    return len(fired), gradient_ok
+
+
+# -- shared ---------------------------------------------------------------------------------------
+
+
+def _make_target(
+    model: nn.Module,
+    spec: str,
+    options: ModelOptions,
+    *,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    input_size: tuple[int, ...] | None = None,
+    hookable: bool = True,
+    description: str,
+) -> Target:
+    mean = options.mean if options.mean is not None else mean
+    std = options.std if options.std is not None else std
+    try:
+        torch.device(options.device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise UsageError(f"device {options.device!r} is not a torch device; expected cpu, cuda or cuda:N") from exc
+    try:
+        return Target(
+            model,
+            spec=spec,
+            mean=mean,
+            std=std,
+            device=options.device,
+            input_size=input_size,
+            hookable=hookable,
+            description=description,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(
+            f"model {spec!r}: bad normalization mean={mean} std={std}; expected 1 or 3 values each, std > 0"
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
