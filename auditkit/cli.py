@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from auditkit.config import Config, find_config_file, parse_baselines, validate_file_table
+from auditkit.config import DEFAULT_BASELINES, Config, find_config_file, parse_baselines, validate_file_table
 from auditkit.errors import UsageError
 from auditkit.session import ExitCode
 
@@ -37,7 +37,11 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     run.add_argument("--data", help="synthetic:shapes[?n=..&size=..], an ImageFolder dir, a COCO JSON, file.py:factory")
     run.add_argument("--checks", help="comma-separated check ids or family.* patterns")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="select checks whose id matches EXPR (and/or/not)")
-    run.add_argument("--baselines", help="alexnet,googlenet,resnet18 or none")
+    run.add_argument("--baselines", help="comma-separated classic baselines to audit beside the model "
+                     "(default alexnet,googlenet,resnet18; resnet50 available) or none")
+    run.add_argument("--baseline-weights", action="append", default=[], metavar="NAME=PATH",
+                     help="a state_dict checkpoint for a baseline instead of training it (repeatable)")
+    run.add_argument("--baseline-epochs", type=int, help="training budget per baseline in epochs (default 15)")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--seed", type=int)
     run.add_argument("--max-images", type=int, dest="max_images", help="audit at most N evaluation images")
@@ -107,6 +111,15 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
         config.select = [c.strip() for c in args.checks.split(",") if c.strip()]
     if args.baselines is not None:
         config.baselines = parse_baselines(args.baselines)
+    elif "baselines" not in values:
+        config.baselines = list(DEFAULT_BASELINES)
+    for item in args.baseline_weights:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--baseline-weights {item!r}: expected NAME=PATH, e.g. resnet18=resnet18.pt")
+        config.baseline_weights[name] = path
+    if args.baseline_epochs is not None:
+        config.baseline_epochs = args.baseline_epochs
     config.plugins = list(config.plugins) + list(args.plugins)
     config.verbosity = args.verbose - args.quiet
     if config.json is None:

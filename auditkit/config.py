@@ -27,6 +27,9 @@ class Config:
     select: list[str] | None = None
     keyword: str | None = None
     baselines: list[str] = field(default_factory=list)
+    baseline_weights: dict[str, str] = field(default_factory=dict)
+    baseline_epochs: int = 15
+    baseline_seconds: float = 90.0
     device: str = "auto"
     seed: int = 0
     max_images: int | None = None
@@ -66,6 +69,9 @@ _FILE_KEYS: dict[str, Any] = {
     "select": list,
     "keyword": str,
     "baselines": (list, str),
+    "baseline_weights": dict,
+    "baseline_epochs": int,
+    "baseline_seconds": (int, float),
     "device": str,
     "seed": int,
     "max_images": int,

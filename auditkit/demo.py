@@ -10,6 +10,7 @@ from auditkit.session import ExitCode
 
 DEMO_MODEL = "torchvision:resnet18"
 DEMO_DATA = "synthetic:shapes?n=64&size=64"
+DEMO_MAX_IMAGES: int | None = None
 
 
 def run_demo(out: Path, device: str = "auto", plugins: Sequence[str] = (), verbosity: int = 0) -> int:
@@ -25,6 +26,7 @@ def run_demo(out: Path, device: str = "auto", plugins: Sequence[str] = (), verbo
         model=DEMO_MODEL,
         data=DEMO_DATA,
         device=device,
+        max_images=DEMO_MAX_IMAGES,
         json=str(out / "report.json"),
         junitxml=str(out / "junit.xml"),
         verbosity=verbosity,

@@ -103,6 +103,28 @@ def probe(target: Any, data: AuditData, device: torch.device) -> None:
         )
 
 
+def load_baselines(config: Config, data: AuditData, device: torch.device) -> list[Any]:
+    """The classic baselines named in ``config.baselines``, trained or loaded for ``data``."""
+    from auditkit.baselines import Budget, available, load_baseline
+    from auditkit.session import progress_bar
+
+    unknown = [b for b in config.baselines if b not in available()]
+    if unknown:
+        raise UsageError(f"--baselines: unknown baseline(s) {', '.join(unknown)}; expected some of {', '.join(available())} or none")
+    extra = set(config.baseline_weights) - set(config.baselines)
+    if extra:
+        raise UsageError(f"baseline_weights names {', '.join(sorted(extra))}, which are not among the baselines {config.baselines}")
+    budget = Budget(max_epochs=config.baseline_epochs, max_seconds=float(config.baseline_seconds))
+    progress = progress_bar(config)
+    return [
+        load_baseline(
+            arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
+            budget=budget, progress=progress,
+        )
+        for arch in config.baselines
+    ]
+
+
 def run_audit(
     config: Config,
     pm: Any,
@@ -131,15 +153,11 @@ def run_audit(
     else:
         target = as_target(model, device=device, mean=config.mean, std=config.std)
     target.name, target.role = "target", "target"
-    if config.baselines:
-        raise UsageError(
-            f"--baselines {','.join(config.baselines)}: classic baselines are not available in this version yet; "
-            "use --baselines none"
-        )
+    checks = collect_checks(config, pm)
+    baselines = list(baselines) or load_baselines(config, data, device)
     for t in [target, *baselines]:
         t.device = device
         probe(t, data, device)
-    checks = collect_checks(config, pm)
     session = AuditSession(config, pm, data=data, target=target, baselines=baselines)
     session.checks = checks
     if reporter is not None:
@@ -158,6 +176,8 @@ def audit(
     checks: Sequence[str] | None = None,
     *,
     keyword: str | None = None,
+    baselines: Sequence[str] = (),
+    baseline_weights: dict[str, str] | None = None,
     device: str = "auto",
     seed: int = 0,
     max_images: int | None = None,
@@ -178,6 +198,10 @@ def audit(
         ``Target``/``BlackBoxTarget``, or any callable mapping images in [0,1] to scores.
     :param data: an ``AuditData`` or a data spec string (as ``--data``).
     :param checks: check ids or ``family.*`` patterns to run (default: all).
+    :param baselines: classic baselines to audit beside the model (``"alexnet"``,
+        ``"googlenet"``, ``"resnet18"``, ``"resnet50"``); none by default here (the command
+        line defaults to the three classics). Trained once per data and cached.
+    :param baseline_weights: state_dict checkpoints by baseline name, instead of training.
     :param settings: per-check settings and thresholds, as the config's per-check tables:
         ``{"accuracy.clean": {"thresholds": {"top1": {"min": 0.5}}}}``.
     :param plugins: plugin objects (modules or instances) to register for this audit.
@@ -195,6 +219,8 @@ def audit(
         data=data if isinstance(data, str) else getattr(data, "spec", "python"),
         select=list(checks) if checks else None,
         keyword=keyword,
+        baselines=list(baselines),
+        baseline_weights=dict(baseline_weights or {}),
         device=device,
         seed=seed,
         max_images=max_images,

@@ -39,10 +39,16 @@ def grad_cam(
     handle = target.layer(layer).register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            logits = target(images)
+            # An input that requires grad keeps the graph alive for a frozen model (no
+            # parameter requires grad); the backward still stops at the activations.
+            logits = target(images.detach().requires_grad_(True))
+            if "a" not in store:
+                raise ValueError(f"Grad-CAM layer {layer!r} did not run in the forward pass; expected a layer the logits are computed through")
             activations = store["a"]
             score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
-            (grads,) = torch.autograd.grad(score, activations)
+            (grads,) = torch.autograd.grad(score, activations, allow_unused=True)
+            if grads is None:
+                raise ValueError(f"the logits do not depend on Grad-CAM layer {layer!r}; expected a layer the logits are computed through")
     finally:
         handle.remove()
     weights = grads.mean(dim=(2, 3), keepdim=True)

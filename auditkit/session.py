@@ -146,6 +146,23 @@ class AuditContext:
         return {r.model: r for r in self.results if r.check == self.check.id and r.role == "baseline"}
 
 
+def progress_bar(config: Config):
+    """A function wrapping an iterable in a progress bar on stderr when the config asks for
+    one (by default: on a terminal, not with -q), else returning it unchanged."""
+    show = config.progress
+    if show is None:
+        show = config.verbosity >= 0 and sys.stderr.isatty()
+
+    def wrap(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        if not show:
+            return iterable
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    return wrap
+
+
 def check_seed(seed: int, check_id: str, model: str) -> int:
     """A seed per (session seed, check, model): reruns agree, checks don't share streams."""
     return zlib.crc32(f"{seed}:{check_id}:{model}".encode()) & 0x7FFFFFFF
@@ -182,19 +199,13 @@ class AuditSession:
 
     @property
     def all_targets(self) -> list[Any]:
-        return [self.target, *self.baselines]
+        """Baselines first, so the target's relative thresholds can compare with them."""
+        return [*self.baselines, self.target]
 
     # -- progress --------------------------------------------------------------------------
 
     def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
-        show = self.config.progress
-        if show is None:
-            show = self.config.verbosity >= 0 and sys.stderr.isatty()
-        if not show:
-            return iterable
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
+        return progress_bar(self.config)(iterable, total=total, desc=desc)
 
     # -- clean pass --------------------------------------------------------------------------
 

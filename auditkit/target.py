@@ -100,6 +100,7 @@ class Target:
         self.spec = spec or type(model).__name__
         self.device = torch.device(device)
         self.description = description
+        self.info: dict[str, Any] = {}  # provenance shown in reports (e.g. how a baseline was trained)
         self.hookable = hookable
         self.input_size = tuple(input_size) if input_size is not None else None
         self.num_classes: int | None = None
@@ -251,6 +252,7 @@ class Target:
             "input_size": list(self.input_size) if self.input_size else None,
             "num_classes": self.num_classes,
             "normalization": {"mean": list(self.mean_std[0]), "std": list(self.mean_std[1])},
+            **({"info": self.info} if self.info else {}),
         }
 
     @contextlib.contextmanager

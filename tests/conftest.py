@@ -1,6 +1,12 @@
 """Shared fixtures: tiny data and models, so the suite stays fast on 2 CPU cores."""
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads spin-wait by default; on a shared or loaded 2-core machine that makes
+# small tensor ops many times slower. Must be set before torch starts its thread pool.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

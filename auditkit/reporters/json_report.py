@@ -34,7 +34,7 @@ def build_report(session: Any) -> dict[str, Any]:
             "class_names": session.data.class_names,
             "has_localization": session.data.has_localization,
         },
-        "models": [t.describe() for t in session.all_targets],
+        "models": [t.describe() for t in (session.target, *session.baselines)],
         "results": [r.to_json() for r in session.results],
         "summary": {
             **counts,

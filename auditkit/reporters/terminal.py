@@ -129,6 +129,8 @@ class TerminalReporter:
             for r in failed + skipped:
                 role = "" if r.role == "target" else " [baseline]"
                 self.write(f"{r.outcome.value.upper()} {r.nodeid}{role} - {r.message}")
+        if session.baselines and self.verbosity >= 0:
+            self.comparison(session)
         if session.interrupted:
             self.write()
             self.rule("Interrupted: results so far were written", "!", "31")
@@ -144,6 +146,32 @@ class TerminalReporter:
         summary += f" in {session.duration_s:.1f}s"
         code = "31" if counts["failed"] or counts["error"] or session.interrupted else ("32" if counts["passed"] else "33")
         self.rule(summary, "=", code)
+
+
+    def comparison(self, session: Any) -> None:
+        """The target beside each baseline, per headline metric."""
+        names = [session.target.name] + [b.name for b in session.baselines]
+        table: dict[tuple[str, str], dict[str, float]] = {}
+        for r in session.results:
+            for metric, value in r.headline_metrics().items():
+                table.setdefault((r.check, metric), {})[r.model] = value
+        if not table:
+            return
+        self.write()
+        self.rule("target beside baselines")
+        first = max(len(f"{c} {m}") for c, m in table) + 2
+        self.write(f"{'':<{first}}" + "".join(f"{n:>12}" for n in names))
+        for (check, metric), values in table.items():
+            cells = "".join(f"{_short(values.get(n)):>12}" for n in names)
+            self.write(f"{check + ' ' + metric:<{first}}{cells}")
+
+
+def _short(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value != value:
+        return "nan"
+    return f"{value:.4g}"
 
 
 def _describe_target(t: Any) -> str:

@@ -26,12 +26,18 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default reports/ go here, never into the checkout
 
 
+def run_cli(argv, checks="accuracy.clean"):
+    """`auditkit run` of one cheap check, without the default classic baselines (they train;
+    see test_baselines). The plugins' own tests cover their checks."""
+    return main(["run", "--baselines", "none", *(["--checks", checks] if checks else []), *argv])
+
+
 def _err_lines(capsys):
     return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
 
 
 def test_run_writes_a_schema_valid_report_and_junit(tmp_path, capsys):
-    code = main(["run", "--model", FACTORY, "--data", DATA, "--json", "r.json", "--junitxml", "j.xml"])
+    code = run_cli(["--model", FACTORY, "--data", DATA, "--json", "r.json", "--junitxml", "j.xml"])
     out = capsys.readouterr().out
     assert code in (0, 1)
     assert "accuracy.clean" in out and "auditkit session starts" in out
@@ -48,34 +54,35 @@ def test_run_writes_a_schema_valid_report_and_junit(tmp_path, capsys):
 
 
 def test_torchvision_model_end_to_end(tmp_path):
-    code = main(["run", "--model", "torchvision:resnet18", "--data", DATA, "--json", "r.json", "-q"])
+    code = run_cli(["--model", "torchvision:resnet18", "--data", DATA, "--json", "r.json", "-q", "--max-images", "4"],
+                   checks=None)
     assert code in (0, 1)
     jsonschema.validate(json.loads((tmp_path / "r.json").read_text()), load_schema())
 
 
 def test_default_json_goes_to_reports(tmp_path):
-    assert main(["run", "--model", FACTORY, "--data", DATA, "-q"]) == 0
+    assert run_cli(["--model", FACTORY, "--data", DATA, "-q"]) == 0
     assert (tmp_path / "reports" / "report.json").is_file()
 
 
 def test_missing_model_file_exits_4_with_one_line(tmp_path, capsys):
-    code = main(["run", "--model", "no/such/model.py:build", "--data", DATA])
+    code = run_cli(["--model", "no/such/model.py:build", "--data", DATA])
     assert code == 4
     lines = _err_lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("auditkit: error:") and "no/such/model.py" in lines[0]
 
 
 def test_unknown_spec_exits_4(capsys):
-    assert main(["run", "--model", "nonsense-spec", "--data", DATA]) == 4
+    assert run_cli(["--model", "nonsense-spec", "--data", DATA]) == 4
     assert "nonsense-spec" in _err_lines(capsys)[0]
-    assert main(["run", "--model", FACTORY, "--data", "nope:thing"]) == 4
+    assert run_cli(["--model", FACTORY, "--data", "nope:thing"]) == 4
 
 
 def test_pickled_model_is_refused_without_trust_pickle(tmp_path, capsys):
     torch.save(TinyGAPNet(num_classes=4), tmp_path / "model.pt")
-    assert main(["run", "--model", "model.pt", "--data", DATA]) == 4
+    assert run_cli(["--model", "model.pt", "--data", DATA]) == 4
     assert "--trust-pickle" in _err_lines(capsys)[0]
-    assert main(["run", "--model", "model.pt", "--data", DATA, "--trust-pickle", "-q"]) == 0
+    assert run_cli(["--model", "model.pt", "--data", DATA, "--trust-pickle", "-q"]) == 0
 
 
 def test_wrong_input_size_exits_4_naming_expected_and_got(tmp_path, capsys):
@@ -84,21 +91,21 @@ def test_wrong_input_size_exits_4_naming_expected_and_got(tmp_path, capsys):
         "from auditkit.testing.models import TinyFCNet\n"
         "def build(num_classes=4):\n    return TinyFCNet(num_classes=num_classes, input_size=32)\n"
     )
-    assert main(["run", "--model", f"{model_py}:build", "--data", "synthetic:shapes?n=4&size=48"]) == 4
+    assert run_cli(["--model", f"{model_py}:build", "--data", "synthetic:shapes?n=4&size=48"]) == 4
     line = _err_lines(capsys)[0]
     assert "[3, 48, 48]" in line
 
 
 def test_unknown_config_key_exits_4(tmp_path, capsys):
     (tmp_path / "auditkit.toml").write_text("[checks.\"accuracy.clean\"]\nper_clas = true\n")
-    assert main(["run", "--model", FACTORY, "--data", DATA]) == 4
+    assert run_cli(["--model", FACTORY, "--data", DATA]) == 4
     assert "unknown setting 'per_clas'" in _err_lines(capsys)[0]
 
 
 def test_bad_options_exit_4(capsys):
-    assert main(["run", "--model", FACTORY, "--data", DATA, "--device", "tpu"]) == 4
-    assert main(["run", "--model", FACTORY, "--data", DATA, "--checks", "no.such"]) == 4
-    assert main(["run", "--bogus-flag"]) == 4
+    assert run_cli(["--model", FACTORY, "--data", DATA, "--device", "tpu"]) == 4
+    assert run_cli(["--model", FACTORY, "--data", DATA], checks="no.such") == 4
+    assert run_cli(["--bogus-flag"]) == 4
     assert main(["frobnicate"]) == 4
 
 
@@ -109,7 +116,9 @@ def test_checks_lists_builtin_checks_with_plugin_and_requirements(capsys):
     assert "accuracy (auditkit-" in line and "labels" in line
 
 
-def test_demo_runs_and_exits_0(tmp_path, capsys):
+def test_demo_runs_and_exits_0(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("auditkit.demo.DEMO_DATA", "synthetic:shapes?n=4&train=8&size=32")
+    monkeypatch.setattr("auditkit.demo.DEMO_MAX_IMAGES", 2)
     assert main(["demo", "--out", str(tmp_path / "demo"), "-q"]) == 0
     assert (tmp_path / "demo" / "report.json").is_file()
     assert "auditkit demo:" in capsys.readouterr().out
@@ -129,7 +138,7 @@ def test_a_separately_installed_plugin_appears_and_runs(tmp_path):
     listing = subprocess.run([*exe, "checks"], env=env, capture_output=True, text=True, check=True).stdout
     assert "example.confidence" in listing and "auditkit-example-plugin-0.1.0" in listing
     done = subprocess.run(
-        [*exe, "run", "--model", FACTORY, "--data", DATA, "--json", "r.json", "-q"],
+        [*exe, "run", "--baselines", "none", "--checks", "accuracy.clean,example.*", "--model", FACTORY, "--data", DATA, "--json", "r.json", "-q"],
         env=env, capture_output=True, text=True, cwd=tmp_path,
     )
     assert done.returncode in (0, 1), done.stderr
@@ -138,3 +147,17 @@ def test_a_separately_installed_plugin_appears_and_runs(tmp_path):
     assert 0.0 < result["metrics"]["mean_confidence"] <= 1.0
     disabled = subprocess.run([*exe, "checks", "-p", "no:example"], env=env, capture_output=True, text=True).stdout
     assert "example.confidence" not in disabled
+
+
+def test_baselines_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["run", "--model", FACTORY, "--data", "synthetic:shapes?n=4&train=8&size=32", "--checks", "accuracy.clean",
+                 "--baselines", "alexnet", "--baseline-epochs", "1", "--json", "r.json", "-q"])
+    assert code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, load_schema())
+    assert [(m["name"], m["role"]) for m in report["models"]] == [("target", "target"), ("alexnet", "baseline")]
+    assert report["models"][1]["info"]["source"] == "trained"
+    roles = {(r["model"], r["role"]) for r in report["results"]}
+    assert roles == {("target", "target"), ("alexnet", "baseline")}
+    assert main(["run", "--model", FACTORY, "--data", DATA, "--baselines", "vgg99"]) == 4

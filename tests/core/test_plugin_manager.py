@@ -209,7 +209,7 @@ def test_every_hook_is_called_in_a_real_run(tmp_path, monkeypatch, capsys):
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    code = main(["run", "-p", "all_hooks_plugin", "--model", "probe:model", "--data", "synthetic:shapes?n=4&size=32",
+    code = main(["run", "--baselines", "none", "-p", "all_hooks_plugin", "--model", "probe:model", "--data", "synthetic:shapes?n=4&size=32",
                  "--probe-flag", "on", "--checks", "probe.*", "--json", str(tmp_path / "r.json")])
     assert code == 0, capsys.readouterr()
     import all_hooks_plugin

@@ -1,0 +1,225 @@
+"""Classic baselines (AlexNet, GoogLeNet, ResNet) for the audit's task: built from the
+torchvision architectures, with weights from a user checkpoint, local pretrained weights,
+the on-disk cache, or training with each architecture's classic recipe."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torchvision
+from torch import nn
+
+from auditkit.baselines.training import Budget, Recipe, TrainingReport, train_classifier
+from auditkit.data.base import AuditData
+from auditkit.errors import UsageError
+from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target
+
+log = logging.getLogger(__name__)
+
+# AlexNet's stride-4 11x11 stem and three max-pools need inputs of at least 63 px.
+ALEXNET_MIN_SIZE = 63
+# Bumped whenever training code changes what a recipe produces, so caches retrain.
+RECIPE_VERSION = 1
+
+RECIPES: dict[str, Recipe] = {
+    # Krizhevsky et al. 2012: SGD, momentum 0.9, weight decay 5e-4, dropout 0.5 (in the
+    # torchvision classifier), learning rate 0.01 divided by 10 when validation stops improving.
+    "alexnet": Recipe(lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="plateau"),
+    # Szegedy et al. 2015: SGD momentum 0.9; the two auxiliary classifiers' losses weighted
+    # 0.3 during training, the auxiliary heads dropped at audit time.
+    "googlenet": Recipe(lr=0.01, momentum=0.9, weight_decay=2e-4, schedule="plateau", aux_weight=0.3),
+    # He et al. 2016: SGD momentum 0.9, weight decay 1e-4, batch normalization, learning rate
+    # 0.1 divided by 10 on plateaus (0.05 here: the batches are small).
+    "resnet18": Recipe(lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="plateau"),
+    "resnet50": Recipe(lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="plateau"),
+}
+
+PRETRAINED = {
+    "alexnet": "AlexNet_Weights.IMAGENET1K_V1",
+    "googlenet": "GoogLeNet_Weights.IMAGENET1K_V1",
+    "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
+    "resnet50": "ResNet50_Weights.IMAGENET1K_V2",
+}
+
+
+class ResizeInput(nn.Module):
+    """Upsample inputs smaller than ``min_size`` (bilinear) before the wrapped network:
+    the documented adaptation that lets AlexNet run on small images."""
+
+    def __init__(self, net: nn.Module, min_size: int):
+        super().__init__()
+        self.net = net
+        self.min_size = min_size
+
+    def forward(self, x: torch.Tensor) -> Any:
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_size:
+            scale = self.min_size / min(h, w)
+            size = (max(self.min_size, round(h * scale)), max(self.min_size, round(w * scale)))
+            x = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+@dataclass
+class BaselineSpec:
+    arch: str
+    num_classes: int
+    image_size: int
+
+    def adaptations(self) -> list[str]:
+        notes = [f"classifier resized to {self.num_classes} classes"] if self.num_classes != 1000 else []
+        if self.arch == "alexnet" and self.image_size < ALEXNET_MIN_SIZE:
+            notes.append(f"inputs upsampled from {self.image_size} to {ALEXNET_MIN_SIZE} px (AlexNet needs >= 63)")
+        if self.arch == "googlenet":
+            notes.append("auxiliary classifiers used in training (weight 0.3), absent at audit time")
+        return notes
+
+
+def available() -> list[str]:
+    return sorted(RECIPES)
+
+
+def build(spec: BaselineSpec, *, aux_logits: bool = False) -> nn.Module:
+    """The torchvision architecture sized for the task (random weights)."""
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": spec.num_classes}
+    if spec.arch == "googlenet":
+        kwargs.update(init_weights=True, aux_logits=aux_logits)
+    net = torchvision.models.get_model(spec.arch, **kwargs)
+    if spec.arch == "alexnet" and spec.image_size < ALEXNET_MIN_SIZE:
+        return ResizeInput(net, ALEXNET_MIN_SIZE)
+    return net
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("AUDITKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "auditkit")
+    return Path(root) / "baselines"
+
+
+def cache_key(spec: BaselineSpec, data: AuditData, recipe: Recipe, budget: Budget, seed: int) -> str:
+    payload = {
+        "data": data.fingerprint(),
+        "arch": spec.arch,
+        "num_classes": spec.num_classes,
+        "image_size": spec.image_size,
+        "recipe": asdict(recipe),
+        "budget": asdict(budget),
+        "seed": seed,
+        "recipe_version": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _strip_aux(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2.", "net.aux1.", "net.aux2."))}
+
+
+def load_baseline(
+    arch: str,
+    data: AuditData,
+    *,
+    device: torch.device,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    budget: Budget | None = None,
+    progress: Callable[..., Iterable] | None = None,
+    use_cache: bool = True,
+) -> Target:
+    """A baseline Target (role "baseline", named after the architecture) for ``data``.
+
+    Weights, in order: ``checkpoint`` (a state_dict path); pretrained torchvision weights
+    when the task has 1000 classes and the file is in the local torch hub cache; the cache
+    of earlier trainings keyed by data fingerprint, architecture, recipe, budget and seed;
+    otherwise training on the data's train split with the architecture's classic recipe.
+    """
+    if arch not in RECIPES:
+        raise UsageError(f"--baselines: unknown baseline {arch!r}; expected some of {', '.join(available())} or none")
+    size = int(data.image_shape[-1])
+    spec = BaselineSpec(arch, data.num_classes, size)
+    budget = budget or Budget()
+    recipe = RECIPES[arch]
+    info: dict[str, Any] = {"adaptations": spec.adaptations(), "recipe": asdict(recipe)}
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if checkpoint:
+        model = build(spec)
+        _load_checkpoint(model, checkpoint, arch)
+        info["source"] = f"checkpoint {checkpoint}"
+    elif data.num_classes == 1000 and _pretrained_file(arch) is not None:
+        model = build(spec)
+        state = torch.load(_pretrained_file(arch), map_location="cpu", weights_only=True)
+        target_net = model.net if isinstance(model, ResizeInput) else model
+        target_net.load_state_dict(_strip_aux(state), strict=False)
+        info["source"] = f"pretrained {PRETRAINED[arch]} (local cache)"
+    else:
+        key = cache_key(spec, data, recipe, budget, seed)
+        path = cache_dir() / f"{arch}-{key}.pt"
+        model = build(spec)
+        if use_cache and path.is_file():
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            info.update(source="cache", cache_path=str(path), training=saved["report"])
+        else:
+            if data.train is None or len(data.train) == 0:
+                raise UsageError(
+                    f"baseline {arch}: data {data.spec!r} has no train split to train it on; "
+                    "give a checkpoint or use --baselines none"
+                )
+            trainable = build(spec, aux_logits=True)
+            report = train_classifier(
+                trainable, data, recipe, budget, device=device, seed=seed, progress=progress, name=arch
+            )
+            model.load_state_dict(_strip_aux(trainable.state_dict()))
+            info.update(source="trained", training=asdict(report))
+            if use_cache:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save({"state_dict": model.state_dict(), "report": asdict(report)}, tmp)
+                os.replace(tmp, path)  # atomic: a concurrent or interrupted run never reads half a file
+                info["cache_path"] = str(path)
+    target = Target(
+        model, name=arch, role="baseline", spec=f"baseline:{arch}", mean=mean, std=std, device=device,
+        description="; ".join(spec.adaptations()),
+    )
+    target.info = info
+    return target
+
+
+def _pretrained_file(arch: str) -> Path | None:
+    enum_name, member = PRETRAINED[arch].split(".")
+    weights = getattr(getattr(torchvision.models, enum_name), member)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return path if path.is_file() else None
+
+
+def _load_checkpoint(model: nn.Module, path: str, arch: str) -> None:
+    if not os.path.isfile(path):
+        raise UsageError(f"baseline {arch}: checkpoint {path!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"baseline {arch}: cannot read checkpoint {path!r} as a state_dict: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    net = model.net if isinstance(model, ResizeInput) else model
+    state = _strip_aux({k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()})
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise UsageError(
+            f"baseline {arch}: checkpoint {path!r} does not fit torchvision {arch} with {model_classes(net)} classes: "
+            + "; ".join(problems[:3])
+        ) from exc
+
+
+def model_classes(net: nn.Module) -> int | None:
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
+
+
+__all__ = ["Budget", "Recipe", "TrainingReport", "RECIPES", "available", "build", "load_baseline"]

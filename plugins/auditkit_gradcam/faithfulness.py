@@ -1,0 +1,246 @@
+"""The ``gradcam.faithfulness`` check (Petsiuk et al. 2018): delete or insert pixels in the order
+Grad-CAM ranks them and watch the class probability, beside the same curves for a random order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from auditkit import Artifact, Check, Findings, Threshold, UsageError
+
+from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int
+from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test
+
+FILLS = ("black", "gray", "blur")
+# One-sided significance level of the default pass rule.
+SIGNIFICANCE = 0.05
+# Petsiuk et al. blur the insertion start with an 11x11 Gaussian of sigma 5 at 224 x 224.
+BLUR_SIGMA_AT_224 = 5.0
+BLUR_WINDOW_AT_224 = 11
+_VERB = {"deletion": "deleted", "insertion": "inserted"}
+# A class probability that moves less than this over every curve has not moved at all.
+_FLAT = 1e-6
+
+
+def saliency_ranks(saliency: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rank [B,H*W] of every pixel in the order of decreasing ``saliency`` [B,H,W] (0 = most
+    salient). Ties (the many zeros of a ReLU'd map) are broken at random, not by position,
+    so the order of unexplained pixels carries no spatial bias."""
+    flat = saliency.flatten(1)
+    shuffle = random_ranks(flat.shape[0], flat.shape[1], generator, flat.device)
+    order = torch.argsort(shuffle, dim=1)  # a random permutation of pixel indices
+    by_saliency = torch.argsort(flat.gather(1, order), dim=1, descending=True, stable=True)
+    deletion_order = order.gather(1, by_saliency)
+    ranks = torch.empty_like(deletion_order)
+    ranks.scatter_(1, deletion_order, torch.arange(flat.shape[1], device=flat.device).expand_as(deletion_order))
+    return ranks
+
+
+def random_ranks(b: int, n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A uniformly random rank [B,n] of n pixels for each of b images (drawn on the CPU from
+    ``generator`` so that it repeats for a seed on any device)."""
+    return torch.argsort(torch.rand(b, n, generator=generator), dim=1).argsort(dim=1).to(device)
+
+
+def step_counts(n_pixels: int, steps: int) -> list[int]:
+    """How many pixels are deleted (or inserted) after each of ``steps`` equal steps, 0 first."""
+    return [round(s * n_pixels / steps) for s in range(steps + 1)]
+
+
+def trapezoid_auc(curves: torch.Tensor) -> torch.Tensor:
+    """Area under curves [B,S+1] sampled at S equal steps over [0,1] (trapezoidal rule)."""
+    s = curves.shape[1] - 1
+    return (curves.sum(dim=1) - (curves[:, 0] + curves[:, -1]) / 2) / s
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float, window: int) -> torch.Tensor:
+    """Depthwise Gaussian blur of [B,3,H,W] with reflected borders."""
+    half = window // 2
+    coords = torch.arange(window, device=images.device, dtype=images.dtype) - half
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = (g / g.sum()).view(1, 1, -1)
+    c = images.shape[1]
+    pad = min(half, images.shape[-1] - 1, images.shape[-2] - 1)
+    x = F.pad(images, (pad, pad, pad, pad), mode="reflect") if pad > 0 else images
+    if pad < half:  # a tiny image: crop the window to what the reflection can supply
+        g = g[..., half - pad : half + pad + 1]
+        g = g / g.sum()
+    x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def substrate(images: torch.Tensor, kind: str) -> torch.Tensor:
+    """What deleted pixels become, or what insertion starts from: ``black``, ``gray`` (0.5) or
+    ``blur`` (Petsiuk et al.'s Gaussian blur, sigma 5 px at 224 scaled with the image)."""
+    if kind == "black":
+        return torch.zeros_like(images)
+    if kind == "gray":
+        return torch.full_like(images, 0.5)
+    scale = min(images.shape[-2:]) / 224.0
+    sigma = max(BLUR_SIGMA_AT_224 * scale, 0.5)
+    window = max(3, 2 * round(BLUR_WINDOW_AT_224 * scale / 2) + 1)
+    return gaussian_blur(images, sigma, window)
+
+
+class GradCamFaithfulness(Check):
+    """Deletion and insertion curves (Petsiuk et al. 2018, RISE).
+
+    Pixels are ordered by the Grad-CAM map of the explained class (upsampled to the image;
+    ties broken at random). Deletion replaces the most salient pixels first, in ``steps``
+    equal steps, with black; insertion starts from a blurred copy and puts the most salient
+    original pixels back first. After each step the softmax probability of the explained
+    class is measured; ``deletion_auc`` (low is faithful) and ``insertion_auc`` (high is
+    faithful) are the areas under the mean curves. The same curves for a random pixel order
+    (``*_auc_random``) are the chance level. The check passes when Grad-CAM's order beats the
+    random order on both curves, each at the one-sided 5% level of an exact paired sign test
+    over the images (``deletion_p_value``, ``insertion_p_value``); the paired gains
+    (``deletion_gain = deletion_auc_random - deletion_auc``, ``insertion_gain = insertion_auc -
+    insertion_auc_random``) are reported with bootstrap intervals. It fails outright when the
+    class probability never moves (the model ignores its input, so no order can be faithful).
+    """
+
+    id = "gradcam.faithfulness"
+    requires = ("white_box",)
+    headline = ("deletion_auc", "insertion_auc")
+    thresholds = (
+        Threshold("deletion_p_value", "max", SIGNIFICANCE),
+        Threshold("insertion_p_value", "max", SIGNIFICANCE),
+    )
+
+    @dataclass
+    class Settings(GradCamSettings):
+        """Settings of ``gradcam.faithfulness`` (and those of :class:`GradCamSettings`).
+
+        ``max_images``: at most this many evaluation images (default 32); each costs about
+        ``4 * steps`` forward passes.
+        ``steps``: equal steps from no pixel to all pixels, each of round(pixels / steps)
+        pixels (default 20, 5% of the image a step; Petsiuk et al. take 224 steps of 224
+        pixels at 224 x 224, which costs ten times as many forward passes).
+        ``deletion_fill``: what deleted pixels become: ``black`` (Petsiuk et al.), ``gray``, ``blur``.
+        ``insertion_start``: what insertion starts from: ``blur`` (Petsiuk et al.), ``black``, ``gray``.
+        ``confidence``, ``bootstrap_resamples``: the paired bootstrap intervals of the gains.
+        """
+
+        check_id: ClassVar[str] = "gradcam.faithfulness"
+
+        max_images: int | None = 32
+        steps: int = 20
+        deletion_fill: Literal["black", "gray", "blur"] = "black"
+        insertion_start: Literal["black", "gray", "blur"] = "blur"
+        confidence: float = 0.95
+        bootstrap_resamples: int = 2000
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            where = f"settings of {self.check_id!r}"
+            check_positive_int(where, "steps", self.steps)
+            for name in ("deletion_fill", "insertion_start"):
+                if getattr(self, name) not in FILLS:
+                    raise UsageError(f"{where}: {name} must be one of {', '.join(FILLS)}, got {getattr(self, name)!r}")
+            check_fraction(where, "confidence", self.confidence)
+            check_positive_int(where, "bootstrap_resamples", self.bootstrap_resamples)
+
+    def run(self, ctx: Any) -> Findings:
+        s = self.settings
+        explainer = Explainer(ctx, s)
+        clean_probs = ctx.clean.probs
+        aucs: dict[str, list[torch.Tensor]] = {k: [] for k in ("deletion", "deletion_random", "insertion", "insertion_random")}
+        curve_sums: dict[str, torch.Tensor] = {}
+        moved = False
+        n = 0
+        for batch in ctx.batches(limit=explainer.n_images):
+            images = batch.images
+            classes = explainer.classes(batch)
+            saliency = explainer.maps(ctx.target, images, classes)
+            intact_p = clean_probs[batch.index.to(clean_probs.device), classes.to(clean_probs.device)].to(images.device)
+            ranks = {
+                "": saliency_ranks(saliency, ctx.generator),
+                "_random": random_ranks(images.shape[0], saliency[0].numel(), ctx.generator, images.device),
+            }
+            fill = substrate(images, s.deletion_fill)
+            start = substrate(images, s.insertion_start)
+            counts = step_counts(saliency[0].numel(), s.steps)
+            # Both orders share their end points: the intact image, all pixels deleted, the insertion start.
+            deleted_p = self._probability(ctx, fill, classes)
+            start_p = self._probability(ctx, start, classes)
+            for suffix, rank in ranks.items():
+                rank = rank.view(images.shape[0], 1, *images.shape[-2:])
+                deletion = [intact_p]
+                insertion = [start_p]
+                order = "random order" if suffix else "Grad-CAM order"
+                for k in ctx.progress(counts[1:-1], total=s.steps - 1, desc=f"deletion and insertion, {order}"):
+                    chosen = rank < k
+                    deletion.append(self._probability(ctx, torch.where(chosen, fill, images), classes))
+                    insertion.append(self._probability(ctx, torch.where(chosen, images, start), classes))
+                deletion.append(deleted_p)
+                insertion.append(intact_p)
+                for name, points in (("deletion", deletion), ("insertion", insertion)):
+                    curve = torch.stack(points, dim=1)
+                    moved = moved or bool(((curve - curve[:, :1]).abs() > _FLAT).any())
+                    aucs[name + suffix].append(trapezoid_auc(curve))
+                    total = curve.double().sum(dim=0)
+                    curve_sums[name + suffix] = curve_sums.get(name + suffix, 0) + total
+            n += images.shape[0]
+        auc = {k: torch.cat(v).double() for k, v in aucs.items()}
+        metrics: dict[str, float] = {
+            "deletion_auc": float(auc["deletion"].mean()),
+            "insertion_auc": float(auc["insertion"].mean()),
+            "deletion_auc_random": float(auc["deletion_random"].mean()),
+            "insertion_auc_random": float(auc["insertion_random"].mean()),
+        }
+        for name, diff in (("deletion_gain", auc["deletion_random"] - auc["deletion"]),
+                           ("insertion_gain", auc["insertion"] - auc["insertion_random"])):
+            metrics[name] = float(diff.mean())
+            low, high = bootstrap_mean_interval(diff, ctx.generator, s.confidence, s.bootstrap_resamples)
+            metrics[f"{name}_ci_low"], metrics[f"{name}_ci_high"] = low, high
+            metrics[name.replace("gain", "p_value")] = paired_sign_test(diff)
+        metrics["n_images"] = float(n)
+        metrics["steps"] = float(s.steps)
+        failures = []
+        if not moved:
+            failures.append(
+                "the class probability does not move when pixels are deleted or inserted: the model ignores its "
+                "input, so no pixel order can be faithful"
+            )
+        rule = "; ".join(t.describe() for t in self.active_thresholds) or "no thresholds (report only)"
+        message = (
+            f"layer {explainer.layer.describe()}; explaining {explainer.explains_note} on {n} images, {s.steps} steps: "
+            f"deletion_auc {metrics['deletion_auc']:.3f} vs random order {metrics['deletion_auc_random']:.3f} "
+            f"(fill {s.deletion_fill}); insertion_auc {metrics['insertion_auc']:.3f} vs random order "
+            f"{metrics['insertion_auc_random']:.3f} (start {s.insertion_start}); rule: {rule} "
+            f"(deletion_p_value {metrics['deletion_p_value']:.3g}, insertion_p_value {metrics['insertion_p_value']:.3g})"
+        )
+        x = [k / s.steps for k in range(s.steps + 1)]
+        labels = {
+            "deletion": "deletion, Grad-CAM order",
+            "deletion_random": "deletion, random order",
+            "insertion": "insertion, Grad-CAM order",
+            "insertion_random": "insertion, random order",
+        }
+        artifacts = [
+            Artifact(f"{name}_curve", "curve", {"x": x, "y": (total / n).tolist(), "label": labels[name]},
+                     caption=f"mean probability of the explained class against the fraction of pixels {_VERB[name.split('_')[0]]} ({labels[name]})")
+            for name, total in curve_sums.items()
+        ]
+        return Findings(
+            metrics=metrics,
+            message=message,
+            failures=failures,
+            artifacts=artifacts,
+            details={
+                **explainer.layer.to_details(),
+                "explained_class": explainer.explains_note,
+                "deletion_fill": s.deletion_fill,
+                "insertion_start": s.insertion_start,
+                "rule": rule,
+            },
+        )
+
+    @staticmethod
+    @torch.no_grad()
+    def _probability(ctx: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(ctx.forward(images).float(), dim=1)
+        return probs.gather(1, classes.view(-1, 1)).squeeze(1)
+

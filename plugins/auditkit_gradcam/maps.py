@@ -1,0 +1,115 @@
+"""What the three Grad-CAM checks share: the settings that pick the layer and the explained
+class, and batched Grad-CAM maps upsampled to the input, computed on the device."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+import auditkit
+from auditkit import Batch, UsageError
+from auditkit.batching import oom_backoff
+from auditkit.saliency import grad_cam, upsample
+
+from auditkit_gradcam.layer_choice import LayerChoice, choose_layer
+
+EXPLAINED_CLASSES = ("label", "predicted")
+
+
+@dataclass
+class GradCamSettings:
+    """Settings every Grad-CAM check has.
+
+    ``layer``: module name Grad-CAM explains for the model under audit (``"layer4"``); None
+    chooses automatically (the last layer with a spatial output that runs once and that the
+    logits depend on). Baselines keep the automatic choice unless ``layers`` names them.
+    ``layers``: per-model layer, model name -> module name (``{"target" = "features.10",
+    "alexnet" = "features.11"}``); wins over ``layer``.
+    ``explain``: the class whose score is explained, the ground-truth ``"label"`` (the
+    prediction is used, and said so, when the data has no labels) or ``"predicted"``.
+    ``max_images``: at most this many evaluation images (None: all that ``--max-images`` lets through).
+    """
+
+    check_id: ClassVar[str] = "gradcam"
+
+    layer: str | None = None
+    layers: dict[str, str] = field(default_factory=dict)
+    explain: Literal["label", "predicted"] = "label"
+    max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"settings of {self.check_id!r}"
+        if self.layer is not None and (not isinstance(self.layer, str) or not self.layer):
+            raise UsageError(f"{where}: layer must be a module name such as 'layer4', got {self.layer!r}")
+        if not isinstance(self.layers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.layers.items()
+        ):
+            raise UsageError(f"{where}: layers must map model names to module names, like {{target = 'layer4'}}, got {self.layers!r}")
+        if self.explain not in EXPLAINED_CLASSES:
+            raise UsageError(f"{where}: explain must be one of {', '.join(EXPLAINED_CLASSES)}, got {self.explain!r}")
+        if self.max_images is not None and (isinstance(self.max_images, bool) or not isinstance(self.max_images, int) or self.max_images < 1):
+            raise UsageError(f"{where}: max_images must be a positive integer or unset, got {self.max_images!r}")
+
+
+def check_positive_int(where: str, name: str, value: Any) -> None:
+    """Raise UsageError unless ``value`` is an int >= 1 (bools are not ints here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+
+def check_fraction(where: str, name: str, value: Any, *, open_low: bool = True) -> None:
+    """Raise UsageError unless ``value`` is a number in (0, 1) (or [0, 1) with ``open_low=False``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value < 1 if open_low else 0 <= value < 1)
+    if not ok:
+        interval = "(0, 1)" if open_low else "[0, 1)"
+        raise UsageError(f"{where}: {name} must be a number in {interval}, got {value!r}")
+
+
+class Explainer:
+    """Grad-CAM for one check on one model: the layer (chosen once), the class explained per
+    image, and maps upsampled to the input size, batch by batch on the device."""
+
+    def __init__(self, ctx: Any, settings: GradCamSettings):
+        if "layers" not in ctx.target.capabilities:
+            auditkit.skip("Grad-CAM needs hookable layers; this model has none (TorchScript, torch.export or black box)")
+        self.ctx = ctx
+        self.settings = settings
+        first = next(iter(ctx.batches(limit=1)))
+        self.layer: LayerChoice = choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
+        self.n_images = ctx.n_images if settings.max_images is None else min(ctx.n_images, settings.max_images)
+        has_labels = ctx.clean.labels is not None
+        self.explains = settings.explain if has_labels else "predicted"
+        self.explains_note = (
+            "the true label" if self.explains == "label"
+            else "the predicted class" + ("" if settings.explain == "predicted" else " (the data has no labels)")
+        )
+
+    def batches(self, desc: str) -> Any:
+        """The evaluation batches this check looks at, with a progress bar."""
+        n_batches = -(-self.n_images // self.ctx.batch_size)
+        return self.ctx.progress(self.ctx.batches(limit=self.n_images), total=n_batches, desc=desc)
+
+    def classes(self, batch: Batch) -> torch.Tensor:
+        """The explained class of each image of ``batch`` (long [B] on the device)."""
+        if self.explains == "label":
+            return batch.labels.to(self.ctx.device)
+        clean = self.ctx.clean
+        return clean.preds[batch.index.to(clean.preds.device)].to(self.ctx.device)
+
+    def maps(self, target: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM maps [B,H,W] of ``target`` at the chosen layer, upsampled bilinearly to the
+        images' size (non-negative, unnormalized). ``target`` is the audited model or a copy
+        of it with the same module names."""
+
+        def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            cams, _ = grad_cam(target, x, c, self.layer.name)
+            return upsample(cams, tuple(x.shape[-2:]))
+
+        return oom_backoff(compute, images, classes)
+
+
+def is_empty(maps: torch.Tensor) -> torch.Tensor:
+    """Bool [B]: maps that are constant (all zero after the ReLU): no evidence anywhere."""
+    flat = maps.flatten(1)
+    return flat.amax(dim=1) <= flat.amin(dim=1)

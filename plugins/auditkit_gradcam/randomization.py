@@ -1,0 +1,240 @@
+"""The ``gradcam.randomization`` check (Adebayo et al. 2018): randomize a copy of the model block
+by block from the logits down and measure how much of the Grad-CAM map survives each step."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+import auditkit
+from auditkit import Artifact, Check, Findings, Threshold
+
+from auditkit_gradcam.localization import minmax
+from auditkit_gradcam.maps import Explainer, GradCamSettings, is_empty
+from auditkit_gradcam.rendering import overlay_image, png_bytes, strip
+from auditkit_gradcam.statistics import spearman_rows, ssim_rows
+
+# Containers whose children are the blocks: a Sequential of stages or a ModuleList of layers
+# groups too much to be one randomization step.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# At most this many randomization steps appear in the picture strip (the curve shows them all).
+_STRIP_STEPS = 7
+
+
+@dataclass(frozen=True)
+class Block:
+    """One randomization step: a module (by name) and the parameters it owns that no later
+    (closer to the logits) block owns."""
+
+    name: str
+    parameters: tuple[str, ...]
+
+
+def cascade_blocks(model: nn.Module, call_order: list[str]) -> list[Block]:
+    """The model's blocks with parameters, from the logits down.
+
+    Blocks are the model's children, with containers (``Sequential``, ``ModuleList``,
+    ``ModuleDict``) opened up into their children, recursively: ResNet's ``fc``, ``layer4.1``,
+    ``layer4.0``, ..., ``conv1``; AlexNet's classifier and feature layers one by one. They are
+    ordered by when their forward pass ends (``call_order``, module names in call order, as
+    ``Target.layers``), last first; blocks that do not run (auxiliary heads in eval mode) are
+    left out. Parameters held by the model itself come last. A parameter shared by two blocks
+    belongs to the first one randomized.
+    """
+    position: dict[str, int] = {}
+    for i, name in enumerate(call_order):
+        position[name] = i
+
+    def ran_at(name: str) -> int:
+        prefix = name + "."
+        hits = [i for n, i in position.items() if n == name or n.startswith(prefix)]
+        return max(hits) if hits else -1
+
+    candidates = [(name, module) for name, module in _blocks_of(model, "") if any(True for _ in module.parameters())]
+    timed = sorted(((ran_at(name), name, module) for name, module in candidates if ran_at(name) >= 0), reverse=True)
+    seen: set[int] = set()
+    blocks = []
+    for _, name, module in timed:
+        owned = []
+        for pname, p in module.named_parameters(prefix=name):
+            if id(p) not in seen:
+                seen.add(id(p))
+                owned.append(pname)
+        if owned:
+            blocks.append(Block(name, tuple(owned)))
+    own = [n for n, p in model.named_parameters(recurse=False) if id(p) not in seen]
+    if own:
+        blocks.append(Block("(model's own parameters)", tuple(own)))
+    return blocks
+
+
+def _blocks_of(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+    for name, child in module.named_children():
+        full = prefix + name
+        if isinstance(child, _CONTAINERS) and any(True for _ in child.children()):
+            yield from _blocks_of(child, full + ".")
+        else:
+            yield full, child
+
+
+@torch.no_grad()
+def randomize_(model: nn.Module, block: Block, generator: torch.Generator) -> None:
+    """Redraw every parameter of ``block`` in place from N(0, rms^2), rms being that tensor's
+    own root mean square: the learned values, their signs and their mean are gone, the scale
+    that keeps activations alive stays. (Adebayo et al. re-initialize with a truncated normal;
+    a scale-matched Gaussian does the same for any module, including ones without
+    ``reset_parameters``. Keeping each tensor's mean would keep learned information: a layer
+    whose weights all share a sign would still compute the same map.)"""
+    params = dict(model.named_parameters())
+    for name in block.parameters:
+        p = params[name]
+        rms = p.detach().double().pow(2).mean().sqrt().cpu()
+        noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+        p.copy_((noise * rms).to(device=p.device, dtype=p.dtype))
+
+
+class GradCamRandomization(Check):
+    """Cascading model-parameter randomization (Adebayo et al. 2018, "Sanity checks for
+    saliency maps").
+
+    On a deep copy of the model, blocks are re-drawn at random one after another from the
+    logits down (see :func:`cascade_blocks`); after each step the Grad-CAM maps of the same
+    images and classes are compared with the original maps by Spearman rank correlation and
+    SSIM (both maps upsampled to the image, SSIM on min-max normalized maps). An explanation of
+    the model must change once the model's weights are gone; a map that stays the same is
+    explaining the input, not the model. ``max_rank_corr`` is the largest mean rank
+    correlation over the steps; the check fails when it exceeds 0.5, i.e. when, after some
+    step, the map still ranks the pixels more like the trained model's map than unlike it.
+    Images whose original map is empty are left out; a randomized map that is empty counts as
+    rank correlation 0 (it keeps no ordering).
+    """
+
+    id = "gradcam.randomization"
+    requires = ("white_box", "layers")
+    headline = ("max_rank_corr",)
+    thresholds = (Threshold("max_rank_corr", "max", 0.5),)
+
+    @dataclass
+    class Settings(GradCamSettings):
+        """Settings of ``gradcam.randomization`` (and those of :class:`GradCamSettings`).
+
+        ``max_images``: at most this many evaluation images (default 16): every block
+        randomized costs one Grad-CAM pass over them, so the check costs (blocks + 1) passes
+        (12 for ResNet-18, 22 for EfficientNet-Lite0).
+        """
+
+        check_id: ClassVar[str] = "gradcam.randomization"
+
+        max_images: int | None = 16
+
+    def run(self, ctx: Any) -> Findings:
+        explainer = Explainer(ctx, self.settings)
+        blocks = cascade_blocks(ctx.target.model, [info.name for info in ctx.target.layers])
+        if not blocks:
+            auditkit.skip(f"{ctx.target.name} has no parameters to randomize")
+        steps = len(blocks)
+        rank_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+        ssim_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+        n_used = 0
+        n_empty = 0
+        strip_pictures: list[Any] = []
+        for batch in ctx.batches(limit=explainer.n_images):
+            classes = explainer.classes(batch)
+            original = explainer.maps(ctx.target, batch.images, classes)
+            keep = ~is_empty(original)
+            n_empty += int((~keep).sum())
+            if not bool(keep.any()):
+                continue
+            images, classes, original = batch.images[keep], classes[keep], original[keep]
+            original_norm = minmax(original)
+            # A fresh copy and a generator seeded the same way for every batch: each batch sees
+            # the same randomized weights, and memory does not grow with the number of images.
+            twin = copy.copy(ctx.target)
+            twin.model = copy.deepcopy(ctx.target.model)
+            generator = torch.Generator().manual_seed(ctx.seed)
+            show = not strip_pictures
+            if show:
+                strip_pictures.append(overlay_image(images[0], original[0]))
+            shown_steps = set(_spread(steps, _STRIP_STEPS))
+            for step, block in enumerate(ctx.progress(blocks, total=steps, desc="randomizing blocks")):
+                randomize_(twin.model, block, generator)
+                randomized = explainer.maps(twin, images, classes)
+                rank = torch.nan_to_num(spearman_rows(original, randomized), nan=0.0)
+                rank_sum[step] += rank.double().sum()
+                ssim_sum[step] += ssim_rows(original_norm, minmax(randomized)).double().sum()
+                if show and step in shown_steps:
+                    strip_pictures.append(overlay_image(images[0], randomized[0]))
+            n_used += int(keep.sum())
+            del twin
+        layer = explainer.layer
+        if n_used == 0:
+            nan = math.nan
+            return Findings(
+                metrics={"max_rank_corr": nan, "final_rank_corr": nan, "max_ssim": nan, "final_ssim": nan,
+                         "n_blocks": float(steps), "n_images": 0.0, "empty_original_maps": float(n_empty)},
+                failures=[f"the Grad-CAM maps of the original model are empty on all {n_empty} images at layer "
+                          f"{layer.name}: there is no explanation to test"],
+                details={**layer.to_details(), "explained_class": explainer.explains_note},
+            )
+        rank_curve = (rank_sum / n_used).tolist()
+        ssim_curve = (ssim_sum / n_used).tolist()
+        metrics = {
+            "max_rank_corr": max(rank_curve),
+            "final_rank_corr": rank_curve[-1],
+            "max_ssim": max(ssim_curve) if not any(math.isnan(s) for s in ssim_curve) else math.nan,
+            "final_ssim": ssim_curve[-1],
+            "n_blocks": float(steps),
+            "n_images": float(n_used),
+            "empty_original_maps": float(n_empty),
+        }
+        names = [b.name for b in blocks]
+        worst_step = max(range(steps), key=lambda i: rank_curve[i])
+        rule = "; ".join(t.describe() for t in self.active_thresholds) or "no thresholds (report only)"
+        message = (
+            f"layer {layer.describe()}; explaining {explainer.explains_note} on {n_used} images"
+            + (f" ({n_empty} with an empty original map left out)" if n_empty else "")
+            + f": cascading randomization of {steps} blocks ({names[0]} ... {names[-1]}); mean rank correlation "
+            f"with the original map after each block: {', '.join(f'{r:.2f}' for r in rank_curve)}; "
+            f"max_rank_corr {metrics['max_rank_corr']:.3f} (after {names[worst_step]}); "
+            f"final_ssim {metrics['final_ssim']:.3f}; rule: {rule}"
+        )
+        x = list(range(steps + 1))
+        artifacts = [
+            Artifact("rank_correlation_by_block", "curve",
+                     {"x": x, "y": [1.0, *rank_curve], "label": "Spearman rank correlation with the original map",
+                      "x_labels": ["original", *names]},
+                     caption="mean Spearman rank correlation of Grad-CAM maps after randomizing each block, logits first"),
+            Artifact("ssim_by_block", "curve",
+                     {"x": x, "y": [1.0, *ssim_curve], "label": "SSIM with the original map", "x_labels": ["original", *names]},
+                     caption="mean SSIM of min-max normalized Grad-CAM maps after randomizing each block, logits first"),
+        ]
+        if strip_pictures:
+            shown = [names[i] for i in _spread(steps, _STRIP_STEPS)]
+            artifacts.append(
+                Artifact("maps_by_block", "image/png", png_bytes(strip(strip_pictures)),
+                         caption="first image: original map, then after randomizing up to " + ", ".join(shown))
+            )
+        return Findings(
+            metrics=metrics,
+            message=message,
+            artifacts=artifacts,
+            details={
+                **layer.to_details(),
+                "explained_class": explainer.explains_note,
+                "blocks": names,
+                "rank_corr_by_block": dict(zip(names, rank_curve)),
+                "ssim_by_block": dict(zip(names, ssim_curve)),
+                "rule": rule,
+            },
+        )
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` step indices spread over 0..n-1, always including the last."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})

@@ -1,0 +1,198 @@
+"""Which layers to invert: the output of each stage of the network, found from the module tree
+and the probe forward's output shapes, or the module names the user configured."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from torch import nn
+
+# Modules that only reshape or (in eval mode) copy their input: never a stage's output.
+_PASSTHROUGH = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
+# Normalizations carry parameters but belong to the layer they follow, like activations.
+_NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One layer to invert.
+
+    :ivar name: the module's name in the model (``named_modules``); its output is inverted.
+    :ivar output_shape: the module's output shape in the probe forward (batch first).
+    :ivar order: position of the module's output in the forward's call order.
+    :ivar depth: fraction of the network's leaf modules that have run when this output
+        exists (0 = at the input, 1 = at the logits); comparable across architectures.
+    """
+
+    name: str
+    output_shape: tuple[int, ...]
+    order: int
+    depth: float
+
+
+class LayerSelectionError(ValueError):
+    """A configured layer cannot be inverted; the message says which and what was expected."""
+
+
+def default_stages(model: nn.Module, layers: Sequence[Any], num_classes: int | None) -> tuple[list[Stage], list[str]]:
+    """The output of each stage of ``model``, in call order, and notes on what was left out.
+
+    The units are the model's top-level children (descending through a single wrapper
+    module). A ``nn.Sequential`` unit is split into its own children when they form more
+    than one stage, so ``features = Sequential(conv, relu, pool, conv, ...)`` yields one
+    stage per block while ResNet's ``layer1`` stays whole. Units are then grouped into stages:
+
+    * a unit with weights or children (convolution, linear, residual block) starts a new
+      stage unless it keeps the spatial size of the stage it follows: the stages of a CNN are
+      its resolution levels (ResNet's ``layer1..4``, VGG's blocks), and every linear layer
+      on vectors is a stage of its own (AlexNet's fc6, fc7);
+    * activations, normalizations and local pooling belong to the stage they follow, and the
+      stage's output is the last of them (VGG's block ends at its max-pool);
+    * a global pooling (output 1x1) is a stage of its own: it is the embedding a model
+      serves, the layer whose leakage matters most;
+    * dropout, flatten and identity never end a stage (they do not change the information);
+    * the last stage is dropped when it produces the logits (the classifier head), and so is
+      a stage whose module runs more than once per forward (its output is ambiguous).
+
+    :param model: the raw model.
+    :param layers: ``target.layers`` (``LayerInfo(name, module, output_shape, order)`` in call order).
+    :param num_classes: the logits' width, to recognize the classifier head.
+    :returns: (stages, notes): the stages in call order and human-readable notes on what was skipped.
+    """
+    calls: dict[str, int] = {}
+    first: dict[str, Any] = {}
+    for info in layers:
+        calls[info.name] = calls.get(info.name, 0) + 1
+        first.setdefault(info.name, info)
+    modules = dict(model.named_modules())
+    leaf_orders = sorted(info.order for info in layers if not any(True for _ in info.module.children()))
+
+    def called_children(prefix: str) -> list[str]:
+        parent = modules[prefix] if prefix else model
+        names = [f"{prefix}.{n}" if prefix else n for n, _ in parent.named_children()]
+        return sorted((n for n in names if n in first), key=lambda n: first[n].order)
+
+    units = called_children("")
+    while len(units) == 1 and called_children(units[0]):
+        units = called_children(units[0])
+    units = _split_sequentials(units, modules, first, called_children)
+    groups = _group(units, modules, first)
+
+    notes: list[str] = []
+    stages: list[Stage] = []
+    for group in groups:
+        name = _group_output(group, modules)
+        if name is None:
+            continue
+        if calls[name] > 1:
+            notes.append(f"{name} skipped: it runs {calls[name]} times per forward")
+            continue
+        info = first[name]
+        depth = sum(1 for o in leaf_orders if o <= info.order) / max(len(leaf_orders), 1)
+        stages.append(Stage(name, tuple(info.output_shape), info.order, depth))
+    if stages and _is_logits(stages[-1].output_shape, num_classes):
+        notes.append(f"{stages[-1].name} skipped: it is the classifier head (outputs the logits)")
+        stages.pop()
+    return stages, notes
+
+
+def configured_stages(names: Sequence[str], layers: Sequence[Any]) -> list[Stage]:
+    """The configured module names as stages, sorted in call order.
+
+    :raises LayerSelectionError: a name that is not a hookable module with a tensor output
+        (listing close names), a module that runs more than once per forward, or a duplicate.
+    """
+    calls: dict[str, int] = {}
+    first: dict[str, Any] = {}
+    for info in layers:
+        calls[info.name] = calls.get(info.name, 0) + 1
+        first.setdefault(info.name, info)
+    leaf_orders = sorted(info.order for info in layers if not any(True for _ in info.module.children()))
+    seen: set[str] = set()
+    stages = []
+    for name in names:
+        if name in seen:
+            raise LayerSelectionError(f"layer {name!r} is configured twice; expected each layer once")
+        seen.add(name)
+        if name not in first:
+            close = difflib.get_close_matches(name, list(first), n=5, cutoff=0.5)
+            hint = f"; close names: {close}" if close else f"; hookable layers: {list(first)[:12]}"
+            raise LayerSelectionError(
+                f"layer {name!r} is not a module of the model with a tensor output{hint}"
+            )
+        if calls[name] > 1:
+            raise LayerSelectionError(
+                f"layer {name!r} runs {calls[name]} times per forward, so its output is ambiguous; "
+                "expected a module that runs once (pick the module after it)"
+            )
+        info = first[name]
+        depth = sum(1 for o in leaf_orders if o <= info.order) / max(len(leaf_orders), 1)
+        stages.append(Stage(name, tuple(info.output_shape), info.order, depth))
+    return sorted(stages, key=lambda s: s.order)
+
+
+def _split_sequentials(units: list[str], modules: dict[str, nn.Module], first: dict[str, Any], called_children: Any) -> list[str]:
+    out: list[str] = []
+    for name in units:
+        children = called_children(name)
+        if isinstance(modules[name], nn.Sequential) and children:
+            expanded = _split_sequentials(children, modules, first, called_children)
+            if len([g for g in _group(expanded, modules, first) if _group_output(g, modules)]) > 1:
+                out.extend(expanded)
+                continue
+        out.append(name)
+    return out
+
+
+def _kind(module: nn.Module, shape: tuple[int, ...]) -> str:
+    if any(True for _ in module.children()):
+        return "compute"
+    if isinstance(module, _PASSTHROUGH):
+        return "passthrough"
+    if _is_global_pool(module, shape):
+        return "global_pool"
+    if isinstance(module, _NORMALIZATION) or not any(True for _ in module.parameters(recurse=False)):
+        return "follower"
+    return "compute"
+
+
+def _is_global_pool(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    pools = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+    return isinstance(module, pools) and len(shape) == 4 and tuple(shape[2:]) == (1, 1)
+
+
+def _group(units: list[str], modules: dict[str, nn.Module], first: dict[str, Any]) -> list[list[str]]:
+    groups: list[list[str]] = []
+    resolution: tuple[int, ...] | None = None  # spatial size of the current stage's compute units
+    has_compute = False
+    for name in units:
+        shape = tuple(first[name].output_shape)
+        kind = _kind(modules[name], shape)
+        spatial = tuple(shape[2:]) if len(shape) == 4 else None
+        if kind == "global_pool":
+            groups.append([name])
+            resolution, has_compute = None, True
+        elif kind == "compute":
+            joins = groups and (not has_compute or (spatial is not None and spatial == resolution))
+            if joins:
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+            resolution, has_compute = spatial, True
+        else:
+            if not groups:
+                groups.append([])
+            groups[-1].append(name)
+    return groups
+
+
+def _group_output(group: list[str], modules: dict[str, nn.Module]) -> str | None:
+    for name in reversed(group):
+        if not isinstance(modules[name], _PASSTHROUGH):
+            return name
+    return None
+
+
+def _is_logits(shape: tuple[int, ...], num_classes: int | None) -> bool:
+    return num_classes is not None and len(shape) == 2 and shape[-1] == num_classes

@@ -1,0 +1,305 @@
+"""The white-box checks' bridge to torchattacks: perturbation budgets and their metric labels,
+the Target seen as an nn.Module, batched FGSM/PGD runs with restarts, and minimal-epsilon search."""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchattacks
+from torch import nn
+
+from auditkit import TargetError
+from auditkit.batching import oom_backoff
+
+NORMS = ("linf", "l2")
+METHODS = ("fgsm", "pgd")
+TARGETED_MODES = ("random", "least_likely")
+
+# Perturbations may exceed their budget by float rounding only (torchattacks clamps in float32).
+_BUDGET_SLACK = 1e-5
+
+_LABEL = re.compile(r"^(?:(linf|l2)_)?(?:(\d+(?:\.\d+)?)/255|(\d*\.?\d+(?:e-?\d+)?))$")
+
+
+def budget_label(norm: str, eps: float) -> str:
+    """The name of a perturbation budget inside metric names, stable and JSON-friendly.
+
+    Linf budgets that are whole 8-bit grey levels read as ``linf_<k>/255`` (``linf_8/255``);
+    every other budget as ``<norm>_<eps>`` with six significant digits (``linf_0.01``,
+    ``l2_0.25``). :func:`parse_budget` reads both back.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    if norm == "linf":
+        levels = eps * 255
+        if round(levels) >= 1 and abs(levels - round(levels)) < 1e-6:
+            return f"linf_{round(levels)}/255"
+    return f"{norm}_{eps:.6g}"
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """Read a budget label back as ``(norm, eps)``: ``linf_8/255``, ``l2_0.5``, and also the bare
+    forms other plugins may use (``8/255``, ``0.03``, read as Linf). Raises ValueError otherwise."""
+    match = _LABEL.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a perturbation budget; expected e.g. 'linf_8/255', 'l2_0.5' or '0.03'")
+    norm, levels, value = match.groups()
+    eps = float(levels) / 255 if levels is not None else float(value)
+    return norm or "linf", eps
+
+
+def max_budget(norm: str, image_shape: tuple[int, ...]) -> float:
+    """The largest meaningful budget for images in [0,1]: 1 for Linf (any pixel to any value),
+    the diagonal of the unit cube for L2."""
+    return 1.0 if norm == "linf" else math.sqrt(math.prod(image_shape))
+
+
+class TargetModule(nn.Module):
+    """``ctx.target`` seen as an ``nn.Module``, which is what torchattacks expects.
+
+    Forwarding goes through the Target (pixel space in [0,1], normalization inside). The Target
+    is kept as a plain attribute, not a submodule, so the ``.eval()``/``.train()`` calls that
+    torchattacks makes on its model stop here and never reach the user's model; the one empty
+    parameter exists because torchattacks reads its device from the model's first parameter.
+    """
+
+    def __init__(self, target: Any):
+        super().__init__()
+        self.__dict__["target"] = target
+        self.device_anchor = nn.Parameter(torch.empty(0, device=target.device), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.target(images)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack configuration.
+
+    ``fgsm`` is one signed-gradient step of size eps for Linf (Goodfellow et al. 2015) and one
+    normalized-gradient step of length eps for L2 (the fast gradient method). ``pgd`` is
+    projected gradient descent (Madry et al. 2018) with ``steps`` steps of size
+    ``rel_step_size * eps``, from a uniformly random point of the ball when
+    ``random_start``, restarted ``restarts`` times on the images not yet fooled.
+    """
+
+    method: str
+    norm: str
+    steps: int = 1
+    rel_step_size: float = 0.25
+    random_start: bool = False
+    restarts: int = 1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown attack {self.method!r}; expected one of {', '.join(METHODS)}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; expected one of {', '.join(NORMS)}")
+        if self.steps < 1 or self.restarts < 1 or not self.rel_step_size > 0:
+            raise ValueError(f"steps and restarts must be >= 1 and rel_step_size > 0, got {self}")
+
+    def describe(self) -> str:
+        norm = "Linf" if self.norm == "linf" else "L2"
+        if self.method == "fgsm":
+            return f"FGSM {norm}"
+        start = "random start" if self.random_start else "clean start"
+        restarts = f", {self.restarts} restarts" if self.restarts > 1 else ""
+        return f"PGD {norm} ({self.steps} steps of {self.rel_step_size:g}*eps, {start}{restarts})"
+
+    def deterministic(self) -> "AttackSpec":
+        """The same attack from the clean image, without restarts: what a bisection over
+        epsilon needs, since per-image budgets rule out torchattacks' random start."""
+        return AttackSpec(self.method, self.norm, self.steps, self.rel_step_size, False, 1)
+
+
+@dataclass
+class AttackOutcome:
+    """What one attack did to a batch: ``success`` bool [B] (untargeted: prediction differs
+    from the label; targeted: prediction equals the target), the ``adversarial`` images, and
+    the model's ``logits`` on them."""
+
+    success: torch.Tensor
+    adversarial: torch.Tensor
+    logits: torch.Tensor
+
+
+def perturb(
+    module: nn.Module,
+    spec: AttackSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float | torch.Tensor,
+    *,
+    targeted: bool = False,
+) -> torch.Tensor:
+    """One run of ``spec`` by torchattacks on ``module``; returns the adversarial images.
+
+    ``labels`` are the true classes (untargeted: maximize the loss) or the target classes
+    (``targeted``: minimize the loss towards them). ``eps`` is one budget for the batch or a
+    tensor [B] of per-image budgets (then without random start: torchattacks draws its start
+    with a scalar radius).
+    """
+    per_image = isinstance(eps, torch.Tensor)
+    if per_image and spec.method == "pgd" and spec.random_start:
+        raise ValueError("per-image budgets need a deterministic attack (random_start=False)")
+    # torchattacks broadcasts Linf budgets against [B,C,H,W] but L2 budgets against the
+    # per-image norms [B], so per-image budgets take both shapes.
+    eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
+    if spec.method == "fgsm":
+        if spec.norm == "linf":
+            attack = torchattacks.FGSM(module, eps=eps_img)
+        else:
+            attack = torchattacks.PGDL2(module, eps=eps, alpha=eps_img, steps=1, random_start=False)
+    else:
+        alpha = eps_img * spec.rel_step_size
+        cls = torchattacks.PGD if spec.norm == "linf" else torchattacks.PGDL2
+        attack = cls(module, eps=eps_img if spec.norm == "linf" else eps, alpha=alpha, steps=spec.steps,
+                     random_start=spec.random_start)
+    if targeted:
+        attack.set_mode_targeted_by_label(quiet=True)
+    return attack(images, labels)
+
+
+def run_attack(
+    module: TargetModule,
+    spec: AttackSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    eps: float | torch.Tensor,
+    targets: torch.Tensor | None = None,
+) -> AttackOutcome:
+    """Attack a batch with ``spec`` and score the result with one extra forward pass.
+
+    Untargeted when ``targets`` is None (success: the prediction leaves ``labels``), targeted
+    otherwise (success: the prediction becomes ``targets``). Restarts attack only the images
+    not yet fooled, and an image counts as fooled when any restart fooled it. Batches halve on
+    CUDA out-of-memory. Every perturbation is checked against its budget and the [0,1] box,
+    since a budget overrun would silently overstate the attack's success.
+    """
+    goal = labels if targets is None else targets
+    per_image = isinstance(eps, torch.Tensor)
+    success = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+    adversarial = images.clone()
+    logits: torch.Tensor | None = None
+    restarts = spec.restarts if spec.random_start else 1
+    for _ in range(restarts):
+        todo = (~success).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+
+        def attack_and_score(x: torch.Tensor, g: torch.Tensor, *budget: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            adv = perturb(module, spec, x, g, budget[0] if budget else eps, targeted=targets is not None)
+            with torch.no_grad():
+                return adv, module(adv)
+
+        extra = (eps[todo],) if per_image else ()
+        try:
+            adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
+        except RuntimeError as exc:
+            if "does not require grad" not in str(exc):
+                raise
+            raise _no_gradient(module.target) from exc
+        _check_budget(spec.norm, images[todo], adv, eps[todo] if per_image else eps)
+        if logits is None:
+            logits = torch.empty(images.shape[0], out.shape[1], dtype=out.dtype, device=out.device)
+        pred = out.argmax(1)
+        hit = pred != labels[todo] if targets is None else pred == targets[todo]
+        adversarial[todo] = adv
+        logits[todo] = out
+        success[todo] = hit
+    assert logits is not None
+    return AttackOutcome(success, adversarial, logits)
+
+
+def _check_budget(norm: str, images: torch.Tensor, adversarial: torch.Tensor, eps: float | torch.Tensor) -> None:
+    delta = (adversarial - images).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    limit = torch.as_tensor(eps, dtype=size.dtype, device=size.device) * (1 + _BUDGET_SLACK) + _BUDGET_SLACK
+    over = size > limit
+    if bool(over.any()) or adversarial.min() < -_BUDGET_SLACK or adversarial.max() > 1 + _BUDGET_SLACK:
+        worst = float((size - limit).max())
+        raise RuntimeError(
+            f"the {norm} attack left its budget or the [0,1] pixel range (worst excess {worst:.3g}); "
+            "refusing to report success rates for perturbations outside the threat model"
+        )
+
+
+def minimal_epsilon(
+    module: TargetModule,
+    spec: AttackSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    grid: list[float],
+    broken: torch.Tensor,
+    *,
+    bisection_steps: int,
+    cap: float,
+) -> torch.Tensor:
+    """The smallest budget at which ``spec`` fools each image, by bisection over epsilon.
+
+    ``broken`` [B, len(grid)] says which images the attack already fooled at each budget of
+    the increasing ``grid``; the first success brackets the answer between the grid point
+    before it (or 0) and that one. Images never fooled on the grid are probed at doubling
+    budgets up to ``cap``. Each bracket is then halved ``bisection_steps`` times with the
+    deterministic attack at per-image budgets. The result [B] is the smallest budget at which
+    an attack was seen to succeed (an upper bound on the true minimum), ``inf`` where none did.
+    """
+    spec = spec.deterministic()
+    device = images.device
+    grid_t = torch.tensor(grid, dtype=torch.float32, device=device)
+    found = broken.any(1)
+    first = broken.float().argmax(1)
+    hi = torch.where(found, grid_t[first], torch.full_like(grid_t[first], math.inf))
+    lo = torch.where(found & (first > 0), grid_t[(first - 1).clamp(min=0)], torch.zeros_like(hi))
+    lo = torch.where(found, lo, grid_t[-1].expand_as(lo))
+    probe = grid[-1]
+    while probe < cap and bool((~torch.isfinite(hi)).any()):
+        probe = min(2 * probe, cap)
+        todo = (~torch.isfinite(hi)).nonzero().squeeze(1)
+        out = run_attack(module, spec, images[todo], labels[todo], probe)
+        hi[todo[out.success]] = probe
+        lo[todo[~out.success]] = probe
+    for _ in range(bisection_steps):
+        todo = torch.isfinite(hi).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        mid = (lo[todo] + hi[todo]) / 2
+        out = run_attack(module, spec, images[todo], labels[todo], mid)
+        hi[todo] = torch.where(out.success, mid, hi[todo])
+        lo[todo] = torch.where(out.success, lo[todo], mid)
+    return hi
+
+
+def input_gradient(target: Any, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The gradient of the summed cross-entropy with respect to the input pixels [B,3,H,W].
+
+    Summed, not averaged, so that a tiny gradient is not divided by the batch size into an
+    exact zero. Only the input is differentiated: no ``.grad`` lands on the model's parameters.
+    """
+    x = images.detach().clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(target(x).float(), labels, reduction="sum")
+    if not loss.requires_grad:
+        raise _no_gradient(target)
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
+
+
+def _no_gradient(target: Any) -> TargetError:
+    return TargetError(
+        f"{getattr(target, 'name', 'the model')}: its logits carry no gradient with respect to the input "
+        "(the forward pass detaches or leaves torch); white-box attacks need one: audit it as a black box"
+    )
+
+
+def random_wrong_class(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """A class drawn uniformly among the ``num_classes - 1`` classes other than each label."""
+    draw = torch.randint(0, num_classes - 1, labels.shape, generator=generator).to(labels.device)
+    return draw + (draw >= labels).long()
+
+
+def least_likely_class(logits: torch.Tensor) -> torch.Tensor:
+    """The class with the lowest clean logit (Kurakin et al. 2017's hardest target)."""
+    return logits.argmin(1)

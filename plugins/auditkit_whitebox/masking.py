@@ -1,0 +1,285 @@
+"""Check ``whitebox.masking``: the warning signs of a broken white-box evaluation (Carlini et al.
+2019's checklist, AutoAttack's flags), so that gradient masking is never reported as robustness."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from auditkit import Check, Findings, Threshold, UsageError, skip
+from auditkit.batching import oom_backoff
+
+from auditkit_whitebox.attacks import AttackSpec, TargetModule, budget_label, input_gradient, parse_budget, run_attack
+
+TRANSFER_CHECK = "transfer.proxy"
+TRANSFER_METRIC = "transfer_success@"
+
+# Each flag, as named in the metrics, and what it means when raised.
+FLAGS: dict[str, str] = {
+    "eps_insensitive": "robust accuracy does not fall as epsilon grows",
+    "pgd_weaker_than_fgsm": "PGD leaves more images correct than FGSM at the same epsilon",
+    "unbounded_attack_fails": "an attack with an unbounded budget does not reach near-zero accuracy",
+    "zero_gradients": "many input gradients are exactly zero",
+    "budget_sensitive": "more PGD steps and restarts change robust accuracy a lot",
+    "transfer_beats_whitebox": "a black-box transfer attack is stronger than the white-box attack",
+    "randomized_outputs": "the model gives different logits for the same input",
+    "probability_outputs": "the model returns probabilities, not logits",
+}
+
+# Logits of the same images in different batches agree to float rounding; randomness (dropout
+# left on, random input transforms) moves them by far more than this, relative to their scale.
+_REPEAT_RTOL = 1e-3
+
+
+@dataclass
+class MaskingSettings:
+    """Settings of ``whitebox.masking``.
+
+    :ivar eps: the reference Linf budget; robust accuracy is probed at eps/4, eps and 4*eps.
+    :ivar steps: PGD steps of the reference attack (as ``whitebox.pgd``'s default).
+    :ivar rel_step_size: PGD step size as a fraction of eps (as ``whitebox.pgd``'s default).
+    :ivar restarts: random restarts of the reference attack.
+    :ivar strong_steps_factor: the budget probe runs this many times the steps, of the same size...
+    :ivar strong_restarts: ...with this many random restarts, on the images the reference attack left.
+    :ivar unbounded_steps: PGD steps of the unbounded attack (Linf eps = 1, from the clean image,
+        steps of ``rel_step_size``: 10 steps of 0.25 can take any pixel across the range and back).
+    :ivar tolerance: how far a comparison may go the wrong way before a flag is raised, as a
+        share of images; never less than one image, so a single image raises no flag.
+    """
+
+    eps: float = 8 / 255
+    steps: int = 10
+    rel_step_size: float = 0.25
+    restarts: int = 1
+    strong_steps_factor: int = 4
+    strong_restarts: int = 2
+    unbounded_steps: int = 10
+    tolerance: float = 0.05
+
+    def __post_init__(self) -> None:
+        where = '[tool.auditkit.checks."whitebox.masking"]'
+        if not (math.isfinite(self.eps) and 0 < self.eps <= 1):
+            raise UsageError(f"{where} eps: must be in (0, 1], got {self.eps!r}")
+        for name in ("steps", "restarts", "strong_steps_factor", "strong_restarts", "unbounded_steps"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{where} {name}: must be >= 1, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.rel_step_size) and self.rel_step_size > 0):
+            raise UsageError(f"{where} rel_step_size: must be > 0, got {self.rel_step_size!r}")
+        if not 0 <= self.tolerance < 1:
+            raise UsageError(f"{where} tolerance: must be in [0, 1), got {self.tolerance!r}")
+
+
+class GradientMasking(Check):
+    """Flags that the white-box evaluation itself is broken (gradient masking or obfuscation).
+
+    Recomputes what it needs with small probes rather than relying on other checks' results:
+    FGSM and PGD at the reference Linf budget, PGD at a quarter and four times that budget,
+    PGD with an unbounded budget from the clean image, one input gradient per image, a
+    repeated forward pass, and a stronger PGD (more steps and restarts) at the budget where
+    the reference attack fools about half the images. When ``transfer.proxy`` ran on the same
+    model, its ``transfer_success@<budget>`` is compared with white-box PGD at that budget.
+
+    Each flag is a 0/1 metric with a default threshold ``<flag> <= 0``: the check fails when
+    any flag is raised, naming each, and a flag can be dropped from the config
+    (``thresholds = {budget_sensitive = false}``). ``flags`` counts the raised ones. Labels
+    are used when the data has them, the clean predictions otherwise.
+    """
+
+    id = "whitebox.masking"
+    requires = ("white_box",)
+    headline = ("flags",)
+    thresholds = tuple(Threshold(flag, "max", 0) for flag in FLAGS)
+    Settings = MaskingSettings
+
+    def run(self, ctx: Any) -> Findings:
+        s = self.settings
+        clean = ctx.clean
+        labels_all = clean.labels if clean.labels is not None else clean.preds
+        correct = clean.preds == labels_all
+        n, n_correct = len(clean), int(correct.sum())
+        if n_correct == 0:
+            skip(f"the model classifies none of the {n} images correctly: there is nothing for an attack to fool")
+        module = TargetModule(ctx.target)
+        ladder = sorted({s.eps / 4, s.eps, min(4 * s.eps, 1.0)})
+        reference = AttackSpec("pgd", "linf", s.steps, s.rel_step_size, True, s.restarts)
+        unbounded = AttackSpec("pgd", "linf", s.unbounded_steps, s.rel_step_size, False, 1)
+        margin = max(s.tolerance, 1 / n)
+        margin_correct = max(s.tolerance, 1 / n_correct)
+        reported = _transfer_results(ctx)
+        # A transfer success within the tolerance cannot beat any white-box success, so only the
+        # budgets above it cost a white-box run.
+        transfer = {key: found for key, found in reported.items() if found[1] > margin_correct}
+        count = {"zero_grad": 0, "random": 0, "fgsm": 0, "unbounded": 0}
+        ladder_fooled = {eps: 0 for eps in ladder}
+        transfer_fooled = {key: 0 for key in transfer}
+        reference_success: list[torch.Tensor] = []  # per batch [B_correct, len(ladder)]
+
+        n_batches = -(-n // ctx.batch_size)
+        for batch in ctx.progress(ctx.batches(), total=n_batches, desc="probes"):
+            logits = clean.logits[batch.index]
+            with torch.no_grad():
+                again = ctx.forward(batch.images)
+            scale = logits.abs().amax(1).clamp(min=1)
+            count["random"] += int(((again - logits).abs().amax(1) > _REPEAT_RTOL * scale).sum())
+            keep = correct[batch.index]
+            if not bool(keep.any()):
+                reference_success.append(torch.zeros(0, len(ladder), dtype=torch.bool, device=ctx.device))
+                continue
+            images, labels = batch.images[keep], labels_all[batch.index][keep]
+            grad = oom_backoff(lambda x, y: input_gradient(ctx.target, x, y), images, labels)
+            count["zero_grad"] += int((grad.flatten(1).abs().amax(1) == 0).sum())
+            count["fgsm"] += int(run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps).success.sum())
+            rungs = []
+            for eps in ladder:
+                out = run_attack(module, reference, images, labels, eps)
+                ladder_fooled[eps] += int(out.success.sum())
+                rungs.append(out.success)
+            reference_success.append(torch.stack(rungs, 1))
+            count["unbounded"] += int(run_attack(module, unbounded, images, labels, 1.0).success.sum())
+            for norm, eps in transfer:
+                spec = AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts)
+                transfer_fooled[(norm, eps)] += int(run_attack(module, spec, images, labels, eps).success.sum())
+
+        def acc(fooled: int) -> float:
+            return (n_correct - fooled) / n
+
+        ladder_acc = {eps: acc(k) for eps, k in ladder_fooled.items()}
+        # The budget probe goes where the curve is steepest: the rung where the reference attack
+        # leaves about half the correct images, since that is where a weak attack shows most.
+        target_acc = n_correct / n / 2
+        rung = min(range(len(ladder)), key=lambda i: (abs(ladder_acc[ladder[i]] - target_acc), i))
+        # Same step size, more of them: the stronger attack both converges further and reaches
+        # further, which is what "more iterations should not change the result" asks.
+        strong = AttackSpec("pgd", "linf", s.steps * s.strong_steps_factor, s.rel_step_size, True, s.strong_restarts)
+        newly_fooled = 0
+        for batch, success in zip(ctx.batches(), reference_success):
+            keep = correct[batch.index]
+            survivors = ~success[:, rung]
+            if not bool(survivors.any()):
+                continue
+            images, labels = batch.images[keep][survivors], labels_all[batch.index][keep][survivors]
+            newly_fooled += int(run_attack(module, strong, images, labels, ladder[rung]).success.sum())
+
+        eps_label = budget_label("linf", s.eps)
+        rung_label = budget_label("linf", ladder[rung])
+        small, large = ladder_acc[ladder[0]], ladder_acc[ladder[-1]]
+        fgsm_acc, pgd_acc = acc(count["fgsm"]), ladder_acc[s.eps]
+        strong_acc = ladder_acc[ladder[rung]] - newly_fooled / n
+        zero_share = count["zero_grad"] / n_correct
+        unbounded_survive = 1 - count["unbounded"] / n_correct
+        random_share = count["random"] / n
+        probabilities = _looks_like_probabilities(clean.logits)
+
+        metrics: dict[str, float] = {
+            "n_images": float(n),
+            "clean_acc": n_correct / n,
+            "zero_grad_share": zero_share,
+            "randomized_share": random_share,
+            f"fgsm_acc@{eps_label}": fgsm_acc,
+            **{f"pgd_acc@{budget_label('linf', eps)}": a for eps, a in ladder_acc.items()},
+            f"strong_pgd_acc@{rung_label}": strong_acc,
+            "unbounded_acc": acc(count["unbounded"]),
+        }
+        evidence = {
+            "eps_insensitive": (
+                large > margin and small - large <= margin,
+                f"PGD robust accuracy {small:.2f} at {budget_label('linf', ladder[0])} and {large:.2f} at "
+                f"{budget_label('linf', ladder[-1])}",
+            ),
+            "pgd_weaker_than_fgsm": (
+                pgd_acc - fgsm_acc > margin,
+                f"robust accuracy at {eps_label}: PGD {pgd_acc:.2f}, FGSM {fgsm_acc:.2f}",
+            ),
+            "unbounded_attack_fails": (
+                unbounded_survive > margin_correct,
+                f"{unbounded_survive:.0%} of correctly classified images survive PGD at Linf eps=1",
+            ),
+            "zero_gradients": (
+                zero_share > margin_correct,
+                f"{zero_share:.0%} of correctly classified images have an exactly zero input gradient",
+            ),
+            "budget_sensitive": (
+                ladder_acc[ladder[rung]] - strong_acc > margin,
+                f"robust accuracy at {rung_label}: {ladder_acc[ladder[rung]]:.2f} with {reference.describe()}, "
+                f"{strong_acc:.2f} adding {strong.describe()}",
+            ),
+            "randomized_outputs": (
+                random_share > margin,
+                f"{random_share:.0%} of images get different logits on a second forward pass",
+            ),
+            "probability_outputs": (
+                probabilities,
+                "every output row lies in [0,1] and sums to 1: cross-entropy on probabilities saturates",
+            ),
+        }
+        beaten = []
+        for (norm, eps), (label, value) in transfer.items():
+            white = transfer_fooled[(norm, eps)] / n_correct
+            metrics[f"whitebox_success@{budget_label(norm, eps)}"] = white
+            if value - white > margin_correct:
+                beaten.append(f"{label}: transfer {value:.2f} vs white-box PGD {white:.2f}")
+        if beaten:
+            transfer_evidence = "; ".join(beaten)
+        elif not reported:
+            transfer_evidence = "no transfer.proxy result for this model"
+        else:
+            transfer_evidence = (
+                f"no transfer attack beats white-box PGD by more than {margin_correct:.0%} ({len(reported)} budgets)"
+            )
+        evidence["transfer_beats_whitebox"] = (bool(beaten), transfer_evidence)
+        raised = [flag for flag in FLAGS if evidence[flag][0]]
+        for flag in FLAGS:
+            metrics[flag] = float(evidence[flag][0])
+        metrics["flags"] = float(len(raised))
+        if raised:
+            message = f"{len(raised)} flag(s): " + "; ".join(f"{f}: {FLAGS[f]} ({evidence[f][1]})" for f in raised)
+            if int(clean.preds.unique().numel()) == 1:
+                message += (
+                    "; note: the model predicts one class for every image, and no attack changes a constant "
+                    "function: these flags describe the model (untrained?) more than the attack"
+                )
+        else:
+            message = (
+                f"no flags; FGSM {fgsm_acc:.2f} / PGD {pgd_acc:.2f} at {eps_label}, "
+                f"unbounded {metrics['unbounded_acc']:.2f}, "
+                f"zero gradients {zero_share:.0%}, stronger PGD {strong_acc:.2f} at {rung_label}"
+            )
+        return Findings(
+            metrics=metrics,
+            message=message,
+            details={
+                "flags": {
+                    f: {"raised": evidence[f][0], "meaning": FLAGS[f], "evidence": evidence[f][1]} for f in FLAGS
+                },
+                "not_evaluated": [] if reported else ["transfer_beats_whitebox"],
+                "reference_attack": reference.describe(),
+                "strong_attack": strong.describe(),
+                "unbounded_attack": unbounded.describe(),
+                "margin": margin,
+            },
+        )
+
+
+def _transfer_results(ctx: Any) -> dict[tuple[str, float], tuple[str, float]]:
+    """``transfer_success@<budget>`` of ``transfer.proxy`` on this model, by (norm, eps)."""
+    found: dict[tuple[str, float], tuple[str, float]] = {}
+    for result in ctx.results:
+        if result.check != TRANSFER_CHECK or result.model != ctx.target.name:
+            continue
+        for name, value in result.metrics.items():
+            if not name.startswith(TRANSFER_METRIC) or not math.isfinite(value):
+                continue
+            try:
+                norm, eps = parse_budget(name[len(TRANSFER_METRIC):])
+            except ValueError:
+                continue  # a metric this version cannot map to a budget: nothing to compare with
+            found[(norm, eps)] = (name, float(value))
+    return found
+
+
+def _looks_like_probabilities(outputs: torch.Tensor) -> bool:
+    outputs = outputs.float()
+    in_range = bool(((outputs >= -1e-6) & (outputs <= 1 + 1e-6)).all())
+    return in_range and bool(((outputs.sum(1) - 1).abs() < 1e-3).all())

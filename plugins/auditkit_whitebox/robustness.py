@@ -1,0 +1,382 @@
+"""Checks ``whitebox.fgsm`` and ``whitebox.pgd``: robust accuracy against epsilon under Linf and
+L2 budgets, untargeted and targeted, with confidence intervals and minimal-epsilon estimates."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from auditkit import Artifact, Check, Findings, Threshold, UsageError
+
+from auditkit_whitebox.artifacts import accuracy_curve, example_strip
+from auditkit_whitebox.attacks import (
+    NORMS,
+    TARGETED_MODES,
+    AttackSpec,
+    TargetModule,
+    budget_label,
+    least_likely_class,
+    max_budget,
+    minimal_epsilon,
+    random_wrong_class,
+    run_attack,
+)
+
+LINF_EPS: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
+L2_EPS: tuple[float, ...] = (0.25, 0.5, 1.0)
+
+_NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+# Two-sided 95% normal quantile for the Wilson score interval.
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95% by default): unlike the
+    normal approximation it stays inside [0,1] and is sensible at 0/n and n/n, which is where
+    robust accuracies live. ``(nan, nan)`` when ``n`` is 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def median(values: list[float]) -> float:
+    """The median (mean of the two middle values for an even count); ``inf`` when more than
+    half are ``inf``, ``nan`` when there are none."""
+    if not values:
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        return float(np.median(np.asarray(values, dtype=np.float64)))
+
+
+def _validate_budgets(check_id: str, name: str, values: tuple[float, ...], upper: float | None) -> tuple[float, ...]:
+    for v in values:
+        if not (math.isfinite(v) and v > 0) or (upper is not None and v > upper):
+            bound = f"(0, {upper:g}]" if upper is not None else "> 0"
+            raise UsageError(f'[tool.auditkit.checks."{check_id}"] {name}: every epsilon must be {bound}, got {v!r}')
+    return tuple(sorted(set(values)))
+
+
+@dataclass
+class FGSMSettings:
+    """Settings of ``whitebox.fgsm``.
+
+    :ivar linf_eps: Linf budgets in [0,1] pixel units (8/255 ~ 0.0314); the defaults span one
+        to eight grey levels of an 8-bit image, the range used for CIFAR/ImageNet evaluations.
+    :ivar l2_eps: L2 budgets in [0,1] pixel units.
+    :ivar targeted: targeted variants to run besides the untargeted attack: ``random`` (a wrong
+        class drawn per image) and ``least_likely`` (the class with the lowest clean logit).
+    :ivar targeted_budgets: ``largest`` runs the targeted variants at the largest budget of each
+        norm only (the curve is the untargeted one; this halves the cost of a default audit),
+        ``all`` at every budget.
+    :ivar bisection_steps: halvings of each image's epsilon bracket when searching the smallest
+        budget that fools it (4 gives 1/16 of the grid spacing; 0 keeps the grid's resolution).
+    :ivar min_eps_search_factor: images the grid does not fool are probed at doubling budgets up
+        to this multiple of the largest budget (4: two doublings, 32/255 for the default Linf
+        grid); an image still not fooled counts as ``inf``, so a model that is robust beyond
+        the grid reports ``median_min_eps = inf`` rather than spending the audit searching.
+    :ivar examples: adversarial examples kept as PNG artifacts.
+    """
+
+    check_id: ClassVar[str] = "whitebox.fgsm"
+    linf_eps: tuple[float, ...] = LINF_EPS
+    l2_eps: tuple[float, ...] = L2_EPS
+    targeted: tuple[str, ...] = TARGETED_MODES
+    targeted_budgets: Literal["largest", "all"] = "largest"
+    bisection_steps: int = 4
+    min_eps_search_factor: float = 4.0
+    examples: int = 4
+
+    def __post_init__(self) -> None:
+        where = f'[tool.auditkit.checks."{self.check_id}"]'
+        self.linf_eps = _validate_budgets(self.check_id, "linf_eps", tuple(self.linf_eps), 1.0)
+        self.l2_eps = _validate_budgets(self.check_id, "l2_eps", tuple(self.l2_eps), None)
+        if not self.linf_eps and not self.l2_eps:
+            raise UsageError(f"{where}: linf_eps and l2_eps are both empty; expected at least one budget")
+        unknown = [m for m in self.targeted if m not in TARGETED_MODES]
+        if unknown:
+            raise UsageError(
+                f"{where} targeted: unknown mode(s) {unknown}; expected a subset of {list(TARGETED_MODES)}"
+            )
+        self.targeted = tuple(dict.fromkeys(self.targeted))
+        if not (math.isfinite(self.min_eps_search_factor) and self.min_eps_search_factor >= 1):
+            raise UsageError(f"{where} min_eps_search_factor: must be >= 1, got {self.min_eps_search_factor!r}")
+        if self.bisection_steps < 0 or self.examples < 0:
+            raise UsageError(
+                f"{where}: bisection_steps and examples must be >= 0, got {self.bisection_steps}, {self.examples}"
+            )
+
+
+@dataclass
+class PGDSettings(FGSMSettings):
+    """Settings of ``whitebox.pgd``: those of ``whitebox.fgsm`` plus the PGD schedule.
+
+    :ivar steps: gradient steps per run (10: the cost of a full audit stays seconds on a tiny
+        model; raise it for a final evaluation, and let ``whitebox.masking`` tell you whether
+        the result still moves).
+    :ivar rel_step_size: step size as a fraction of eps; 0.25 (2/255 at 8/255, the usual
+        CIFAR-10 choice) lets the 10 default steps cross the ball and back (2.5 eps, Madry et
+        al.'s rule), and more steps then also mean a longer reach.
+    :ivar restarts: random restarts; an image counts as fooled when any restart fools it.
+    :ivar random_start: start from a uniformly random point of the ball.
+    """
+
+    check_id: ClassVar[str] = "whitebox.pgd"
+    steps: int = 10
+    rel_step_size: float = 0.25
+    restarts: int = 1
+    random_start: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f'[tool.auditkit.checks."{self.check_id}"]'
+        if self.steps < 1 or self.restarts < 1:
+            raise UsageError(
+                f"{where}: steps and restarts must be >= 1, got steps={self.steps}, restarts={self.restarts}"
+            )
+        if not (math.isfinite(self.rel_step_size) and self.rel_step_size > 0):
+            raise UsageError(f"{where} rel_step_size: must be > 0, got {self.rel_step_size!r}")
+
+
+class _RobustAccuracy(Check):
+    """Shared algorithm of ``whitebox.fgsm`` and ``whitebox.pgd``; subclasses choose the attack.
+
+    Only the correctly classified images are attacked; the others count as not robust.
+    Metrics, with ``<budget>`` as ``linf_8/255`` or ``l2_0.5`` (see ``budget_label``):
+    ``clean_acc``; per budget ``robust_acc@<budget>`` (share of all images still correct) and
+    its 95% Wilson interval ``robust_acc_lo@<budget>``/``robust_acc_hi@<budget>``,
+    ``attack_success@<budget>`` (share of the correctly classified images fooled) and
+    ``targeted_success_<mode>@<budget>`` (share driven to the target class; at the largest
+    budget of each norm unless ``targeted_budgets = "all"``);
+    ``attack_success`` at the largest Linf budget (largest L2 one without Linf budgets);
+    ``median_min_eps`` / ``median_min_eps_l2``, the median over correctly classified images of
+    the smallest budget that fools each, by bisection (``minimal_epsilon``; ``inf`` when more
+    than half resist every budget); ``rises_with_eps``.
+
+    Pass/fail: robust accuracy is reported, not gated. An undefended model has near-zero
+    robust accuracy at a few grey levels, which is information rather than a defect; a bar
+    relative to a classic baseline (``{min = 0.5, baseline = "resnet18"}``) can be configured
+    but cannot be a default, since audits may run with ``--baselines none``. The default
+    verdict is on whether the curve can be trusted: ``rises_with_eps <= 0``, the
+    number of consecutive budgets (same norm) where robust accuracy at the larger budget is
+    above the 95% upper bound at the smaller one. Every perturbation allowed at the smaller
+    budget is allowed at the larger one, so such a rise means the attack is failing (Carlini
+    et al. 2019). Set your own bar with a threshold on any metric, e.g.
+    ``thresholds = {"robust_acc@linf_2/255" = {min = 0.3}}``.
+    """
+
+    requires = ("white_box", "labels")
+    headline = ("clean_acc", "robust_acc@linf_8/255", "median_min_eps")
+    thresholds = (Threshold("rises_with_eps", "max", 0),)
+
+    def attack_spec(self, norm: str) -> AttackSpec:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, ctx: Any) -> Findings:
+        s = self.settings
+        clean = ctx.clean
+        correct = clean.correct
+        n_images, n_correct = len(clean), int(correct.sum())
+        budgets = {norm: list(s.linf_eps if norm == "linf" else s.l2_eps) for norm in NORMS}
+        budgets = {norm: eps for norm, eps in budgets.items() if eps}
+        num_classes = int(clean.logits.shape[1])
+        modes = ("untargeted", *(s.targeted if num_classes > 1 else ()))
+        targeted_grid = {
+            norm: grid if s.targeted_budgets == "all" else grid[-1:] for norm, grid in budgets.items()
+        }
+        fooled = {("untargeted", norm, eps): 0 for norm, grid in budgets.items() for eps in grid}
+        for mode in modes[1:]:
+            fooled.update({(mode, norm, eps): 0 for norm, grid in targeted_grid.items() for eps in grid})
+        min_eps: dict[str, list[float]] = {norm: [] for norm in budgets}
+        examples: list[Artifact] = []
+        module = TargetModule(ctx.target)
+        example_norm = next(iter(budgets))
+
+        n_batches = -(-n_images // ctx.batch_size)
+        desc = self.attack_spec(example_norm).method.upper()
+        for batch in ctx.progress(ctx.batches(), total=n_batches, desc=desc):
+            keep = correct[batch.index]
+            if not bool(keep.any()):
+                continue
+            images, labels = batch.images[keep], batch.labels[keep]
+            clean_logits = clean.logits[batch.index][keep].float()
+            targets = {}
+            if "random" in modes:
+                targets["random"] = random_wrong_class(labels, num_classes, ctx.generator)
+            if "least_likely" in modes:
+                targets["least_likely"] = least_likely_class(clean_logits)
+            for norm, grid in budgets.items():
+                spec = self.attack_spec(norm)
+                broken, adversarial, adv_logits = [], [], []
+                for eps in grid:
+                    out = run_attack(module, spec, images, labels, eps)
+                    fooled[("untargeted", norm, eps)] += int(out.success.sum())
+                    broken.append(out.success)
+                    if norm == example_norm and len(examples) < s.examples:
+                        adversarial.append(out.adversarial)
+                        adv_logits.append(out.logits)
+                    for mode in modes[1:] if eps in targeted_grid[norm] else ():
+                        hit = run_attack(module, spec, images, labels, eps, targets=targets[mode])
+                        fooled[(mode, norm, eps)] += int(hit.success.sum())
+                broken_t = torch.stack(broken, 1)
+                found = minimal_epsilon(
+                    module, spec, images, labels, grid, broken_t,
+                    bisection_steps=s.bisection_steps,
+                    cap=min(max_budget(norm, tuple(images.shape[1:])), s.min_eps_search_factor * grid[-1]),
+                )
+                min_eps[norm].extend(found.tolist())
+                if adversarial:
+                    examples += self._examples(
+                        ctx, spec, norm, grid, images, labels, clean_logits, broken_t, adversarial, adv_logits,
+                        s.examples - len(examples),
+                    )
+        return self._findings(budgets, modes, fooled, min_eps, n_images, n_correct, examples)
+
+    def _findings(self, budgets, modes, fooled, min_eps, n_images, n_correct, examples) -> Findings:
+        metrics: dict[str, float] = {
+            "clean_acc": n_correct / n_images,
+            "n_images": float(n_images),
+            "n_attacked": float(n_correct),
+        }
+        artifacts: list[Artifact] = []
+        rises: list[str] = []
+        summary: list[str] = []
+        for norm, grid in budgets.items():
+            accs, los, his, parts = [], [], [], []
+            for eps in grid:
+                label = budget_label(norm, eps)
+                k = fooled[("untargeted", norm, eps)]
+                acc = (n_correct - k) / n_images
+                lo, hi = wilson_interval(n_correct - k, n_images)
+                metrics[f"robust_acc@{label}"] = acc
+                metrics[f"robust_acc_lo@{label}"] = lo
+                metrics[f"robust_acc_hi@{label}"] = hi
+                metrics[f"attack_success@{label}"] = k / n_correct if n_correct else math.nan
+                for mode in modes[1:]:
+                    if (mode, norm, eps) in fooled:
+                        hits = fooled[(mode, norm, eps)]
+                        metrics[f"targeted_success_{mode}@{label}"] = hits / n_correct if n_correct else math.nan
+                if accs and acc > his[-1]:
+                    rises.append(f"{budget_label(norm, grid[len(accs) - 1])} -> {label}")
+                accs.append(acc)
+                los.append(lo)
+                his.append(hi)
+                parts.append(f"{label.split('_', 1)[1]} {acc:.2f}")
+            spec = self.attack_spec(norm)
+            artifacts.append(accuracy_curve(f"robust_acc_{norm}", spec.describe(), grid, accs, los, his))
+            metrics[_min_eps_metric(norm)] = median(min_eps[norm])
+            summary.append(f"{spec.describe()}: robust acc " + ", ".join(parts))
+        first = next(iter(budgets))
+        metrics["attack_success"] = metrics[f"attack_success@{budget_label(first, budgets[first][-1])}"]
+        metrics["rises_with_eps"] = float(len(rises))
+        limit = self.settings.min_eps_search_factor
+        found = [
+            f"{_NORM_NAMES[n]} {_format_eps(n, metrics[_min_eps_metric(n)], limit * grid[-1])}"
+            for n, grid in budgets.items()
+        ]
+        message = (
+            f"clean acc {metrics['clean_acc']:.2f} ({n_correct}/{n_images}); " + "; ".join(summary)
+            + f"; median smallest fooling eps {', '.join(found)}"
+        )
+        if not n_correct:
+            message += "; no correctly classified image to attack, so robust accuracy is 0 trivially"
+        message += ". Robust accuracy is reported, not gated (gate: rises_with_eps <= 0)"
+        if rises:
+            message += f"; robust accuracy rose beyond its 95% interval at {', '.join(rises)}: the attack is failing"
+        return Findings(
+            metrics=metrics,
+            message=message,
+            artifacts=artifacts + examples,
+            details={
+                "attack": {norm: self.attack_spec(norm).describe() for norm in budgets},
+                "targeted": list(modes[1:]),
+                "min_eps_method": (
+                    "bisection over epsilon with the attack from the clean image, bracketed by the "
+                    "epsilon grid (doubling past it up to min_eps_search_factor x the largest budget); "
+                    "median over correctly classified images, inf where no budget fooled the image"
+                ),
+                "rises_with_eps": rises,
+            },
+        )
+
+    def _examples(
+        self, ctx, spec, norm, grid, images, labels, clean_logits, broken, adversarial, adv_logits, wanted
+    ) -> list[Artifact]:
+        names = list(ctx.data.class_names)
+
+        def name(k: int) -> str:
+            return repr(names[k]) if k < len(names) else f"class {k}"
+
+        out: list[Artifact] = []
+        fooled_rows = broken.any(1).nonzero().squeeze(1).tolist()
+        for row in fooled_rows[:wanted]:
+            j = int(broken[row].float().argmax())  # the smallest budget that fooled it
+            png, gain = example_strip(images[row], adversarial[j][row])
+            p_clean = torch.softmax(clean_logits[row], 0)
+            p_adv = torch.softmax(adv_logits[j][row].float(), 0)
+            y, a = int(labels[row]), int(p_adv.argmax())
+            label = budget_label(norm, grid[j])
+            out.append(Artifact(
+                name=f"example_{len(out) + 1}_{label}",
+                kind="image/png",
+                data=png,
+                caption=(
+                    f"{spec.describe()} at {label}: {name(y)} (p={float(p_clean[y]):.2f}) -> {name(a)} "
+                    f"(p={float(p_adv[a]):.2f}); original | adversarial | perturbation x{gain:.0f}"
+                ),
+            ))
+        return out
+
+
+def _min_eps_metric(norm: str) -> str:
+    return "median_min_eps" if norm == "linf" else f"median_min_eps_{norm}"
+
+
+def _format_eps(norm: str, eps: float, limit: float) -> str:
+    if math.isnan(eps):
+        return "n/a"
+    if math.isinf(eps):
+        return f"above {_format_eps(norm, limit, limit)} (the search limit)"
+    return f"{eps * 255:.2f}/255" if norm == "linf" else f"{eps:.3g}"
+
+
+class FGSMRobustness(_RobustAccuracy):
+    """Robust accuracy under the fast gradient sign method (one step per budget).
+
+    Linf: x + eps * sign(grad); L2: x + eps * grad / ||grad||. Cheap and weak: its job is to be
+    the floor that PGD must beat (``whitebox.masking`` flags it when PGD does not).
+
+    Pass/fail: robust accuracy is reported, not gated; the check fails when robust accuracy
+    rises with epsilon beyond its 95% interval (see ``_RobustAccuracy``).
+    """
+
+    id = "whitebox.fgsm"
+    Settings = FGSMSettings
+
+    def attack_spec(self, norm: str) -> AttackSpec:
+        return AttackSpec("fgsm", norm)
+
+
+class PGDRobustness(_RobustAccuracy):
+    """Robust accuracy under projected gradient descent (Madry et al. 2018), Linf and L2.
+
+    Untargeted runs maximize the cross-entropy of the true class; targeted runs minimize it
+    towards a random wrong class and towards the least likely class.
+
+    Pass/fail: robust accuracy is reported, not gated; the check fails when robust accuracy
+    rises with epsilon beyond its 95% interval (see ``_RobustAccuracy``).
+    """
+
+    id = "whitebox.pgd"
+    Settings = PGDSettings
+
+    def attack_spec(self, norm: str) -> AttackSpec:
+        s = self.settings
+        return AttackSpec("pgd", norm, s.steps, s.rel_step_size, s.random_start, s.restarts)

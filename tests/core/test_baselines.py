@@ -1,0 +1,133 @@
+"""Classic baselines: architectures adapted to the task, weights from a checkpoint, the cache
+or training with the classic recipes, and relative thresholds against them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import auditkit
+from auditkit import Check, Findings, Outcome, Target, Threshold
+from auditkit.baselines import ALEXNET_MIN_SIZE, Budget, BaselineSpec, ResizeInput, build, load_baseline
+from auditkit.baselines import training
+from auditkit.config import Config
+from auditkit.data.loaders import load_data
+from auditkit.errors import UsageError
+from auditkit.main import run_audit
+from auditkit.plugin_manager import get_plugin_manager
+from auditkit.testing.models import TinyGAPNet
+
+CPU = torch.device("cpu")
+TINY = Budget(max_epochs=1, max_seconds=60, patience=1)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_data("synthetic:shapes?n=8&train=24&size=32&background=plain")
+
+
+def test_alexnet_is_adapted_to_small_inputs_and_the_classes():
+    net = build(BaselineSpec("alexnet", 5, 32))
+    assert isinstance(net, ResizeInput) and net.min_size == ALEXNET_MIN_SIZE
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    assert "upsampled from 32 to 63 px" in "; ".join(BaselineSpec("alexnet", 5, 32).adaptations())
+
+
+def test_training_caches_and_a_second_run_trains_nothing(small, monkeypatch):
+    first = load_baseline("resnet18", small, device=CPU, budget=TINY)
+    assert first.info["source"] == "trained" and first.role == "baseline" and first.name == "resnet18"
+    assert first.info["training"]["epochs"] == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained again despite the cache")
+
+    monkeypatch.setattr("auditkit.baselines.train_classifier", refuse)
+    second = load_baseline("resnet18", small, device=CPU, budget=TINY)
+    assert second.info["source"] == "cache"
+    for (k, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    # a different budget is a different cache entry
+    with pytest.raises(AssertionError, match="trained again"):
+        load_baseline("resnet18", small, device=CPU, budget=Budget(max_epochs=2, max_seconds=60, patience=1))
+
+
+def test_googlenet_trains_with_auxiliary_heads_and_audits_without(small, monkeypatch):
+    seen = []
+    real_loss = training._loss
+
+    def spy(out, y, aux_weight):
+        seen.append((hasattr(out, "aux_logits1") and out.aux_logits1 is not None, aux_weight))
+        return real_loss(out, y, aux_weight)
+
+    monkeypatch.setattr(training, "_loss", spy)
+    target = load_baseline("googlenet", small, device=CPU, budget=TINY, use_cache=False)
+    assert seen and all(has_aux and weight == 0.3 for has_aux, weight in seen)
+    assert target.model.aux1 is None and target.model.aux2 is None
+    assert not any(k.startswith("aux") for k in target.model.state_dict())
+
+
+def test_a_user_checkpoint_is_loaded_instead_of_training(small, tmp_path, monkeypatch):
+    reference = build(BaselineSpec("resnet18", small.num_classes, 32))
+    path = tmp_path / "resnet18.pt"
+    torch.save(reference.state_dict(), path)
+    monkeypatch.setattr("auditkit.baselines.train_classifier", lambda *a, **k: pytest.fail("trained"))
+    target = load_baseline("resnet18", small, device=CPU, checkpoint=str(path))
+    assert target.info["source"] == f"checkpoint {path}"
+    assert torch.equal(target.model.fc.weight, reference.fc.weight)
+    wrong = tmp_path / "wrong.pt"
+    torch.save(TinyGAPNet(num_classes=4).state_dict(), wrong)
+    with pytest.raises(UsageError, match="does not fit torchvision resnet18"):
+        load_baseline("resnet18", small, device=CPU, checkpoint=str(wrong))
+
+
+def test_unknown_baseline_is_a_usage_error(small):
+    with pytest.raises(UsageError, match="unknown baseline 'vgg11'"):
+        load_baseline("vgg11", small, device=CPU)
+
+
+@pytest.mark.slow
+def test_training_improves_accuracy_above_chance():
+    data = load_data("synthetic:shapes?n=64&train=512&size=32&background=plain&classes=4")
+    target = load_baseline("resnet18", data, device=CPU, budget=Budget(max_epochs=6, max_seconds=300), use_cache=False)
+    assert target.info["training"]["val_acc"] > 0.5  # chance is 0.25
+
+
+class _Score(Check):
+    id = "test.score"
+    headline = ("score",)
+    thresholds = (Threshold("score", "min", 0.9, baseline="ref"),)
+
+    def run(self, ctx):
+        return Findings(metrics={"score": 1.0 if ctx.target.role == "baseline" else ctx.settings.value})
+
+    @dataclass
+    class Settings:
+        value: float = 0.95
+
+
+class _Plugin:
+    @auditkit.hookimpl
+    def auditkit_collect_checks(self, config):
+        return [_Score]
+
+
+@pytest.mark.parametrize("value, outcome", [(0.95, Outcome.PASSED), (0.85, Outcome.FAILED)])
+def test_relative_thresholds_compare_with_the_baseline(small, value, outcome):
+    config = Config(checks={"test.score": {"value": value}}, progress=False)
+    pm = get_plugin_manager(autoload=False, extra=[_Plugin()])
+    baseline = Target(TinyGAPNet(num_classes=4), name="ref", role="baseline")
+    session = run_audit(config, pm, model=TinyGAPNet(num_classes=4), data=small, baselines=[baseline])
+    results = {(r.model, r.check): r for r in session.results}
+    assert [r.model for r in session.results] == ["ref", "target"]  # baselines run first
+    assert results["ref", "test.score"].outcome is Outcome.PASSED  # relative thresholds gate the target only
+    target = results["target", "test.score"]
+    assert target.outcome is outcome
+    assert target.thresholds["score@ref"] == {"op": "min", "value": 0.9, "baseline": "ref", "reference": 1.0}
+    if outcome is Outcome.FAILED:
+        assert target.message == "score=0.85 violates score >= 0.9 x ref"

@@ -1,0 +1,147 @@
+"""Which layers are inverted by default (the output of each stage) and how configured names
+are checked."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from auditkit import Target
+from auditkit.testing.models import TinyFCNet, TinyGAPNet
+from auditkit_inversion.stages import LayerSelectionError, configured_stages, default_stages
+
+
+def probed(model: nn.Module, size: int = 32) -> Target:
+    target = Target(model)
+    with target:
+        target.probe(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    return target
+
+
+def stage_names(model: nn.Module, size: int = 32) -> tuple[list[str], list[str]]:
+    target = probed(model, size)
+    stages, notes = default_stages(model, target.layers, target.num_classes)
+    return [s.name for s in stages], notes
+
+
+def test_gap_net_stages_are_resolution_levels_then_the_pooled_embedding():
+    names, notes = stage_names(TinyGAPNet())
+    # features = conv-bn-relu at 32 px, then two conv-bn-relu at 16 px (the stride-2 conv starts a stage)
+    assert names == ["features.2", "features.8", "pool"]
+    assert notes == ["fc skipped: it is the classifier head (outputs the logits)"]
+
+
+def test_fc_net_stages_end_at_each_pool_and_each_hidden_linear_layer():
+    names, notes = stage_names(TinyFCNet())
+    assert names == ["features.2", "features.5", "classifier.3"]
+    assert notes == ["classifier.5 skipped: it is the classifier head (outputs the logits)"]
+
+
+def test_sequential_model_and_wrapped_model():
+    seq = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(), nn.Linear(4, 3),
+    )
+    assert stage_names(seq)[0] == ["2", "5", "6"]
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = TinyGAPNet()
+
+        def forward(self, x):
+            return self.net(x)
+
+    assert stage_names(Wrapper())[0] == ["net.features.2", "net.features.8", "net.pool"]
+
+
+def test_resnet18_stages_are_the_stem_the_four_layers_and_the_embedding():
+    names, _ = stage_names(torchvision.models.resnet18(num_classes=4))
+    assert names == ["maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+
+
+def test_vgg_shaped_blocks_end_at_their_max_pool_and_each_hidden_linear_is_a_stage():
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+    class MiniVGG(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(*block(3, 4), *block(4, 8), *block(8, 8))
+            self.classifier = nn.Sequential(
+                nn.Flatten(), nn.Linear(8 * 4 * 4, 16), nn.ReLU(), nn.Dropout(),
+                nn.Linear(16, 16), nn.ReLU(), nn.Dropout(), nn.Linear(16, 4),
+            )
+
+        def forward(self, x):
+            return self.classifier(self.features(x))
+
+    names, notes = stage_names(MiniVGG())
+    assert names == ["features.4", "features.9", "features.14", "classifier.2", "classifier.5"]
+    assert notes == ["classifier.7 skipped: it is the classifier head (outputs the logits)"]
+
+
+def test_depth_grows_along_the_network_and_stays_in_0_1():
+    target = probed(TinyGAPNet())
+    stages, _ = default_stages(target.model, target.layers, target.num_classes)
+    depths = [s.depth for s in stages]
+    assert depths == sorted(depths) and 0 < depths[0] and depths[-1] < 1
+    # features.2 closes the first 3 of the 12 leaf modules (3 x conv-bn-relu, pool, flatten, fc)
+    assert depths[0] == pytest.approx(3 / 12)
+
+
+def test_a_model_that_is_only_a_head_has_no_stage():
+    target = probed(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4)))
+    stages, notes = default_stages(target.model, target.layers, target.num_classes)
+    assert stages == [] and "classifier head" in notes[0]
+
+
+def test_a_module_called_twice_is_not_a_default_stage():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.down = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.down(self.conv(self.conv(x)))).flatten(1))
+
+    names, notes = stage_names(Shared())
+    assert "conv" not in names and any("conv skipped: it runs 2 times" in n for n in notes)
+    assert names == ["down", "pool"]
+
+
+def test_configured_layers_are_sorted_in_call_order():
+    target = probed(TinyGAPNet())
+    stages = configured_stages(["pool", "features.0"], target.layers)
+    assert [s.name for s in stages] == ["features.0", "pool"]
+    assert stages[0].output_shape == (1, 8, 32, 32)
+
+
+def test_an_unknown_layer_names_close_candidates():
+    target = probed(TinyGAPNet())
+    with pytest.raises(LayerSelectionError, match=r"layer 'feature.2' is not a module.*close names: \['features.2'"):
+        configured_stages(["feature.2"], target.layers)
+
+
+def test_duplicate_and_repeated_layers_are_rejected():
+    target = probed(TinyGAPNet())
+    with pytest.raises(LayerSelectionError, match="configured twice"):
+        configured_stages(["pool", "pool"], target.layers)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(self.conv(self.conv(x)).mean((2, 3)))
+
+    twice = probed(Twice())
+    with pytest.raises(LayerSelectionError, match="runs 2 times per forward"):
+        configured_stages(["conv"], twice.layers)
