@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -114,6 +115,7 @@ class CheckResult:
     artifacts: tuple[Artifact, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
     role: str = "target"
+    directions: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def nodeid(self) -> str:
@@ -134,6 +136,10 @@ class CheckResult:
             "message": self.message,
             "duration_s": round(self.duration_s, 4),
         }
+        if self.headline:
+            out["headline"] = [m for m in self.headline if m in self.metrics]
+        if self.directions:
+            out["directions"] = dict(self.directions)
         if self.traceback:
             out["traceback"] = self.traceback
         if self.details:
@@ -185,7 +191,9 @@ class Check:
 
     ``requires`` names capabilities of the target (``white_box``, ``layers``, ``gap_head``,
     ``scores``) or of the data (``labels``, ``localization``); a check whose requirements are
-    not met is skipped with the reason. ``Settings`` is a dataclass whose fields are the
+    not met is skipped with the reason. ``directions`` maps metric names (fnmatch patterns
+    such as ``"robust_acc@*"``) to ``"higher"`` or ``"lower"`` (which is better); reports use
+    it to mark the better model and ``--compare`` to find regressions. ``Settings`` is a dataclass whose fields are the
     check's typed settings; config tables override them. ``thresholds`` are default pass
     conditions, overridable from config.
     """
@@ -194,6 +202,7 @@ class Check:
     requires: ClassVar[tuple[str, ...]] = ()
     headline: ClassVar[tuple[str, ...]] = ()
     thresholds: ClassVar[tuple[Threshold, ...]] = ()
+    directions: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ""
 
     @dataclass
@@ -211,6 +220,14 @@ class Check:
     def summary(cls) -> str:
         doc = cls.description or (cls.__doc__ or "").strip().splitlines()[0:1]
         return doc if isinstance(doc, str) else (doc[0] if doc else "")
+
+    @classmethod
+    def direction(cls, metric: str) -> str | None:
+        """``"higher"``/``"lower"`` when ``directions`` says which is better for ``metric``."""
+        for pattern, direction in cls.directions.items():
+            if fnmatch.fnmatchcase(metric, pattern):
+                return direction
+        return None
 
     @classmethod
     def setting_fields(cls) -> dict[str, dataclasses.Field]:

@@ -50,6 +50,9 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     run.add_argument("--json", help=f"write the JSON report here (default {DEFAULT_REPORT_DIR}/report.json)")
     run.add_argument("--junitxml", help="write JUnit XML here")
     run.add_argument("--html", help="write the HTML scorecard here")
+    run.add_argument("--md", help="write a short Markdown summary here (for a pull-request comment)")
+    run.add_argument("--compare", metavar="PREVIOUS.json",
+                     help="fail when a headline metric regressed against this earlier report")
     run.add_argument("--trust-pickle", action="store_true", default=None, dest="trust_pickle",
                      help="allow loading a fully pickled model (runs code from the file)")
     run.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="hide progress bars")
@@ -101,6 +104,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
         "json": args.json,
         "junitxml": args.junitxml,
         "html": args.html,
+        "md": args.md,
+        "compare": args.compare,
         "trust_pickle": args.trust_pickle,
         "progress": args.progress,
     }

@@ -37,6 +37,10 @@ class Config:
     json: str | None = None
     junitxml: str | None = None
     html: str | None = None
+    md: str | None = None
+    compare: str | None = None
+    compare_abs_tolerance: float = 0.02
+    compare_rel_tolerance: float = 0.05
     plugins: list[str] = field(default_factory=list)
     trust_pickle: bool = False
     mean: list[float] | None = None
@@ -79,6 +83,10 @@ _FILE_KEYS: dict[str, Any] = {
     "json": str,
     "junitxml": str,
     "html": str,
+    "md": str,
+    "compare": str,
+    "compare_abs_tolerance": (int, float),
+    "compare_rel_tolerance": (int, float),
     "plugins": list,
     "trust_pickle": bool,
     "mean": list,

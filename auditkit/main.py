@@ -9,9 +9,11 @@ import torch
 from torch import nn
 
 from auditkit.check import Check
+from auditkit.compare import find_regressions, load_report
 from auditkit.config import Config, configure_check
 from auditkit.data.base import AuditData
 from auditkit.errors import TargetError, UsageError
+from auditkit.reporters.json_report import build_report
 from auditkit.session import AuditRun, AuditSession, ExitCode, resolve_device
 from auditkit.target import BlackBoxTarget, Target
 
@@ -162,10 +164,17 @@ def run_audit(
     session.checks = checks
     if reporter is not None:
         reporter.session_start(session)
+    previous = load_report(config.compare) if config.compare else None
     if checks:
         session.run(checks)
     else:
         session.exitstatus = ExitCode.NO_CHECKS_COLLECTED
+    if previous is not None and not session.interrupted:
+        session.regressions = find_regressions(
+            build_report(session), previous, abs_tol=config.compare_abs_tolerance, rel_tol=config.compare_rel_tolerance
+        )
+        if session.regressions and session.exitstatus == ExitCode.OK:
+            session.exitstatus = ExitCode.CHECKS_FAILED
     session.finish()
     return session
 
@@ -189,6 +198,9 @@ def audit(
     plugins: Sequence[object] = (),
     json: str | None = None,
     junitxml: str | None = None,
+    html: str | None = None,
+    md: str | None = None,
+    compare: str | None = None,
     verbose: int = -1,
     autoload: bool | None = None,
 ) -> AuditRun:
@@ -205,6 +217,8 @@ def audit(
     :param settings: per-check settings and thresholds, as the config's per-check tables:
         ``{"accuracy.clean": {"thresholds": {"top1": {"min": 0.5}}}}``.
     :param plugins: plugin objects (modules or instances) to register for this audit.
+    :param json, junitxml, html, md: report paths (None: not written).
+    :param compare: an earlier JSON report; regressed headline metrics fail the audit.
     :param verbose: -1 silent (default), 0 pytest-like lines, 1 verbose.
     :returns: an ``AuditRun``: ``run["accuracy.clean"].metrics["top1"]``, ``run.exit_code``,
         ``run.to_dataframe()``.
@@ -227,6 +241,9 @@ def audit(
         batch_size=batch_size,
         json=json,
         junitxml=junitxml,
+        html=html,
+        md=md,
+        compare=compare,
         mean=list(mean) if mean else None,
         std=list(std) if std else None,
         verbosity=verbose,

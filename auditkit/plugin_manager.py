@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "auditkit.runner",
     "auditkit.reporters.json_report",
     "auditkit.reporters.junit",
+    "auditkit.reporters.markdown",
 )
 
 

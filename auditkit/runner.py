@@ -69,5 +69,6 @@ def auditkit_make_result(
         message=message,
         artifacts=tuple(findings.artifacts),
         details=dict(findings.details),
+        directions={m: d for m in metrics if (d := check.direction(m)) is not None},
         **common,
     )

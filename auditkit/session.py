@@ -64,19 +64,23 @@ def describe_device(device: torch.device) -> str:
 
 class CleanPass:
     """The clean forward pass over the evaluation images, computed once per model and shared
-    by every check. ``logits`` is [N,K] on the device (scores for a black box that returns
-    scores; None for one that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
+    by every check. ``logits`` is [N,K] on the device (for a black box that returns scores,
+    its scores, which are already probabilities: ``probabilities`` is then True; None for one
+    that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
 
-    def __init__(self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None):
+    def __init__(
+        self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None, probabilities: bool = False
+    ):
         self.logits = logits
         self.preds = preds
         self.labels = labels
+        self.probabilities = probabilities
 
     @property
     def probs(self) -> torch.Tensor:
         if self.logits is None:
             raise TargetError("this target returns labels only: no scores")
-        return torch.softmax(self.logits.float(), dim=1)
+        return self.logits.float() if self.probabilities else torch.softmax(self.logits.float(), dim=1)
 
     @property
     def correct(self) -> torch.Tensor:
@@ -196,6 +200,7 @@ class AuditSession:
         self._clean: dict[str, CleanPass | TargetError] = {}
         self.report: dict[str, Any] | None = None
         self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
+        self.regressions: list[Any] = []  # auditkit.compare.Regression, with --compare
 
     @property
     def all_targets(self) -> list[Any]:
@@ -245,7 +250,7 @@ class AuditSession:
                 f"{target.name} produced non-finite logits (NaN or inf) for {int(bad.sum())} of "
                 f"{out.shape[0]} images (first: image {first}); expected finite logits"
             )
-        return CleanPass(out, out.argmax(dim=1), label_t)
+        return CleanPass(out, out.argmax(dim=1), label_t, probabilities=not target.white_box)
 
     # -- running -----------------------------------------------------------------------------
 

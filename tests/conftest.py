@@ -12,6 +12,8 @@ import torch
 
 from auditkit import AuditData, TensorSplit
 
+pytest_plugins = ["pytester"]
+
 torch.set_num_threads(min(torch.get_num_threads(), 2))
 
 

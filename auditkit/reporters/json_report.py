@@ -36,6 +36,11 @@ def build_report(session: Any) -> dict[str, Any]:
         },
         "models": [t.describe() for t in (session.target, *session.baselines)],
         "results": [r.to_json() for r in session.results],
+        **(
+            {"comparison": {"previous": session.config.compare, "regressions": [r.to_json() for r in session.regressions]}}
+            if session.config.compare
+            else {}
+        ),
         "summary": {
             **counts,
             "duration_s": round(session.duration_s, 3),

@@ -123,6 +123,11 @@ class TerminalReporter:
                 self.write("\n".join(tb))
         failed = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
         skipped = [r for r in results if r.outcome in (Outcome.SKIPPED, Outcome.XFAILED)]
+        if session.regressions:
+            self.write()
+            self.rule(f"regressions against {session.config.compare}", "=", "31")
+            for reg in session.regressions:
+                self.write(f"REGRESSED {reg.describe()}")
         if (failed or skipped) and self.verbosity >= 0:
             self.write()
             self.rule("short audit summary info")

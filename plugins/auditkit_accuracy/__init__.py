@@ -14,6 +14,7 @@ class CleanAccuracy(Check):
     id = "accuracy.clean"
     requires = ("labels",)
     headline = ("top1",)
+    directions = {"top1": "higher"}
 
     @dataclass
     class Settings:

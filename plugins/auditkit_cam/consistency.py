@@ -73,6 +73,13 @@ class CamConsistency(Check):
     # more than the session's generic missing-capability message.
     requires = ("white_box", "layers")
     headline = ("logit_max_abs_err", "cam_gradcam_corr", "flip_corr")
+    directions = {
+        "*_err": "lower",
+        "cam_gradcam_corr": "higher",
+        "flip_corr": "higher",
+        "pointing_game": "higher",
+        "energy_in_box": "higher",
+    }
 
     @dataclass
     class Settings:

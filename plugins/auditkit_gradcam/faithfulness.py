@@ -104,6 +104,7 @@ class GradCamFaithfulness(Check):
     id = "gradcam.faithfulness"
     requires = ("white_box",)
     headline = ("deletion_auc", "insertion_auc")
+    directions = {"deletion_auc": "lower", "insertion_auc": "higher", "deletion_gain": "higher", "insertion_gain": "higher"}
     thresholds = (
         Threshold("deletion_p_value", "max", SIGNIFICANCE),
         Threshold("insertion_p_value", "max", SIGNIFICANCE),

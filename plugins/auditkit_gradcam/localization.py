@@ -225,6 +225,14 @@ class GradCamLocalization(Check):
     id = "gradcam.localization"
     requires = ("white_box", "layers", "localization")
     headline = ("pointing_game", "center_baseline", "energy_in_box")
+    directions = {
+        "pointing_game": "higher",
+        "energy_in_box": "higher",
+        "loc_acc_iou50": "higher",
+        "mean_iou": "higher",
+        "pointing_gain": "higher",
+        "energy_gain": "higher",
+    }
     thresholds = (
         Threshold("pointing_p_value", "max", SIGNIFICANCE),
         Threshold("energy_gain_ci_low", "min", ENERGY_MARGIN),

@@ -116,6 +116,7 @@ class GradCamRandomization(Check):
     id = "gradcam.randomization"
     requires = ("white_box", "layers")
     headline = ("max_rank_corr",)
+    directions = {"max_rank_corr": "lower", "final_rank_corr": "lower", "max_ssim": "lower", "final_ssim": "lower"}
     thresholds = (Threshold("max_rank_corr", "max", 0.5),)
 
     @dataclass

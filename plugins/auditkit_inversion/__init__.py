@@ -52,6 +52,8 @@ class InversionFidelity(Check):
     id = "inversion.fidelity"
     requires = ("white_box", "layers")
     headline = ("faithful_depth", "leaking_layers", "max_feature_err_ratio")
+    # Lower fidelity at depth means less of the input leaks through released features.
+    directions = {"faithful_depth": "lower", "leaking_layers": "lower", "max_feature_err_ratio": "lower"}
     thresholds = (Threshold("max_feature_err_ratio", "max", 0.5),)
 
     @dataclass

@@ -90,6 +90,7 @@ class GradientMasking(Check):
     id = "whitebox.masking"
     requires = ("white_box",)
     headline = ("flags",)
+    directions = {"flags": "lower"}
     thresholds = tuple(Threshold(flag, "max", 0) for flag in FLAGS)
     Settings = MaskingSettings
 

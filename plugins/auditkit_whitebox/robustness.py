@@ -174,6 +174,13 @@ class _RobustAccuracy(Check):
 
     requires = ("white_box", "labels")
     headline = ("clean_acc", "robust_acc@linf_8/255", "median_min_eps")
+    directions = {
+        "clean_acc": "higher",
+        "robust_acc@*": "higher",
+        "attack_success*": "lower",
+        "targeted_success_*": "lower",
+        "median_min_eps*": "higher",
+    }
     thresholds = (Threshold("rises_with_eps", "max", 0),)
 
     def attack_spec(self, norm: str) -> AttackSpec:  # pragma: no cover - abstract

@@ -1,0 +1,201 @@
+"""Adversarial examples crafted on the proxy with torchattacks (FGSM, PGD, MI-FGSM; Linf and
+L2; untargeted and targeted), the random-noise control, metric names and Wilson intervals."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import torch
+import torchattacks
+from torch import nn
+
+ATTACKS = ("fgsm", "pgd", "mifgsm")
+NORMS = ("linf", "l2")
+MODES = ("untargeted", "targeted")
+#: z for a two-sided 95% interval.
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack at one budget: ``attack`` in :data:`ATTACKS`, ``norm`` in :data:`NORMS`,
+    ``eps`` the radius in pixel space ([0, 1] images)."""
+
+    attack: str
+    norm: str
+    eps: float
+
+    @property
+    def key(self) -> str:
+        """The metric suffix, e.g. ``pgd_linf_8/255`` or ``fgsm_l2_0.5``."""
+        return f"{self.attack}_{threat_key(self.norm, self.eps)}"
+
+
+def threat_key(norm: str, eps: float) -> str:
+    """``linf_8/255`` for Linf radii that are whole 255ths (as they are usually given),
+    ``l2_0.5`` otherwise: stable, readable and JSON-friendly."""
+    if norm == "linf":
+        steps = eps * 255
+        if steps > 0 and abs(steps - round(steps)) < 1e-6:
+            return f"linf_{round(steps)}/255"
+    return f"{norm}_{eps:g}"
+
+
+def parse_epsilon(text: str) -> float | None:
+    """The radius in a metric name's threat part (``8/255``, ``0.0314``, ``0.5``), or None."""
+    try:
+        return float(Fraction(text)) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def supported(attack: str, norm: str) -> bool:
+    """MI-FGSM (Dong et al. 2018) is defined for Linf only; FGSM and PGD exist for both norms."""
+    return not (attack == "mifgsm" and norm == "l2")
+
+
+def make_attack(proxy: nn.Module, config: AttackConfig, steps: int, targeted: bool) -> torchattacks.attack.Attack:
+    """The torchattacks attack for ``config`` on ``proxy``.
+
+    PGD uses Madry et al.'s step size 2.5 * eps / steps and a random start; MI-FGSM uses
+    eps / steps and decay 1.0 (Dong et al.); FGSM in L2 is one PGD-L2 step of size eps from
+    the clean image (the fast gradient method).
+    """
+    eps = float(config.eps)
+    if config.norm == "linf":
+        if config.attack == "fgsm":
+            atk = torchattacks.FGSM(proxy, eps=eps)
+        elif config.attack == "pgd":
+            atk = torchattacks.PGD(proxy, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+        elif config.attack == "mifgsm":
+            atk = torchattacks.MIFGSM(proxy, eps=eps, alpha=eps / steps, steps=steps, decay=1.0)
+        else:
+            raise ValueError(f"unknown attack {config.attack!r}; expected one of {ATTACKS}")
+    elif config.norm == "l2":
+        if config.attack == "fgsm":
+            atk = torchattacks.PGDL2(proxy, eps=eps, alpha=eps, steps=1, random_start=False)
+        elif config.attack == "pgd":
+            atk = torchattacks.PGDL2(proxy, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
+        else:
+            raise ValueError(f"attack {config.attack!r} has no L2 form; expected fgsm or pgd")
+    else:
+        raise ValueError(f"unknown norm {config.norm!r}; expected one of {NORMS}")
+    if targeted:
+        atk.set_mode_targeted_by_label(quiet=True)
+    return atk
+
+
+def craft(proxy: nn.Module, config: AttackConfig, images: torch.Tensor, labels: torch.Tensor, *, steps: int, targeted: bool) -> torch.Tensor:
+    """Adversarial images crafted on ``proxy``: away from ``labels`` (untargeted) or toward
+    them (targeted), within the config's ball around ``images`` and inside [0, 1]."""
+    return make_attack(proxy, config, steps, targeted)(images, labels).detach()
+
+
+def random_noise(images: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The control: ``images`` plus random noise of the attack's size, clipped to [0, 1]. Linf:
+    a random corner of the ball (each pixel +-eps, the largest Linf noise); L2: a uniformly
+    random direction of length eps."""
+    shape = images.shape
+    if norm == "linf":
+        signs = torch.randint(0, 2, shape, generator=generator).to(images) * 2 - 1
+        noise = eps * signs
+    elif norm == "l2":
+        direction = torch.randn(shape, generator=generator).to(images)
+        norms = direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (len(shape) - 1)))
+        noise = eps * direction / norms
+    else:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    return (images + noise).clamp(0.0, 1.0)
+
+
+def random_other_class(reference: torch.Tensor, num_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each reference class, a class drawn uniformly from the other ``num_classes - 1``
+    (the target of a targeted attack); references outside the classes get any class."""
+    draw = torch.randint(0, max(num_classes - 1, 1), tuple(reference.shape), generator=generator).to(reference)
+    return torch.where(reference < num_classes, draw + (draw >= reference).long(), draw % num_classes)
+
+
+class TransferMeasurement:
+    """Crafts adversarial examples on ``proxy`` and replays them on the target through
+    ``oracle`` (a callable returning ``(probs or None, labels)``), batch by batch, keeping only
+    counts, so memory does not grow with the number of images.
+
+    :attr:`counts` maps ``(family, key)`` to ``[successes on the target, successes on the
+    proxy, images]``, with family ``transfer_success`` (untargeted: the target's answer
+    leaves the reference class), ``targeted_success`` (the target answers the wanted class)
+    and ``noise_success`` (random noise of the same size moves the answer; key without the
+    attack name).
+    """
+
+    def __init__(
+        self,
+        proxy: nn.Module,
+        oracle: Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]],
+        configs: Sequence[AttackConfig],
+        *,
+        modes: Sequence[str] = MODES,
+        steps: int = 5,
+        noise: Sequence[tuple[str, float]] = (),
+        generator: torch.Generator | None = None,
+    ):
+        self.proxy = proxy
+        self.oracle = oracle
+        self.configs = list(configs)
+        self.modes = tuple(modes)
+        self.steps = steps
+        self.noise = list(noise)
+        self.generator = generator
+        self.counts: dict[tuple[str, str], list[int]] = {}
+        self.n_images = 0
+
+    def add(self, images: torch.Tensor, reference: torch.Tensor, wanted: torch.Tensor | None = None) -> None:
+        """Attack one batch: ``reference`` is the target's (correct) answer for each image,
+        ``wanted`` the class each targeted attack aims for (required for targeted mode)."""
+        n = int(images.shape[0])
+        if n == 0:
+            return
+        self.n_images += n
+        for config in self.configs:
+            for mode in self.modes:
+                targeted = mode == "targeted"
+                if targeted and wanted is None:
+                    raise ValueError("targeted mode needs the wanted classes")
+                goal = wanted if targeted else reference
+                adv = craft(self.proxy, config, images, goal, steps=self.steps, targeted=targeted)
+                with torch.no_grad():
+                    on_proxy = self.proxy(adv).argmax(1)
+                _, answers = self.oracle(adv)
+                if targeted:
+                    hits, proxy_hits = answers == goal, on_proxy == goal
+                else:
+                    hits, proxy_hits = answers != goal, on_proxy != goal
+                family = "targeted_success" if targeted else "transfer_success"
+                self._tally((family, config.key), int(hits.sum()), int(proxy_hits.sum()), n)
+        for norm, eps in self.noise:
+            _, answers = self.oracle(random_noise(images, norm, eps, self.generator))
+            self._tally(("noise_success", threat_key(norm, eps)), int((answers != reference).sum()), 0, n)
+
+    def rate(self, family: str, key: str) -> float:
+        """Successes on the target / images for one entry of :attr:`counts`."""
+        hits, _, n = self.counts[(family, key)]
+        return hits / n
+
+    def _tally(self, key: tuple[str, str], hits: int, proxy_hits: int, n: int) -> None:
+        entry = self.counts.setdefault(key, [0, 0, 0])
+        entry[0] += hits
+        entry[1] += proxy_hits
+        entry[2] += n
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (good at 0, 1 and small n); (nan, nan)
+    when n is 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -1,0 +1,444 @@
+"""The ``transfer.proxy`` check: train a proxy on the target's answers, attack the proxy
+white-box, and measure how often the examples fool the target (Papernot et al. 2017)."""
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import torch
+
+from auditkit import Artifact, Check, Findings, TargetError, Threshold, UsageError, skip
+from auditkit.batching import oom_backoff
+
+from auditkit_transfer.attacks import (
+    ATTACKS,
+    MODES,
+    AttackConfig,
+    TransferMeasurement,
+    parse_epsilon,
+    random_other_class,
+    supported,
+    threat_key,
+    wilson_interval,
+)
+from auditkit_transfer.proxy import (
+    TrainingLog,
+    TrainingPlan,
+    build_proxy,
+    jacobian_augmentation,
+    train_proxy,
+)
+
+CHECK_ID = "transfer.proxy"
+_WHITEBOX_METRIC = re.compile(r"^(attack_success|robust_acc)@(?P<threat>.+)$")
+_NORM_IN_NAME = re.compile(r"(?<![a-z])(linf|l_inf|l2)(?![a-z0-9])")
+_EPS_AFTER_NORM = re.compile(r"[_=:\s-]*(?:eps[_=:\s-]*)?(?P<eps>\d+(?:\.\d+)?(?:e-?\d+)?(?:/\d+)?)")
+
+
+class Oracle:
+    """The target seen only through ``query()``: answers as probabilities (None for a labels-only
+    target) and labels, in batches, with every image counted in :attr:`count`."""
+
+    def __init__(self, target: Any, batch_size: int, num_classes: int):
+        self.target = target
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self.count = 0
+
+    @property
+    def gives_scores(self) -> bool:
+        return getattr(self.target, "returns", "scores") == "scores"
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        probs, labels = [], []
+        for start in range(0, int(images.shape[0]), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            out = oom_backoff(self.target.query, chunk)
+            self.count += int(chunk.shape[0])
+            if self.gives_scores:
+                probs.append(out.float())
+                labels.append(out.argmax(dim=1))
+            else:
+                labels.append(out.long())
+        label_t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=images.device)
+        if label_t.numel() and int(label_t.max()) >= self.num_classes:
+            raise TargetError(f"{self.target.name} answered class {int(label_t.max())}, but it has {self.num_classes} classes")
+        return (torch.cat(probs) if probs else None), label_t
+
+
+class ProxyTransfer(Check):
+    """Black-box transfer attack: a proxy trained on the target's answers is attacked white-box
+    and its adversarial examples are replayed on the target (Papernot et al. 2017)."""
+
+    id = CHECK_ID
+    requires = ()
+    headline = ("transfer_success", "proxy_agreement", "queries")
+    directions = {"transfer_success*": "lower", "targeted_success@*": "lower", "proxy_agreement": "higher"}
+    thresholds = (
+        # The majority criterion: within the standard Linf 8/255 threat model, an attacker who
+        # only sees answers must not flip most of the images the model gets right.
+        Threshold("transfer_success", "max", 0.5),
+        # Below this the proxy imitates the target too poorly for low transfer to mean
+        # robustness; the result would be a weak attack, not a strong model.
+        Threshold("proxy_agreement", "min", 0.5),
+    )
+
+    @dataclass
+    class Settings:
+        """Settings of ``transfer.proxy`` (``[tool.auditkit.checks."transfer.proxy"]``).
+
+        Query budget: ``query_budget`` target answers train the proxy: ``seed_size``
+        natural images from the train split (a ``validation_fraction`` of them held out for
+        early stopping), then ``augment_rounds`` rounds of Jacobian augmentation, each
+        querying at most as many new points as there are training points, reservoir-sampled
+        so the budget is never exceeded. Evaluating the crafted examples costs further
+        queries, reported as ``attack_queries``.
+
+        Epsilons are numbers in pixel units or strings such as ``"8/255"``.
+        """
+
+        query_budget: int = 256
+        seed_size: int = 64
+        augment_rounds: int = 2
+        augment_step: float = 0.1
+        step_sign_period: int = 3
+        use_scores: bool = True
+        proxy: str = "resnet"
+        proxy_width: int = 16
+        epochs_per_round: int = 10
+        batch_size: int = 32
+        lr: float = 3e-3
+        patience: int = 3
+        validation_fraction: float = 0.2
+        max_train_seconds: float | None = 120.0
+        attacks: tuple[str, ...] = ATTACKS
+        linf_epsilons: tuple[float | str, ...] = ("1/255", "2/255", "4/255", "8/255")
+        l2_epsilons: tuple[float | str, ...] = (0.25, 0.5, 1.0)
+        steps: int = 5
+        modes: tuple[str, ...] = MODES
+        noise_control: bool = True
+        gate_norm: Literal["linf", "l2"] = "linf"
+        gate_epsilon: float | str = "8/255"
+
+        def __post_init__(self) -> None:
+            where = f"{CHECK_ID} setting"
+            for name in ("query_budget", "seed_size", "proxy_width", "epochs_per_round", "batch_size", "steps", "step_sign_period"):
+                if getattr(self, name) < 1:
+                    raise UsageError(f"{where} {name} must be >= 1, got {getattr(self, name)}")
+            for name in ("augment_rounds", "patience"):
+                if getattr(self, name) < 0:
+                    raise UsageError(f"{where} {name} must be >= 0, got {getattr(self, name)}")
+            if not 0 <= self.validation_fraction < 1:
+                raise UsageError(f"{where} validation_fraction must be in [0, 1), got {self.validation_fraction}")
+            if self.lr <= 0 or self.augment_step <= 0:
+                raise UsageError(f"{where} lr and augment_step must be > 0, got {self.lr}, {self.augment_step}")
+            if self.max_train_seconds is not None and self.max_train_seconds <= 0:
+                raise UsageError(f"{where} max_train_seconds must be > 0 or unset, got {self.max_train_seconds}")
+            unknown = [a for a in self.attacks if a not in ATTACKS]
+            if unknown or not self.attacks:
+                raise UsageError(f"{where} attacks={list(self.attacks)}; expected a non-empty list of {', '.join(ATTACKS)}")
+            bad_modes = [m for m in self.modes if m not in MODES]
+            if bad_modes or not self.modes:
+                raise UsageError(f"{where} modes={list(self.modes)}; expected a non-empty list of {', '.join(MODES)}")
+            self.linf_epsilons = tuple(_epsilon(where, "linf_epsilons", e) for e in self.linf_epsilons)
+            self.l2_epsilons = tuple(_epsilon(where, "l2_epsilons", e) for e in self.l2_epsilons)
+            self.gate_epsilon = _epsilon(where, "gate_epsilon", self.gate_epsilon)
+            listed = self.linf_epsilons if self.gate_norm == "linf" else self.l2_epsilons
+            if not any(math.isclose(self.gate_epsilon, e, rel_tol=1e-6) for e in listed):
+                raise UsageError(
+                    f"{where} gate_epsilon={threat_key(self.gate_norm, self.gate_epsilon)} is not among "
+                    f"{self.gate_norm}_epsilons {[threat_key(self.gate_norm, e) for e in listed]}; the gate needs that attack"
+                )
+            if not any(supported(a, self.gate_norm) for a in self.attacks):
+                raise UsageError(f"{where}: none of attacks={list(self.attacks)} has a {self.gate_norm} form for the gate")
+
+        def noise_epsilons(self) -> list[tuple[str, float]]:
+            """Every (norm, eps) of the random-noise control."""
+            return [("linf", float(e)) for e in self.linf_epsilons] + [("l2", float(e)) for e in self.l2_epsilons]
+
+        def configs(self) -> list[AttackConfig]:
+            """Every (attack, norm, eps) to run, Linf first."""
+            out = []
+            for norm, epsilons in (("linf", self.linf_epsilons), ("l2", self.l2_epsilons)):
+                out += [AttackConfig(a, norm, float(e)) for a in self.attacks if supported(a, norm) for e in epsilons]
+            return out
+
+    def run(self, ctx: Any) -> Findings:
+        s = self.settings
+        train = ctx.data.train
+        if train is None or len(train) == 0:
+            skip(f"data {ctx.data.spec!r} has no train split: the proxy's queries come from it, never from the evaluation images")
+        clean = ctx.clean  # first: the shared clean pass's queries are the session's, not this check's
+        has_labels = clean.labels is not None
+        base_mask = clean.correct if has_labels else torch.ones_like(clean.preds, dtype=torch.bool)
+        if not bool(base_mask.any()):
+            skip(f"{ctx.target.name} classifies none of the {len(clean)} evaluation images correctly: there is no right answer to flip")
+
+        scores_width = None if clean.logits is None else int(clean.logits.shape[1])
+        num_classes = max(ctx.data.num_classes, scores_width or 0, getattr(ctx.target, "num_classes", None) or 0)
+        oracle = Oracle(ctx.target, ctx.batch_size, num_classes)
+        use_scores = s.use_scores and oracle.gives_scores
+        generator = ctx.generator
+        deadline = None if s.max_train_seconds is None else time.monotonic() + s.max_train_seconds
+
+        # 1. the seed set: natural images from the train split, queried once
+        seed_n = min(s.seed_size, s.query_budget, len(train))
+        order = torch.randperm(len(train), generator=generator)[:seed_n].tolist()
+        seed_images = torch.cat([b.images for b in ctx.data.batches("train", ctx.batch_size, indices=order)]).to(ctx.device)
+        seed_probs, seed_labels = oracle(seed_images)
+        n_val = int(round(seed_n * s.validation_fraction)) if seed_n >= 10 else 0
+        val_images, val_labels = seed_images[:n_val], seed_labels[:n_val]
+        images, labels = seed_images[n_val:], seed_labels[n_val:]
+        targets = seed_probs[n_val:] if use_scores else labels
+
+        # 2-3. train the proxy; grow the query set by Jacobian augmentation between rounds
+        torch.manual_seed(ctx.seed)  # the proxy's initial weights
+        proxy = build_proxy(s.proxy, num_classes, tuple(seed_images.shape[1:]), width=s.proxy_width, device=ctx.device)
+        plan = TrainingPlan(epochs=s.epochs_per_round, batch_size=s.batch_size, lr=s.lr, patience=s.patience, deadline=deadline)
+        log = TrainingLog()
+        optimizer = None
+        rounds_done = 0
+        for round_index in range(s.augment_rounds + 1):
+            optimizer, log = train_proxy(
+                proxy, images, targets, plan, val_images=val_images, val_labels=val_labels,
+                generator=generator, optimizer=optimizer, log=log, progress=ctx.progress,
+            )
+            remaining = s.query_budget - oracle.count
+            if round_index == s.augment_rounds or remaining <= 0 or log.stopped[-1] == "time":
+                break
+            # Papernot et al.'s periodic step size: lambda changes sign every tau rounds.
+            step = s.augment_step * (-1) ** (round_index // s.step_sign_period)
+            new = jacobian_augmentation(proxy, images, labels, step, min(remaining, int(images.shape[0])), batch_size=s.batch_size, generator=generator)
+            if new is None:
+                break
+            new_probs, new_labels = oracle(new)
+            images = torch.cat([images, new])
+            labels = torch.cat([labels, new_labels])
+            targets = torch.cat([targets, new_probs]) if use_scores else labels
+            rounds_done += 1
+        if log.stopped and log.stopped[-1] == "time":
+            warnings.warn(
+                f"{CHECK_ID} on {ctx.target.name}: proxy training stopped at max_train_seconds={s.max_train_seconds:g}; "
+                "results depend on machine speed from here on",
+                stacklevel=2,
+            )
+        training_queries = oracle.count
+        for p in proxy.parameters():
+            p.requires_grad_(False)  # attacks need input gradients only
+
+        # 4-5. agreement on the held-out evaluation images, then transfer from the proxy
+        outcome = self._attack(ctx, proxy, oracle, clean, base_mask)
+        attack_queries = oracle.count - training_queries
+        return self._findings(ctx, outcome, log, training_queries, attack_queries, rounds_done, use_scores, seed_n, n_val)
+
+    # -- attacking ----------------------------------------------------------------------------
+
+    def _attack(self, ctx: Any, proxy: torch.nn.Module, oracle: Oracle, clean: Any, base_mask: torch.Tensor) -> dict[str, Any]:
+        s = self.settings
+        measurement = TransferMeasurement(
+            proxy, oracle, s.configs(), modes=s.modes, steps=s.steps,
+            noise=s.noise_epsilons() if s.noise_control else (), generator=ctx.generator,
+        )
+        agree = 0
+        data_classes = ctx.data.num_classes
+        n_batches = -(-ctx.n_images // ctx.batch_size)
+        for batch in ctx.progress(ctx.batches("eval"), total=n_batches, desc="transfer attacks"):
+            rows = batch.index.to(clean.preds.device)
+            target_pred = clean.preds[rows]
+            with torch.no_grad():
+                agree += int((proxy(batch.images).argmax(1) == target_pred).sum())
+            keep = base_mask[rows]
+            if bool(keep.any()):
+                reference = target_pred[keep]
+                measurement.add(batch.images[keep], reference, random_other_class(reference, data_classes, ctx.generator))
+        return {"counts": measurement.counts, "agree": agree, "n_eval": len(clean), "n_base": measurement.n_images}
+
+    # -- reporting ----------------------------------------------------------------------------
+
+    def _findings(
+        self, ctx: Any, outcome: dict[str, Any], log: TrainingLog, training_queries: int, attack_queries: int,
+        rounds_done: int, use_scores: bool, seed_n: int, n_val: int,
+    ) -> Findings:
+        s = self.settings
+        counts = outcome["counts"]
+        n_eval, n_base = outcome["n_eval"], outcome["n_base"]
+        agreement = outcome["agree"] / n_eval
+        lo, hi = wilson_interval(outcome["agree"], n_eval)
+        metrics: dict[str, float] = {
+            "queries": float(training_queries),
+            "attack_queries": float(attack_queries),
+            "proxy_agreement": agreement,
+            "proxy_agreement_lo": lo,
+            "proxy_agreement_hi": hi,
+            "n_images": float(n_base),
+        }
+        table = []
+        for (family, key), (hits, proxy_hits, n) in counts.items():
+            rate = hits / n
+            lo, hi = wilson_interval(hits, n)
+            metrics[f"{family}@{key}"] = rate
+            if family != "noise_success":
+                metrics[f"{family}_lo@{key}"] = lo
+                metrics[f"{family}_hi@{key}"] = hi
+            row = {"family": family, "config": key, "successes": hits, "n": n, "rate": rate, "lo": lo, "hi": hi}
+            if family != "noise_success":
+                row["proxy_success"] = proxy_hits / n
+            table.append(row)
+
+        # The strongest attack at each budget: what an attacker would pick, and what
+        # whitebox.masking compares with white-box PGD (transfer_success@<budget>).
+        strongest: dict[str, str] = {}
+        for norm, eps in s.noise_epsilons():
+            budget = threat_key(norm, eps)
+            tried = [(metrics[f"transfer_success@{a}_{budget}"], a) for a in s.attacks if f"transfer_success@{a}_{budget}" in metrics]
+            if not tried:
+                continue
+            _, best = max(tried, key=lambda pair: (pair[0], -s.attacks.index(pair[1])))
+            strongest[budget] = best
+            for suffix in ("", "_lo", "_hi"):
+                metrics[f"transfer_success{suffix}@{budget}"] = metrics[f"transfer_success{suffix}@{best}_{budget}"]
+        gate_key = threat_key(s.gate_norm, s.gate_epsilon)
+        attack = strongest.get(gate_key)
+        if attack is not None:
+            for suffix in ("", "_lo", "_hi"):
+                metrics[f"transfer_success{suffix}"] = metrics[f"transfer_success{suffix}@{gate_key}"]
+
+        gaps, gap_sources = whitebox_gaps(ctx.results, ctx.target.name, metrics)
+        metrics.update(gaps)
+
+        noise_rate = metrics.get(f"noise_success@{gate_key}")
+        parts = [f"proxy agrees with {ctx.target.name} on {agreement:.0%} of {n_eval} held-out images after {training_queries} queries"]
+        if attack is not None:
+            parts.append(
+                f"{attack.upper()} {gate_key.replace('_', ' ')} crafted on the proxy flips {metrics['transfer_success']:.0%} "
+                f"of {n_base} correctly answered images (95% CI {metrics['transfer_success_lo']:.0%}-{metrics['transfer_success_hi']:.0%})"
+                + (f"; random noise of that size flips {noise_rate:.0%}" if noise_rate is not None else "")
+            )
+        artifacts = _curves(counts, s) + [
+            Artifact(
+                name="proxy_validation_agreement",
+                kind="curve",
+                data={"x": list(range(1, len(log.val_agreement) + 1)), "y": list(log.val_agreement), "label": "proxy validation agreement per epoch"},
+                caption="Agreement of the proxy with the target on held-out seed images after each training epoch",
+            )
+        ]
+        details = {
+            "table": table,
+            "training": {
+                "proxy": s.proxy,
+                "trained_on": "scores" if use_scores else "labels",
+                "seed_images": seed_n,
+                "validation_images": n_val,
+                "training_images": training_queries - n_val,
+                "augmentation_rounds": rounds_done,
+                "epochs": log.epochs,
+                "stopped": log.stopped,
+                "seconds": round(log.seconds, 3),
+                "images_per_second": round(log.images_per_second, 1) if log.seconds > 0 else None,
+            },
+            "gate": {"norm": s.gate_norm, "epsilon": s.gate_epsilon, "attack": attack},
+            "strongest_attack": strongest,
+            "whitebox_sources": gap_sources or (
+                "no whitebox.fgsm/whitebox.pgd results for this model yet: by default they run after transfer.proxy"
+            ),
+        }
+        return Findings(metrics=metrics, message="; ".join(parts), artifacts=artifacts, details=details)
+
+
+def _curves(counts: dict[tuple[str, str], list[int]], s: Any) -> list[Artifact]:
+    """Untargeted transfer success against epsilon, one curve per attack and norm, and the
+    random-noise control per norm."""
+    curves = []
+    for norm, epsilons in (("linf", s.linf_epsilons), ("l2", s.l2_epsilons)):
+        series = [("transfer_success", a, f"{a.upper()} (transfer)") for a in s.attacks if supported(a, norm)]
+        series.append(("noise_success", None, "random noise"))
+        for family, attack, label in series:
+            xs, ys, los, his = [], [], [], []
+            for eps in epsilons:
+                key = threat_key(norm, float(eps)) if attack is None else AttackConfig(attack, norm, float(eps)).key
+                if (family, key) not in counts:
+                    continue
+                hits, _, n = counts[(family, key)]
+                lo, hi = wilson_interval(hits, n)
+                xs.append(float(eps))
+                ys.append(hits / n)
+                los.append(lo)
+                his.append(hi)
+            if xs:
+                name = f"{family}_{attack or 'noise'}_{norm}"
+                curves.append(Artifact(
+                    name=name, kind="curve",
+                    data={"x": xs, "y": ys, "lo": los, "hi": his, "label": f"{label}, {norm}"},
+                    caption=f"Share of correctly answered images flipped vs {norm} epsilon, with 95% Wilson intervals",
+                ))
+    return curves
+
+
+def whitebox_gaps(results: list[Any], model: str, metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """``whitebox_gap@<attack>_<threat>`` = white-box attack success minus transfer success,
+    for each untargeted FGSM/PGD transfer metric that this model's ``whitebox.*`` results
+    also measure. White-box success is read from ``attack_success@...`` or, failing that,
+    derived as ``1 - robust_acc / clean_acc`` (the share of correct answers flipped).
+    Metric names are matched loosely (norm ``linf``/``l2`` and the epsilon as ``8/255`` or a
+    decimal, within 1%), so the white-box plugin's naming is not imported. Returns the gaps
+    and, for each, the white-box metric it came from."""
+    found: dict[tuple[str, str, float], tuple[float, str]] = {}
+    for result in results:
+        if result.model != model or not result.check.startswith("whitebox.") or result.outcome.value not in ("passed", "failed"):
+            continue
+        attack = result.check.split(".", 1)[1]
+        clean_acc = result.metrics.get("clean_acc")
+        for name, value in result.metrics.items():
+            match = _WHITEBOX_METRIC.match(name)
+            if not match or "targeted" in name or value is None or math.isnan(value):
+                continue
+            threat = match["threat"].lower()
+            norm_match = _NORM_IN_NAME.search(threat)
+            if not norm_match:
+                continue
+            eps_match = _EPS_AFTER_NORM.match(threat, norm_match.end())
+            eps = parse_epsilon(eps_match["eps"]) if eps_match else None
+            if eps is None:
+                continue
+            named = next((a for a in ("mifgsm", "fgsm", "pgd") if a in threat[: norm_match.start()]), attack)
+            norm = "l2" if norm_match.group(1) == "l2" else "linf"
+            if match.group(1) == "attack_success":
+                success = float(value)
+            elif clean_acc and clean_acc > 0:
+                success = 1.0 - float(value) / float(clean_acc)
+            else:
+                continue
+            key = (named, norm, eps)
+            if key not in found or match.group(1) == "attack_success":
+                found[key] = (success, f"{result.check}:{name}")
+    gaps, sources = {}, {}
+    for name, transfer in metrics.items():
+        if not name.startswith("transfer_success@"):
+            continue
+        attack, _, budget = name.split("@", 1)[1].partition("_")
+        if attack not in ATTACKS:
+            continue  # the strongest-attack summary per budget, not one attack
+        norm, _, eps_text = budget.partition("_")
+        eps = parse_epsilon(eps_text)
+        for (wb_attack, wb_norm, wb_eps), (success, source) in found.items():
+            if wb_attack == attack and wb_norm == norm and eps and math.isclose(wb_eps, eps, rel_tol=0.01):
+                key = f"whitebox_gap@{attack}_{threat_key(norm, eps)}"
+                gaps[key] = success - transfer
+                sources[key] = source
+    return gaps, sources
+
+
+def _epsilon(where: str, name: str, value: Any) -> float:
+    try:
+        eps = float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{where} {name}: {value!r} is not a number or a fraction like '8/255'") from None
+    if not eps > 0:
+        raise UsageError(f"{where} {name}: epsilon must be > 0, got {value!r}")
+    return eps

@@ -1,0 +1,180 @@
+"""The black-box transfer section of the HTML scorecard: transfer success against epsilon, one line
+per model with its 95% band (the strongest attack at each budget, random noise dashed), the
+queries each proxy cost and how well it imitates its model. Built from the results alone;
+renders whatever subset of metrics and artifacts exists."""
+from __future__ import annotations
+
+from typing import Any
+
+import auditkit
+from auditkit.reporters import svg
+
+CHECK = "transfer.proxy"
+ORDER = 50
+NORM_TITLES = {"linf": "L\u221e", "l2": "L2"}
+
+
+@auditkit.hookimpl
+def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[str, Any]]:
+    mine = [r for r in results if r.check == CHECK]
+    if not mine:
+        return []
+    models = svg.model_order(results)
+    colors = svg.model_colors(models)
+    found = {r.model: r for r in mine}
+    ordered = [found[m] for m in models if m in found]
+    ran = [r for r in ordered if r.outcome in ("passed", "failed")]
+    out = [
+        '<p class="legend">The model is queried as a black box; a proxy trained on its answers is attacked '
+        "white-box and the adversarial examples are replayed on the model (Papernot et al. 2017). Transfer "
+        "success: the share of correctly answered images that the replayed examples flip (lower is more robust). "
+        "Dashed: random noise of the same size, the control.</p>"
+    ]
+    if ran:
+        out.append(_charts(ran, colors))
+        out.append("<h3>Queries spent</h3>")
+        out.append(_queries(ran))
+        agreement = _agreement_chart(ran, colors)
+        if agreement:
+            out.append(agreement)
+    out.append(svg.not_run_note(ordered))
+    return [{
+        "id": "transfer",
+        "title": "Black-box transfer attacks via a proxy",
+        "html": "".join(out),
+        "order": ORDER,
+        "checks": [CHECK],
+    }]
+
+
+def parse_budget(label: str) -> tuple[str, float] | None:
+    """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
+    norm, sep, eps = label.partition("_")
+    if not sep or norm not in NORM_TITLES:
+        return None
+    try:
+        if "/" in eps:
+            num, den = eps.split("/", 1)
+            return norm, float(num) / float(den)
+        return norm, float(eps)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _points(metrics: Any, family: str) -> dict[str, list[tuple[float, float, Any, Any]]]:
+    """{norm: [(eps, rate, lo, hi)]} from ``<family>@<norm>_<eps>`` metrics (budget-level ones
+    only: ``transfer_success@pgd_linf_8/255`` names one attack and is left out)."""
+    out: dict[str, list[tuple[float, float, Any, Any]]] = {}
+    for name, value in metrics.items():
+        if not name.startswith(f"{family}@"):
+            continue
+        label = name.split("@", 1)[1]
+        budget = parse_budget(label)
+        if budget is None:
+            continue
+        norm, eps = budget
+        out.setdefault(norm, []).append((eps, value, metrics.get(f"{family}_lo@{label}"), metrics.get(f"{family}_hi@{label}")))
+    for pts in out.values():
+        pts.sort()
+    return out
+
+
+def _from_artifacts(r: Any, family: str) -> dict[str, list[tuple[float, float, Any, Any]]]:
+    """The same points from the per-attack curves, taking the strongest attack at each epsilon."""
+    best: dict[str, dict[float, tuple[float, float, Any, Any]]] = {}
+    for a in r.artifacts:
+        if a.kind != "curve" or not a.name.startswith(f"{family}_") or not isinstance(a.data, dict):
+            continue
+        norm = a.name.rsplit("_", 1)[-1]
+        if norm not in NORM_TITLES:
+            continue
+        data = a.data
+        xs, ys = data.get("x") or [], data.get("y") or []
+        los, his = data.get("lo") or [None] * len(xs), data.get("hi") or [None] * len(xs)
+        for x, y, lo, hi in zip(xs, ys, los, his):
+            if y is None:
+                continue
+            kept = best.setdefault(norm, {}).get(x)
+            if kept is None or y > kept[1]:
+                best[norm][x] = (x, y, lo, hi)
+    return {norm: sorted(points.values()) for norm, points in best.items()}
+
+
+def _charts(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
+    data = {r.model: (_points(r.metrics, "transfer_success") or _from_artifacts(r, "transfer_success"),
+                      _points(r.metrics, "noise_success") or _from_artifacts(r, "noise_success")) for r in ran}
+    charts = []
+    for norm, title in NORM_TITLES.items():
+        series = []
+        scale = 255.0 if norm == "linf" else 1.0
+        for r in ran:
+            attack, noise = data[r.model]
+            color, dash = colors.get(r.model, (None, None))
+            pts = attack.get(norm)
+            if pts:
+                series.append({"label": r.model, "x": [p[0] * scale for p in pts], "y": [p[1] for p in pts],
+                               "lo": [p[2] for p in pts], "hi": [p[3] for p in pts], "color": color, "dash": dash})
+            pts = noise.get(norm)
+            if pts:
+                series.append({"label": f"{r.model}, random noise", "x": [p[0] * scale for p in pts], "y": [p[1] for p in pts],
+                               "color": color, "dash": "4 3", "markers": False})
+        if series:
+            x_label = "epsilon (L\u221e, in 1/255 of the pixel range)" if norm == "linf" else "epsilon (L2, pixel range [0,1])"
+            chart = svg.line_chart(series, x_label, "transfer success", title=f"Transfer success, {title}", y_range=(0.0, 1.0))
+            charts.append(svg.figure(chart, f"share of correctly answered images flipped by examples crafted on the proxy, "
+                                     f"strongest attack at each {title} budget; bands: 95% Wilson intervals",
+                                     css_class="chart-figure"))
+    return '<div class="charts">' + "".join(charts) + "</div>" if charts else ""
+
+
+def _interval(metrics: Any, name: str) -> str:
+    value = metrics.get(name)
+    if value is None:
+        return "\u2013"
+    lo, hi = metrics.get(f"{name}_lo"), metrics.get(f"{name}_hi")
+    text = svg.format_number(value)
+    if lo is not None and hi is not None:
+        text += f" [{svg.format_number(lo)}, {svg.format_number(hi)}]"
+    return text
+
+
+def _queries(ran: list[Any]) -> str:
+    rows = []
+    for r in ran:
+        details = r.details if isinstance(r.details, dict) else {}
+        training = details.get("training") if isinstance(details.get("training"), dict) else {}
+        gate = details.get("gate") if isinstance(details.get("gate"), dict) else {}
+        gate_text = ""
+        if gate:
+            eps = gate.get("epsilon")
+            gate_text = f"{gate.get('attack') or '?'} {gate.get('norm', '')} {eps}".strip()
+        rows.append([
+            r.model,
+            r.metrics.get("queries"),
+            r.metrics.get("attack_queries"),
+            _interval(r.metrics, "proxy_agreement"),
+            _interval(r.metrics, "transfer_success"),
+            gate_text,
+            f"{training.get('proxy', '')} on {training.get('trained_on', '')}".strip() if training else "",
+            training.get("epochs"),
+        ])
+    return svg.table(
+        ["model", "training queries", "attack queries", "proxy agreement", "transfer success (gate)", "gate attack",
+         "proxy", "epochs"],
+        rows,
+    )
+
+
+def _agreement_chart(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
+    series = []
+    for r in ran:
+        for a in r.artifacts:
+            if a.kind == "curve" and a.name == "proxy_validation_agreement" and isinstance(a.data, dict) and a.data.get("x"):
+                color, dash = colors.get(r.model, (None, None))
+                series.append({"label": r.model, "x": a.data["x"], "y": a.data.get("y"), "color": color, "dash": dash})
+    if not series:
+        return ""
+    chart = svg.line_chart(series, "training epoch", "agreement with the model", title="Proxy validation agreement",
+                           y_range=(0.0, 1.0))
+    return svg.figure(chart, "agreement of each proxy with its model on held-out seed images after each epoch",
+                      css_class="chart-figure")

@@ -1,0 +1,186 @@
+"""The transfer.proxy check end to end: agreement within a small budget, exact query accounting,
+metric names, white-box comparison, skips and settings errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import auditkit
+import auditkit_transfer
+from auditkit import AuditData, Check, Findings, Outcome, TensorSplit, UsageError
+from auditkit.data.loaders import load_data
+from conftest import FAST, SHAPES, dominant_colour, labelled_by
+
+
+def _audit(model, data, **settings):
+    return auditkit.audit(model, data, checks=["transfer.proxy"], settings={"transfer.proxy": {**FAST, **settings}})
+
+
+def test_the_proxy_of_a_small_target_reaches_high_agreement_within_a_small_budget(colour_cnn):
+    shapes = load_data(SHAPES.replace("n=32", "n=64"))
+    assert (colour_cnn(shapes.eval.images).argmax(1) == dominant_colour(shapes.eval.images)).float().mean() >= 0.85
+    data = labelled_by(colour_cnn, shapes)
+    commonest = data.eval.labels.bincount(minlength=3).max().item() / 64
+    run = _audit(colour_cnn, data, query_budget=256, seed_size=64, augment_rounds=2, epochs_per_round=10)
+    result = run["transfer.proxy"]
+    m = result.metrics
+    # 64 natural images (13 held out for early stopping), then two rounds doubling the other 51
+    assert m["queries"] == 64 + 51 + 102 <= 256
+    assert m["proxy_agreement"] >= 0.85 > commonest + 0.4, (m["proxy_agreement"], commonest)
+    assert m["proxy_agreement_lo"] <= m["proxy_agreement"] <= m["proxy_agreement_hi"]
+    training = result.details["training"]
+    assert training["trained_on"] == "scores" and training["augmentation_rounds"] == 2
+    # what the proxy learned transfers; noise of the same size does not
+    assert m["transfer_success@l2_1"] >= 0.1 and m["noise_success@l2_1"] == 0.0
+
+
+def test_the_budget_is_never_exceeded(target_cnn, labelled_by_target):
+    # 48 seed queries leave 12: the augmentation round is reservoir-sampled down to them
+    m = _audit(target_cnn, labelled_by_target, query_budget=60)["transfer.proxy"].metrics
+    assert m["queries"] == 60
+    m = _audit(target_cnn, labelled_by_target, query_budget=30, seed_size=48)["transfer.proxy"].metrics
+    assert m["queries"] == 30  # the seed set itself is cut to the budget
+
+
+def test_a_python_callable_is_audited_with_every_query_counted(target_cnn, labelled_by_target):
+    seen = {"images": 0}
+
+    def predict(images):
+        seen["images"] += images.shape[0]
+        with torch.no_grad():
+            return torch.softmax(target_cnn(images), 1)
+
+    run = _audit(predict, labelled_by_target)
+    m = run["transfer.proxy"].metrics
+    assert run.models[0]["white_box"] is False
+    assert seen["images"] == 2 + len(labelled_by_target.eval) + m["queries"] + m["attack_queries"]
+
+
+def test_metric_names_are_stable_and_the_report_is_json(target_cnn, labelled_by_target, tmp_path):
+    out = tmp_path / "report.json"
+    run = auditkit.audit(
+        target_cnn, labelled_by_target, checks=["transfer.proxy"], json=str(out),
+        settings={"transfer.proxy": {**FAST, "attacks": ["fgsm", "pgd", "mifgsm"], "modes": ["untargeted", "targeted"]}},
+    )
+    result = run["transfer.proxy"]
+    per_attack = {f"{a}_{b}" for a in ("fgsm", "pgd", "mifgsm") for b in ("linf_8/255", "l2_1") if not (a == "mifgsm" and b == "l2_1")}
+    expected = {"queries", "attack_queries", "n_images", "proxy_agreement", "proxy_agreement_lo", "proxy_agreement_hi",
+                "transfer_success", "transfer_success_lo", "transfer_success_hi"}
+    for key in per_attack | {"linf_8/255", "l2_1"}:
+        expected |= {f"transfer_success@{key}", f"transfer_success_lo@{key}", f"transfer_success_hi@{key}"}
+    for key in per_attack:
+        expected |= {f"targeted_success@{key}", f"targeted_success_lo@{key}", f"targeted_success_hi@{key}"}
+    expected |= {"noise_success@linf_8/255", "noise_success@l2_1"}
+    assert set(result.metrics) == expected
+    m = result.metrics
+    # the budget summary is the strongest attack there, and the gate is the Linf 8/255 summary
+    assert m["transfer_success@linf_8/255"] == max(m[f"transfer_success@{a}_linf_8/255"] for a in ("fgsm", "pgd", "mifgsm"))
+    assert m["transfer_success"] == m["transfer_success@linf_8/255"]
+    assert result.thresholds == {"transfer_success": {"op": "max", "value": 0.5}, "proxy_agreement": {"op": "min", "value": 0.5}}
+    report = json.loads(out.read_text())
+    (entry,) = [r for r in report["results"] if r["check"] == "transfer.proxy"]
+    assert entry["metrics"]["transfer_success@pgd_linf_8/255"] == m["transfer_success@pgd_linf_8/255"]
+    curves = {a.name: a for a in result.artifacts}
+    assert {"transfer_success_pgd_linf", "noise_success_noise_l2", "proxy_validation_agreement"} <= set(curves)
+    curve = curves["transfer_success_pgd_linf"].data
+    assert curve["x"] == [8 / 255] and curve["y"] == [m["transfer_success@pgd_linf_8/255"]] and curve["lo"][0] <= curve["y"][0] <= curve["hi"][0]
+
+
+def test_thresholds_gate_on_transfer_success(target_cnn, labelled_by_target):
+    strict = auditkit.audit(
+        target_cnn, labelled_by_target, checks=["transfer.proxy"],
+        settings={"transfer.proxy": {**FAST, "linf_epsilons": ["8/255", "32/255"], "gate_epsilon": "32/255",
+                                     "thresholds": {"transfer_success": {"max": 0.05}}}},
+    )
+    result = strict["transfer.proxy"]
+    assert result.outcome is Outcome.FAILED and result.message.startswith("transfer_success=")
+    assert "violates transfer_success <= 0.05" in result.message
+    assert result.metrics["transfer_success"] == result.metrics["transfer_success@linf_32/255"]
+
+
+class _FakeWhitebox:
+    """Stands in for the white-box plugin, run before transfer.proxy, with planted results
+    named as that plugin names them."""
+
+    def __init__(self, metrics):
+        class PlantedPGD(Check):
+            id = "whitebox.pgd"
+
+            def run(self, ctx):
+                return Findings(metrics=dict(metrics))
+
+        self.check = PlantedPGD
+
+    @auditkit.hookimpl
+    def auditkit_collect_checks(self, config):
+        return [self.check]
+
+    @auditkit.hookimpl
+    def auditkit_modify_checks(self, config, checks):
+        checks.sort(key=lambda c: not c.id.startswith("whitebox."))
+
+
+def test_the_gap_to_white_box_success_when_white_box_results_exist(target_cnn, labelled_by_target):
+    planted = {"clean_acc": 0.8, "attack_success@linf_8/255": 0.75, "robust_acc@l2_1": 0.2, "robust_acc@linf_8/255": 0.0}
+    run = auditkit.audit(
+        target_cnn, labelled_by_target, checks=["whitebox.pgd", "transfer.proxy"], settings={"transfer.proxy": FAST},
+        plugins=[auditkit_transfer, _FakeWhitebox(planted)], autoload=False,
+    )
+    result = run["transfer.proxy"]
+    m = result.metrics
+    # attack_success is read as is; robust_acc becomes the share flipped: 1 - 0.2 / 0.8
+    assert m["whitebox_gap@pgd_linf_8/255"] == pytest.approx(0.75 - m["transfer_success@pgd_linf_8/255"])
+    assert m["whitebox_gap@pgd_l2_1"] == pytest.approx(0.75 - m["transfer_success@pgd_l2_1"])
+    assert result.details["whitebox_sources"] == {
+        "whitebox_gap@pgd_linf_8/255": "whitebox.pgd:attack_success@linf_8/255",
+        "whitebox_gap@pgd_l2_1": "whitebox.pgd:robust_acc@l2_1",
+    }
+    alone = _audit(target_cnn, labelled_by_target)["transfer.proxy"]
+    assert not any(k.startswith("whitebox_gap") for k in alone.metrics)
+    assert alone.details["whitebox_sources"].startswith("no whitebox.fgsm/whitebox.pgd results for this model yet")
+
+
+def test_without_a_train_split_or_a_right_answer_the_check_skips(target_cnn, labelled_by_target):
+    eval_only = AuditData("eval-only", labelled_by_target.eval, num_classes=4)
+    result = _audit(target_cnn, eval_only)["transfer.proxy"]
+    assert result.outcome is Outcome.SKIPPED and "has no train split" in result.message
+    wrong = AuditData(
+        "wrong", TensorSplit(labelled_by_target.eval.images, (labelled_by_target.eval.labels + 1) % 4), labelled_by_target.train, num_classes=4,
+    )
+    result = _audit(target_cnn, wrong)["transfer.proxy"]
+    assert result.outcome is Outcome.SKIPPED and "classifies none of the 32 evaluation images correctly" in result.message
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"gate_epsilon": "16/255"}, "gate_epsilon=linf_16/255 is not among linf_epsilons ['linf_8/255']"),
+        ({"attacks": ["cw"]}, "attacks=['cw']; expected a non-empty list of fgsm, pgd, mifgsm"),
+        ({"linf_epsilons": ["eight"]}, "linf_epsilons: 'eight' is not a number or a fraction like '8/255'"),
+        ({"query_budget": 0}, "query_budget must be >= 1, got 0"),
+        ({"modes": ["sideways"]}, "modes=['sideways']; expected a non-empty list of untargeted, targeted"),
+    ],
+)
+def test_bad_settings_are_usage_errors(settings, message, target_cnn, labelled_by_target):
+    with pytest.raises(UsageError) as info:
+        _audit(target_cnn, labelled_by_target, **settings)
+    assert message in str(info.value)
+
+
+def test_the_users_model_is_queried_only(target_cnn, labelled_by_target):
+    before = {k: v.clone() for k, v in target_cnn.state_dict().items()}
+    calls = []
+    handle = target_cnn.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        run = _audit(target_cnn, labelled_by_target)
+    finally:
+        handle.remove()
+    m = run["transfer.proxy"].metrics
+    assert all(torch.equal(before[k], v) for k, v in target_cnn.state_dict().items())
+    assert not target_cnn.training and all(p.grad is None for p in target_cnn.parameters())
+    # every forward pass is a probe, the clean pass or a query of this check
+    assert sum(calls) == 2 + len(labelled_by_target.eval) + m["queries"] + m["attack_queries"]
+    assert not math.isnan(m["proxy_agreement"])
