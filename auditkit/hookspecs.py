@@ -181,7 +181,9 @@ def auditkit_scorecard_sections(results: "list[CheckResult]", config: "Config") 
 
     Called once while the scorecard is rendered, with every result (target and baselines).
     Return a list of sections, each a dict ``{"id": str, "title": str, "html": str,
-    "order": int}``; ``html`` is inserted as is (build it from escaped values: the
+    "order": int}`` and optionally ``"checks": [check ids]``: the checks the section covers
+    (default: the family named by ``id``, e.g. ``"gradcam"`` covers ``gradcam.*``); checks no
+    section covers get a generic section. ``html`` is inserted as is (build it from escaped values: the
     scorecard must stay self-contained, so embed images as data URIs and plots as inline
     SVG, never reference external files). Must never touch a model: results only.
 

@@ -2,8 +2,9 @@
 data and models through hooks, collect and select checks, run, report."""
 from __future__ import annotations
 
+import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -105,8 +106,11 @@ def probe(target: Any, data: AuditData, device: torch.device) -> None:
         )
 
 
-def load_baselines(config: Config, data: AuditData, device: torch.device) -> list[Any]:
-    """The classic baselines named in ``config.baselines``, trained or loaded for ``data``."""
+def load_baselines(
+    config: Config, data: AuditData, device: torch.device, announce: Callable[[str], None] | None = None
+) -> list[Any]:
+    """The classic baselines named in ``config.baselines``, trained or loaded for ``data``;
+    ``announce`` receives one line per baseline saying where its weights came from."""
     from auditkit.baselines import Budget, available, load_baseline
     from auditkit.session import progress_bar
 
@@ -118,13 +122,19 @@ def load_baselines(config: Config, data: AuditData, device: torch.device) -> lis
         raise UsageError(f"baseline_weights names {', '.join(sorted(extra))}, which are not among the baselines {config.baselines}")
     budget = Budget(max_epochs=config.baseline_epochs, max_seconds=float(config.baseline_seconds))
     progress = progress_bar(config)
-    return [
-        load_baseline(
+    loaded = []
+    for arch in config.baselines:
+        t0 = time.perf_counter()
+        target = load_baseline(
             arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
             budget=budget, progress=progress,
         )
-        for arch in config.baselines
-    ]
+        loaded.append(target)
+        if announce is not None:
+            training = target.info.get("training") or {}
+            acc = f", validation accuracy {training['val_acc']:.2f}" if "val_acc" in training else ""
+            announce(f"baseline {arch}: {target.info['source']}{acc} ({time.perf_counter() - t0:.1f}s)")
+    return loaded
 
 
 def run_audit(
@@ -156,7 +166,8 @@ def run_audit(
         target = as_target(model, device=device, mean=config.mean, std=config.std)
     target.name, target.role = "target", "target"
     checks = collect_checks(config, pm)
-    baselines = list(baselines) or load_baselines(config, data, device)
+    announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
+    baselines = list(baselines) or load_baselines(config, data, device, announce)
     for t in [target, *baselines]:
         t.device = device
         probe(t, data, device)

@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "auditkit.reporters.json_report",
     "auditkit.reporters.junit",
     "auditkit.reporters.markdown",
+    "auditkit.reporters.html",
 )
 
 

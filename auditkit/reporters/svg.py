@@ -276,6 +276,7 @@ def line_chart(
     log_x: bool = False,
     y_range: tuple[float, float] | None = None,
     x_tick_labels: Sequence[str] | None = None,
+    x_ticks: Sequence[float] | None = None,
     reference_lines: Sequence[Mapping[str, Any]] = (),
     width: int = 560,
     height: int = 300,
@@ -296,6 +297,8 @@ def line_chart(
         default: round numbers around the data.
     :param x_tick_labels: categorical x: label ``i`` is drawn at x = i (the series' x values
         should then be 0, 1, 2, ...), rotated when long.
+    :param x_ticks: where to put the x ticks (e.g. the epsilons that were measured), instead of
+        round numbers; the axis spans them and the data.
     :param reference_lines: horizontal dotted lines, dicts ``{"y": value, "label": text}``,
         e.g. a threshold.
     :param width: the drawing's width in CSS pixels (it scales down to the page width).
@@ -315,13 +318,14 @@ def line_chart(
         if log_x:
             x = [v if v is not None and v > 0 else None for v in x]
         names = list(s.get("names") or [])
+        label = s.get("label")
         prepared.append(
             {
-                "label": str(s.get("label", f"series {i + 1}")),
+                "label": f"series {i + 1}" if label is None else str(label),
                 "x": x,
                 "y": column("y"),
-                "lo": column("lo") if s.get("lo") is not None else [None] * n,
-                "hi": column("hi") if s.get("hi") is not None else [None] * n,
+                "lo": column("lo"),
+                "hi": column("hi"),
                 "names": [str(names[j]) if j < len(names) else "" for j in range(n)],
                 "color": str(s.get("color") or PALETTE[i % len(PALETTE)]),
                 "dash": str(s.get("dash") if s.get("dash") is not None else DASHES[(i // len(PALETTE)) % len(DASHES)]),
@@ -378,7 +382,18 @@ def line_chart(
         return "".join(out)
 
     # x scale
-    if log_x:
+    fixed = sorted({v for v in (_finite(t) for t in (x_ticks or ())) if v is not None and (v > 0 or not log_x)})
+    if fixed and not x_tick_labels:
+        x0, x1 = min(fixed + xs_all), max(fixed + xs_all)
+        if x1 <= x0:
+            x0, x1 = (x0 / 2, x0 * 2) if log_x else (x0 - 0.5, x1 + 0.5)
+        xticks, xdec = fixed, None
+        lx0, lx1 = (math.log10(x0), math.log10(x1)) if log_x else (x0, x1)
+
+        def sx(v: float) -> float:
+            v = math.log10(v) if log_x else v
+            return left + (v - lx0) / (lx1 - lx0) * plot_w
+    elif log_x:
         x0, x1, xticks = _log_ticks(min(xs_all), max(xs_all))
         xdec: int | None = None
         lx0, lx1 = math.log10(x0), math.log10(x1)
@@ -449,9 +464,11 @@ def line_chart(
         if v is None or not y0 <= v <= y1:
             continue
         yy = _num(sy(v))
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{yy}" y2="{yy}" stroke="#444" stroke-dasharray="1 3" stroke-width="1.5"/>')
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{yy}" y2="{yy}" stroke="#444" '
+                   'stroke-dasharray="1 3" stroke-width="1.5"/>')
         if ref.get("label"):
-            out.append(f'<text x="{left + plot_w - 4}" y="{_num(sy(v) - 4)}" text-anchor="end" fill="#444" font-size="11">{esc(ref["label"])}</text>')
+            out.append(f'<text x="{left + plot_w - 4}" y="{_num(sy(v) - 4)}" text-anchor="end" fill="#444" '
+                       f'font-size="11">{esc(ref["label"])}</text>')
 
     # bands first, then lines and points on top
     for s in prepared:
@@ -474,7 +491,8 @@ def line_chart(
         for run in runs:
             if len(run) == 1:  # a lone interval: an error bar
                 x, lo, hi = run[0]
-                out.append(f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(lo)}" y2="{_num(hi)}" stroke="{esc(s["color"])}" stroke-opacity="0.5" stroke-width="3"/>')
+                out.append(f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(lo)}" y2="{_num(hi)}" '
+                           f'stroke="{esc(s["color"])}" stroke-opacity="0.5" stroke-width="3"/>')
     for s in prepared:
         points = [(sx(x), sy(y)) if x is not None and y is not None else None for x, y in zip(s["x"], s["y"])]
         dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
@@ -507,9 +525,11 @@ def line_chart(
             for s, offset in row:
                 lx = 8 + offset
                 if any(v is not None for v in s["lo"]):
-                    out.append(f'<rect x="{_num(lx)}" y="{ly - 7}" width="22" height="10" fill="{esc(s["color"])}" fill-opacity="0.15"/>')
+                    out.append(f'<rect x="{_num(lx)}" y="{ly - 7}" width="22" height="10" '
+                               f'fill="{esc(s["color"])}" fill-opacity="0.15"/>')
                 dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
-                out.append(f'<line x1="{_num(lx)}" x2="{_num(lx + 22)}" y1="{ly - 2}" y2="{ly - 2}" stroke="{esc(s["color"])}" stroke-width="2"{dash}/>')
+                out.append(f'<line x1="{_num(lx)}" x2="{_num(lx + 22)}" y1="{ly - 2}" y2="{ly - 2}" '
+                           f'stroke="{esc(s["color"])}" stroke-width="2"{dash}/>')
                 label = s["label"] if len(s["label"]) <= 60 else s["label"][:59] + "\u2026"
                 out.append(f'<text x="{_num(lx + 28)}" y="{ly + 2}" fill="#222">{esc(label)}</text>')
     out.append("</svg>")

@@ -30,3 +30,6 @@ __all__ = [
 @auditkit.hookimpl
 def auditkit_collect_checks(config):
     return [CamConsistency]
+
+
+from auditkit_cam.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (the scorecard section)

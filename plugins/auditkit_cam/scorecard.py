@@ -22,7 +22,7 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     models = svg.model_order(results)
     found = {r.model: r for r in mine}
     ordered = [found[m] for m in models if m in found]
-    ran = [r for r in ordered if getattr(r.outcome, "value", r.outcome) in ("passed", "failed")]
+    ran = [r for r in ordered if r.outcome in ("passed", "failed")]
     gradcam = {r.model: r for r in results if r.check == GRADCAM_LOCALIZATION}
     out = [
         '<p class="legend">With global average pooling and one linear layer, CAM<sub>c</sub>(i,j) = '
@@ -59,7 +59,7 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
             grads = same_images or ([a for a in other.artifacts if a.kind == "image/png"] if other is not None else [])
             grads = grads[:IMAGES_PER_MODEL]
             out.append(f"<h4>{svg.esc(r.model)} {svg.outcome_badge(r.outcome)}</h4>")
-            if r.outcome == "failed" or getattr(r.outcome, "value", None) == "failed":
+            if r.outcome == "failed":
                 out.append(f'<p class="message">{svg.esc(r.message)}</p>')
             left = svg.gallery(svg.artifact_html(a) for a in cams) or '<p class="muted">no CAM overlays kept</p>'
             right = svg.gallery(svg.artifact_html(a) for a in grads) or (

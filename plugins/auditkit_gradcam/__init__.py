@@ -14,3 +14,6 @@ __all__ = ["GradCamFaithfulness", "GradCamLocalization", "GradCamRandomization"]
 @auditkit.hookimpl
 def auditkit_collect_checks(config):
     return [GradCamLocalization, GradCamRandomization, GradCamFaithfulness]
+
+
+from auditkit_gradcam.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (the scorecard section)

@@ -43,7 +43,7 @@ def _by_model(results: list[Any], models: list[str]) -> list[Any]:
 
 
 def _ran(r: Any) -> bool:
-    return getattr(r.outcome, "value", r.outcome) in ("passed", "failed")
+    return r.outcome in ("passed", "failed")
 
 
 def _interval(metrics: Any, name: str) -> str:

@@ -314,3 +314,6 @@ def least_squares_slope(x: list[float], y: list[float]) -> float:
 @auditkit.hookimpl
 def auditkit_collect_checks(config: Any) -> list[type[Check]]:
     return [InversionFidelity]
+
+
+from auditkit_inversion.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (the scorecard section)

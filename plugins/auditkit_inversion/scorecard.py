@@ -101,19 +101,24 @@ def _layers(r: Any) -> list[dict[str, Any]]:
             out.append({
                 "name": name,
                 "depth": depth,
-                "ssim": (ssim or {}).get("y", [None] * (i + 1))[i] if ssim and i < len(ssim.get("y", [])) else None,
-                "psnr": (psnr or {}).get("y", [None] * (i + 1))[i] if psnr and i < len(psnr.get("y", [])) else None,
+                "ssim": _at(ssim, i),
+                "psnr": _at(psnr, i),
                 "feature_rel_err": r.metrics.get(f"{name}.feature_rel_err"),
             })
         return out
-    names: list[str] = []
+    layer_names: list[str] = []
     for metric in r.metrics:
         if "." in metric:
             layer = metric.rsplit(".", 1)[0]
-            if layer not in names:
-                names.append(layer)
+            if layer not in layer_names:
+                layer_names.append(layer)
     return [{"name": n, "depth": None, "ssim": r.metrics.get(f"{n}.ssim"), "psnr": r.metrics.get(f"{n}.psnr"),
-             "feature_rel_err": r.metrics.get(f"{n}.feature_rel_err")} for n in names]
+             "feature_rel_err": r.metrics.get(f"{n}.feature_rel_err")} for n in layer_names]
+
+
+def _at(curve: dict[str, Any] | None, i: int) -> Any:
+    ys = (curve or {}).get("y") or []
+    return ys[i] if i < len(ys) else None
 
 
 def _leak_ssim(r: Any) -> float | None:

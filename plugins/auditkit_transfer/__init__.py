@@ -26,3 +26,6 @@ def auditkit_load_model(spec: str, options: Any, config: Any) -> Any:
     if is_onnx_spec(spec):
         return load_onnx_target(spec, options)
     return None
+
+
+from auditkit_transfer.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (the scorecard section)

@@ -120,7 +120,9 @@ def _charts(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
                                "color": color, "dash": "4 3", "markers": False})
         if series:
             x_label = "epsilon (L\u221e, in 1/255 of the pixel range)" if norm == "linf" else "epsilon (L2, pixel range [0,1])"
-            chart = svg.line_chart(series, x_label, "transfer success", title=f"Transfer success, {title}", y_range=(0.0, 1.0))
+            ticks = sorted({round(v, 6) for s in series for v in s["x"] if v is not None})
+            chart = svg.line_chart(series, x_label, "transfer success", title=f"Transfer success, {title}",
+                                   y_range=(0.0, 1.0), x_ticks=ticks if len(ticks) <= 8 else None)
             charts.append(svg.figure(chart, f"share of correctly answered images flipped by examples crafted on the proxy, "
                                      f"strongest attack at each {title} budget; bands: 95% Wilson intervals",
                                      css_class="chart-figure"))

@@ -13,3 +13,6 @@ __all__ = ["FGSMRobustness", "GradientMasking", "PGDRobustness"]
 @auditkit.hookimpl
 def auditkit_collect_checks(config):
     return [FGSMRobustness, PGDRobustness, GradientMasking]
+
+
+from auditkit_whitebox.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (the scorecard section)

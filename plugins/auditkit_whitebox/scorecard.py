@@ -113,7 +113,9 @@ def _attack(check: str, results: list[Any], models: list[str], colors: dict[str,
             series.append({"label": r.model, "x": x, "y": y, "lo": lo, "hi": hi, "color": color, "dash": dash})
         if series:
             x_label = "epsilon (L\u221e, in 1/255 of the pixel range)" if norm == "linf" else "epsilon (L2, pixel range [0,1])"
-            chart = svg.line_chart(series, x_label, "robust accuracy", title=f"{name}, {NORM_TITLES[norm]}", y_range=(0.0, 1.0))
+            ticks = sorted({round(v, 6) for s in series for v in s["x"] if v is not None})
+            chart = svg.line_chart(series, x_label, "robust accuracy", title=f"{name}, {NORM_TITLES[norm]}",
+                                   y_range=(0.0, 1.0), x_ticks=ticks if len(ticks) <= 8 else None)
             charts.append(svg.figure(chart, f"{name} robust accuracy against the {NORM_TITLES[norm]} budget, one line per "
                                      "model; bands: 95% Wilson intervals; epsilon 0: clean accuracy", css_class="chart-figure"))
     if charts:

@@ -147,6 +147,11 @@ def test_a_separately_installed_plugin_appears_and_runs(tmp_path):
     assert 0.0 < result["metrics"]["mean_confidence"] <= 1.0
     disabled = subprocess.run([*exe, "checks", "-p", "no:example"], env=env, capture_output=True, text=True).stdout
     assert "example.confidence" not in disabled
+    own_tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "examples" / "auditkit-example-plugin" / "tests")],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
 
 
 def test_baselines_from_the_command_line(tmp_path, monkeypatch):

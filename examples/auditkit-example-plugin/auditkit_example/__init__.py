@@ -37,3 +37,6 @@ class Confidence(Check):
 @auditkit.hookimpl
 def auditkit_collect_checks(config):
     return [Confidence]
+
+
+from auditkit_example.scorecard import auditkit_scorecard_sections  # noqa: E402,F401  (registers the section)

@@ -1,0 +1,653 @@
+"""The HTML scorecard (auditkit/reporters/html.py) and its section helpers (svg.py): rendered
+from hand-built results, checked as HTML, for self-containment, escaping, the comparison table,
+section order, skips and errors, size and determinism; one real audit writes a scorecard."""
+from __future__ import annotations
+
+import io
+import math
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+import auditkit
+from auditkit import Artifact, CheckResult, Outcome
+from auditkit.config import Config
+from auditkit.plugin_manager import DEFAULT_PLUGINS, get_plugin_manager
+from auditkit.reporters import svg
+from auditkit.reporters.html import (
+    HIGHER,
+    LOWER,
+    lint_html,
+    metric_direction,
+    render_scorecard,
+    reproduce_command,
+)
+
+HOSTILE = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+QUOTES = "\" onmouseover=\"alert(2)\" x='"
+UNICODE = "café ✓ Δε 猫"
+REPORT = {
+    "schema": "auditkit.report/1",
+    "auditkit_version": "0.1.0",
+    "created": "2026-01-01T00:00:00+00:00",
+    "environment": {"python": "3.11", "torch": "2.x", "device": "cpu"},
+    "config": {"model": "torchvision:resnet18", "data": "synthetic:shapes"},
+    "data": {"spec": "synthetic:shapes", "n_eval": 8, "num_classes": 4, "class_names": ["a", "b"]},
+    "models": [
+        {"name": "target", "role": "target", "spec": "torchvision:resnet18", "params": 11_000_000, "white_box": True,
+         "gap_head": True, "input_size": [3, 32, 32], "num_classes": 4},
+        {"name": "alexnet", "role": "baseline", "spec": "baseline:alexnet"},
+        {"name": "resnet18", "role": "baseline", "spec": "baseline:resnet18"},
+    ],
+    "summary": {"passed": 1, "failed": 1, "skipped": 1, "xfailed": 1, "error": 1, "duration_s": 3.0, "exit_code": 1},
+}
+
+
+def png(width: int = 24, height: int = 16, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def result(check: str, model: str, outcome: str = "passed", metrics=None, **kwargs) -> CheckResult:
+    role = kwargs.pop("role", "target" if model == "target" else "baseline")
+    return CheckResult(check=check, model=model, outcome=Outcome(outcome), metrics=dict(metrics or {}), role=role, **kwargs)
+
+
+def every_kind_of_result() -> list[CheckResult]:
+    """Results that exercise every part of the page: passes, a failure with a threshold,
+    baselines, a third-party check with artifacts, a skip, an xfail and an error."""
+    out = []
+    for model, top1, corr in (("target", 0.5, 0.6), ("alexnet", 0.7, 0.2), ("resnet18", 0.9, 0.4)):
+        out.append(result("accuracy.clean", model, metrics={"top1": top1, "n_images": 8}, headline=("top1",), message="fine"))
+        out.append(result(
+            "gradcam.randomization", model, "failed" if corr > 0.5 else "passed",
+            metrics={"max_rank_corr": corr, "final_rank_corr": corr / 2},
+            thresholds={"max_rank_corr": {"op": "max", "value": 0.5}}, headline=("max_rank_corr",),
+            message=f"max_rank_corr={corr} violates max_rank_corr <= 0.5" if corr > 0.5 else "ok",
+        ))
+    out.append(result(
+        "thirdparty.widget", "target", metrics={"mystery": 1.5, "quality": 0.25},
+        thresholds={"quality": {"op": "min", "value": 0.1}}, headline=("mystery", "quality"),
+        message="widget ok",
+        artifacts=(
+            Artifact("picture", "image/png", png(), "a picture"),
+            Artifact("trend", "curve", {"x": [1, 2, 3], "y": [0.2, 0.4, 0.3], "lo": [0.1, 0.3, 0.2], "hi": [0.3, 0.5, 0.4],
+                                        "label": "trend", "x_label": "step", "y_label": "value"}, "a trend"),
+            Artifact("numbers", "table", [{"k": "a", "v": 1.0}, {"k": "b", "v": 2.0}], "a table"),
+            Artifact("note", "text", "plain text", "a note"),
+        ),
+    ))
+    out.append(result("gradcam.localization", "target", "skipped", message="the data has no boxes or masks"))
+    out.append(result("whitebox.fgsm", "target", "xfailed", message="known to be slow"))
+    out.append(result(
+        "whitebox.pgd", "target", "error", message="RuntimeError: exploded",
+        traceback="Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: exploded in layer 7",
+    ))
+    return out
+
+
+def config(**kwargs) -> Config:
+    base = dict(model="torchvision:resnet18", data="synthetic:shapes", invocation=["auditkit", "run", "--model", "torchvision:resnet18"])
+    base.update(kwargs)
+    return Config(**base)
+
+
+def render(results=None, pm=None, report=REPORT, **config_kwargs) -> str:
+    return render_scorecard(every_kind_of_result() if results is None else results, config(**config_kwargs),
+                            pm=pm if pm is not None else get_plugin_manager(autoload=False), report=report)
+
+
+class Cells(HTMLParser):
+    """Collects every element's attributes and the text of the comparison table's cells."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.cells: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._cell: tuple[str, str, str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {k: v or "" for k, v in attrs}
+        self.elements.append((tag, attrs))
+        if tag == "td" and "data-metric" in attrs:
+            self._cell = (attrs["data-check"], attrs["data-metric"], attrs["data-model"])
+            self.cells[self._cell] = {"class": attrs.get("class", ""), "text": "", "title": attrs.get("title", "")}
+
+    def handle_endtag(self, tag):
+        if tag == "td":
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self.cells[self._cell]["text"] += data
+
+
+def section_order(text: str) -> list[str]:
+    return re.findall(r'<section class="plugin[^"]*" id="([^"]+)"', text)
+
+
+# -------------------------------------------------------------------------------------------
+# the page as a whole
+# -------------------------------------------------------------------------------------------
+
+
+def test_page_is_valid_self_contained_html():
+    text = render()
+    assert lint_html(text) == []
+    assert text.startswith("<!DOCTYPE html>")
+    assert "default-src 'none'" in text  # the browser itself refuses any request
+    parsed = Cells(text)
+    tags = {tag for tag, _ in parsed.elements}
+    assert not tags & {"script", "link", "iframe", "object", "embed", "base"}
+    for tag, attrs in parsed.elements:
+        for name in ("src", "href"):
+            if name in attrs:
+                assert attrs[name].startswith(("data:image/png;base64,", "#")), (tag, attrs[name][:40])
+    assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:)?//", text)
+
+
+def test_lint_html_finds_what_breaks_a_scorecard():
+    problems = lint_html('<p><b>x</p><script src="https://cdn.example/x.js"></script><a href="#nowhere" onclick="x">y</a>'
+                         '<img src="https://example.org/a.png"><style>@import "x.css";</style>')
+    text = "\n".join(problems)
+    for expected in ("does not close", "<script> is not allowed", "refers outside the file", "event handler",
+                     "#nowhere", "@import"):
+        assert expected in text
+    assert lint_html('<div id="a"><span>ok</span></div>', fragment=True) == []
+    assert "repeats id" in "\n".join(lint_html('<p id="a"></p><p id="a"></p>', fragment=True))
+
+
+def test_every_check_and_every_model_is_in_the_comparison_table():
+    text = render()
+    for check in ("accuracy.clean", "gradcam.randomization", "thirdparty.widget", "gradcam.localization",
+                  "whitebox.fgsm", "whitebox.pgd"):
+        assert f"<code>{check}</code>" in text
+        assert f'id="check-{check.replace(".", "-")}"' in text
+    for model in ("target", "alexnet", "resnet18"):
+        assert f'class="colhead" data-model="{model}"' in text
+    heads = re.findall(r'class="colhead" data-model="([^"]+)"', text)
+    assert heads == ["target", "alexnet", "resnet18"]  # the target first, then the baselines
+
+
+def test_without_baselines_there_is_one_model_column():
+    only_target = [r for r in every_kind_of_result() if r.role == "target"]
+    text = render(only_target, report={**REPORT, "models": REPORT["models"][:1]})
+    assert re.findall(r'class="colhead" data-model="([^"]+)"', text) == ["target"]
+    assert lint_html(text) == []
+
+
+def test_better_value_is_marked_by_direction():
+    cells = Cells(render()).cells
+    top1 = {m: cells[("accuracy.clean", "top1", m)] for m in ("target", "alexnet", "resnet18")}
+    assert "best" in top1["resnet18"]["class"] and top1["resnet18"]["text"] == "0.900"
+    assert "best" not in top1["target"]["class"] and "best" not in top1["alexnet"]["class"]
+    corr = {m: cells[("gradcam.randomization", "max_rank_corr", m)]["class"] for m in ("target", "alexnet", "resnet18")}
+    assert "best" in corr["alexnet"] and "best" not in corr["target"] and "best" not in corr["resnet18"]
+    # the threshold is shown, and the value that breaks it is marked
+    assert "violates" in corr["target"] and "violates" not in corr["alexnet"]
+    assert "≤ 0.5" in render()
+
+
+def test_unknown_direction_ties_and_lone_values_are_not_marked():
+    results = [
+        result("x.check", "target", metrics={"mystery": 1.0, "top1": 0.5, "score": 0.1}, headline=("mystery", "top1", "score")),
+        result("x.check", "b1", metrics={"mystery": 3.0, "top1": 0.5, "score": math.nan}),
+        result("y.check", "target", metrics={"top1": 0.5}, headline=("top1",)),
+    ]
+    cells = Cells(render(results, report=None)).cells
+    assert not any("best" in c["class"] for c in cells.values())
+    assert cells[("x.check", "score", "b1")]["text"] == "nan"
+
+
+def test_declared_directions_and_thresholds_decide_unknown_metrics():
+    results = [
+        result("x.check", "target", metrics={"weird": 1.0, "gated": 0.2}, headline=("weird", "gated"),
+               directions={"weird": "lower"}, thresholds={"gated": {"op": "min", "value": 0.5}}),
+        result("x.check", "b1", metrics={"weird": 2.0, "gated": 0.7}, directions={"weird": "lower"}),
+    ]
+    cells = Cells(render(results, report=None)).cells
+    assert "best" in cells[("x.check", "weird", "target")]["class"]
+    assert "best" in cells[("x.check", "gated", "b1")]["class"]
+    assert "violates" in cells[("x.check", "gated", "target")]["class"]
+
+
+def test_gated_metrics_get_a_row_only_when_some_model_breaks_them():
+    thresholds = {"p_value": {"op": "max", "value": 0.05}, "flag": {"op": "max", "value": 0}}
+    results = [
+        result("x.check", "target", "failed", metrics={"score": 1.0, "p_value": 0.2, "flag": 0.0}, headline=("score",),
+               thresholds=thresholds),
+        result("x.check", "b1", metrics={"score": 2.0, "p_value": 0.01, "flag": 0.0}, headline=("score",),
+               thresholds=thresholds),
+    ]
+    cells = Cells(render(results, report=None)).cells
+    assert {metric for _, metric, _ in cells} == {"score", "p_value"}
+    assert "violates" in cells[("x.check", "p_value", "target")]["class"]
+    assert "best" in cells[("x.check", "p_value", "b1")]["class"]
+
+
+def test_relative_thresholds_are_shown_against_their_baseline():
+    relative = {"top1@resnet18": {"op": "min", "value": 0.9, "baseline": "resnet18", "reference": 0.8}}
+    results = [
+        result("accuracy.clean", "target", "failed", metrics={"top1": 0.5}, headline=("top1",), thresholds=relative),
+        result("accuracy.clean", "resnet18", metrics={"top1": 0.8}, headline=("top1",)),
+    ]
+    text = render(results, report=None)
+    assert "\u2265 0.9 \u00d7 resnet18" in text
+    cells = Cells(text).cells
+    assert "violates" in cells[("accuracy.clean", "top1", "target")]["class"]  # 0.5 < 0.9 x 0.8
+    assert "best" in cells[("accuracy.clean", "top1", "resnet18")]["class"]
+
+
+def test_long_failure_messages_are_shortened_in_the_verdict():
+    long = "score=0.1 violates score >= 0.5 (" + "details " * 60 + "the end)"
+    text = render([result("x.check", "target", "failed", metrics={"score": 0.1}, message=long)], report=None)
+    verdict = text[text.index('<section id="verdict"'):text.index("</section>", text.index('<section id="verdict"'))]
+    assert "score=0.1 violates score &gt;= 0.5" in verdict and "\u2026" in verdict
+    assert "<summary>full message</summary>" in verdict and "the end)" in verdict
+
+
+@pytest.mark.parametrize(
+    "metric, direction",
+    [("top1", HIGHER), ("pointing_game", HIGHER), ("robust_acc@linf_8/255", HIGHER), ("energy_in_box", HIGHER),
+     ("max_rank_corr", LOWER), ("logit_max_abs_err", LOWER), ("attack_success", LOWER), ("deletion_auc", LOWER),
+     ("transfer_success@l2_0.5", LOWER), ("pointing_p_value", LOWER), ("center_baseline", None),
+     ("deletion_auc_random", None), ("n_images", None), ("something_else", None)],
+)
+def test_metric_direction_table(metric, direction):
+    assert metric_direction(metric) == direction
+
+
+def test_metric_direction_falls_back_on_the_threshold_then_defers_to_the_check():
+    assert metric_direction("custom", {"op": "min", "value": 1}) == HIGHER
+    assert metric_direction("custom", {"op": "max", "value": 1}) == LOWER
+    assert metric_direction("center_baseline", {"op": "min", "value": 1}) is None  # known to have no better side
+    assert metric_direction("top1", None, "lower") == LOWER
+
+
+def test_verdict_lists_what_failed_and_why():
+    text = render()
+    verdict = text[text.index('<section id="verdict"'):text.index("</section>", text.index('<section id="verdict"'))]
+    assert 'class="verdict failed"' in verdict and "FAILED" in verdict
+    assert "gradcam.randomization" in verdict and "violates max_rank_corr" in verdict
+    assert "whitebox.pgd" in verdict and "RuntimeError: exploded" in verdict
+    assert "1 error" in verdict and "1 skipped" in verdict and "1 xfailed" in verdict
+    assert "accuracy.clean" not in verdict  # passed checks stay out of the verdict
+
+
+def test_verdict_passes_when_the_target_passes_even_if_a_baseline_fails():
+    results = [
+        result("accuracy.clean", "target", metrics={"top1": 0.9}),
+        result("accuracy.clean", "alexnet", "failed", metrics={"top1": 0.1}, message="too low"),
+    ]
+    text = render(results, report=None)
+    assert 'class="verdict passed"' in text and "PASSED" in text
+    assert "Baselines, not gating: 1 result failed or errored (alexnet accuracy.clean)" in text
+
+
+def test_regressions_from_compare_are_in_the_verdict():
+    report = {**REPORT, "comparison": {"previous": "old.json", "regressions": [
+        {"check": "accuracy.clean", "metric": "top1", "previous": 0.9, "current": 0.5, "direction": "higher"}]}}
+    text = render(report=report)
+    assert "Regressions against <code>old.json</code>" in text and "0.900 &rarr; 0.500" in text
+
+
+def test_skipped_reasons_and_folded_tracebacks():
+    text = render()
+    skipped = text[text.index('<section id="skipped">'):]
+    assert "the data has no boxes or masks" in skipped and "known to be slow" in skipped
+    errors = text[text.index('<section id="errors">'):]
+    folded = re.search(r"<details class=\"error\">\s*<summary>(.*?)</summary>\s*<pre>(.*?)</pre>\s*</details>", errors, re.S)
+    assert folded is not None
+    assert "whitebox.pgd" in folded.group(1) and "RuntimeError: exploded in layer 7" in folded.group(2)
+
+
+def test_environment_config_and_reproduce_command():
+    text = render()
+    assert "<dt>torch</dt><dd>2.x</dd>" in text
+    assert '&#34;model&#34;: &#34;torchvision:resnet18&#34;' in text or "&quot;model&quot;" in text
+    assert "<code>auditkit run --model torchvision:resnet18</code>" in text
+
+
+def test_reproduce_command_quotes_arguments_and_rebuilds_python_api_runs():
+    command, note = reproduce_command(config(invocation=["auditkit", "run", "--data", "synthetic:shapes?n=4&size=32"]))
+    assert command == "auditkit run --data 'synthetic:shapes?n=4&size=32'" and note == ""
+    command, note = reproduce_command(Config(model=None, data="synthetic:shapes?n=4", select=["cam.*"], max_images=4, html="x.html"))
+    assert command.startswith("auditkit run --model '<your model spec>' --data 'synthetic:shapes?n=4' --checks 'cam.*'")
+    assert "--max-images 4" in command and "--html x.html" in command and "--baselines none" in command
+    assert "Python API" in note and "placeholder" in note
+
+
+def test_hostile_strings_are_escaped_everywhere():
+    evil_model = f"evil{QUOTES}{HOSTILE}"
+    results = [
+        result("accuracy.clean", "target", metrics={"top1": 0.5, HOSTILE: 1.0}, headline=("top1", HOSTILE),
+               message=f"{HOSTILE} {QUOTES} {UNICODE}",
+               artifacts=(Artifact(HOSTILE, "image/png", png(), f"class {HOSTILE} {QUOTES}"),
+                          Artifact("curve", "curve", {"x": [0, 1], "y": [0, 1], "label": HOSTILE, "x_label": QUOTES,
+                                                      "x_labels": [HOSTILE, UNICODE]}, HOSTILE))),
+        result("accuracy.clean", evil_model, "failed", metrics={"top1": 0.4, HOSTILE: 2.0}, message=HOSTILE),
+        result(f"check.{HOSTILE}", "target", "skipped", message=f"{HOSTILE} {UNICODE}"),
+        result("boom.check", "target", "error", message=HOSTILE, traceback=f"Traceback\n{HOSTILE}\n{QUOTES}"),
+    ]
+    report = {**REPORT, "models": [{"name": "target", "role": "target", "spec": HOSTILE},
+                                   {"name": evil_model, "role": "baseline", "spec": QUOTES}],
+              "data": {"spec": HOSTILE, "class_names": [HOSTILE, UNICODE]}, "environment": {HOSTILE: QUOTES}}
+    text = render(results, report=report, data=HOSTILE, invocation=["auditkit", "run", "--data", HOSTILE])
+    assert HOSTILE not in text
+    assert "alert(1)</script>" not in text
+    assert ESCAPED in text
+    assert UNICODE in text
+    assert lint_html(text) == []
+    parsed = Cells(text)
+    for tag, attrs in parsed.elements:
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+        assert tag != "script"
+    # the hostile model name survives as text, in its own column
+    assert any(attrs.get("data-model") == evil_model for _, attrs in parsed.elements)
+
+
+# -------------------------------------------------------------------------------------------
+# sections
+# -------------------------------------------------------------------------------------------
+
+
+class TwoSections:
+    """A plugin contributing two sections out of order, one covering thirdparty.widget."""
+
+    @auditkit.hookimpl
+    def auditkit_scorecard_sections(self, results, config):
+        return [
+            {"id": "late", "title": "Late section", "html": "<p>late</p>", "order": 70},
+            {"id": "early", "title": "Early section", "html": f"<p>{svg.esc(HOSTILE)}</p>", "order": 10,
+             "checks": ["thirdparty.widget"]},
+        ]
+
+
+class GradcamSection:
+    """A section named after a family covers that family's checks without listing them."""
+
+    @auditkit.hookimpl
+    def auditkit_scorecard_sections(self, results, config):
+        return [{"id": "gradcam", "title": "Grad-CAM family", "html": "<p>gradcam</p>", "order": 20}]
+
+
+class Broken:
+    @auditkit.hookimpl
+    def auditkit_scorecard_sections(self, results, config):
+        raise RuntimeError("section exploded")
+
+
+class NotASection:
+    @auditkit.hookimpl
+    def auditkit_scorecard_sections(self, results, config):
+        return ["just a string"]
+
+
+def test_sections_are_sorted_by_order_and_cover_their_checks():
+    pm = get_plugin_manager(autoload=False, extra=[TwoSections(), GradcamSection()])
+    text = render(pm=pm)
+    order = section_order(text)
+    assert order == ["section-early", "section-gradcam", "section-late", "section-accuracy-clean"]
+    assert "section-thirdparty-widget" not in order  # covered by "early"
+    assert "section-gradcam-randomization" not in order  # covered by the family section
+    toc = re.findall(r'<li><a href="#(section-[^"]+)">', text)
+    assert toc == order
+    assert lint_html(text) == []
+
+
+def test_a_check_without_a_section_gets_a_generic_one_with_its_artifacts():
+    text = render()
+    assert section_order(text) == ["section-accuracy-clean", "section-gradcam-randomization", "section-thirdparty-widget"]
+    generic = text[text.index('id="section-thirdparty-widget"'):]
+    generic = generic[:generic.index("</section>")]
+    assert "<td>mystery</td>" in generic and "1.500" in generic
+    assert generic.count("data:image/png;base64,") == 1
+    assert generic.count("<svg") == 1 and "<polygon" in generic  # the curve, with its band
+    assert "<td>a</td>" in generic and "plain text" in generic
+
+
+def test_a_raising_or_malformed_section_plugin_does_not_take_the_page_down():
+    pm = get_plugin_manager(autoload=False, extra=[Broken(), NotASection(), TwoSections()])
+    text = render(pm=pm)
+    assert text.count("failed</h2>") == 2
+    assert "RuntimeError: section exploded" in text and "not a dict" in text
+    assert "section-early" in text and "section-late" in text
+    assert "section-thirdparty-widget" not in text
+    assert lint_html(text) == []
+
+
+def test_the_reporter_is_a_default_plugin():
+    assert "auditkit.reporters.html" in DEFAULT_PLUGINS
+
+
+# -------------------------------------------------------------------------------------------
+# size and determinism
+# -------------------------------------------------------------------------------------------
+
+
+def test_size_stays_close_to_the_embedded_images():
+    image = png(160, 160, (10, 120, 200))
+    results = []
+    for model in ("target", "alexnet", "googlenet", "resnet18"):
+        results.append(result("thirdparty.widget", model, metrics={"quality": 0.5},
+                              artifacts=tuple(Artifact(f"image_{i}", "image/png", image, "img") for i in range(12))
+                              + tuple(Artifact(f"curve_{i}", "curve", {"x": list(range(20)), "y": [0.1] * 20}, "c")
+                                      for i in range(4))))
+    text = render(results)
+    images = 48 * len(svg.image_tag(image, "img"))
+    assert len(text.encode()) < images + 400_000
+    assert len(text.encode()) < 3_000_000
+
+
+def test_rendering_is_deterministic():
+    pm = get_plugin_manager(autoload=False, extra=[TwoSections()])
+    assert render(pm=pm) == render(pm=pm)
+
+
+# -------------------------------------------------------------------------------------------
+# the section helpers
+# -------------------------------------------------------------------------------------------
+
+
+def chart(**kwargs) -> str:
+    series = [
+        {"label": "target", "x": [1, 2, 4, 8], "y": [0.9, None, 0.5, 0.2], "lo": [0.8, None, 0.4, 0.1], "hi": [1.0, None, 0.6, 0.3]},
+        {"label": "resnet18", "x": [1, 2, 4, 8], "y": [0.95, 0.9, 0.8, 0.6]},
+    ]
+    return svg.line_chart(series, "epsilon", "robust accuracy", title="PGD", **kwargs)
+
+
+def test_line_chart_is_deterministic_and_well_formed():
+    a, b = chart(), chart()
+    assert a == b
+    assert a.startswith("<svg") and a.endswith("</svg>")
+    assert lint_html(a, fragment=True) == []
+    assert "<title>PGD</title>" in a and 'aria-label="PGD"' in a
+    assert ">target</text>" in a and ">resnet18</text>" in a  # the legend
+    assert ">epsilon</text>" in a and ">robust accuracy</text>" in a  # axis titles
+
+
+def test_line_chart_draws_gaps_bands_ticks_and_reference_lines():
+    text = chart(reference_lines=[{"y": 0.5, "label": "threshold"}])
+    # the gap at x=2 splits the target's line into a lone point and a segment
+    assert text.count("<polyline") == 2
+    assert text.count("<polygon") == 1  # the band over x = 4..8; the lone interval at x = 1 is an error bar
+    assert 'stroke-opacity="0.5" stroke-width="3"' in text
+    assert "threshold</text>" in text and 'stroke-dasharray="1 3"' in text
+    assert ">0.0</text>" in text or ">0.2</text>" in text
+
+
+def test_line_chart_log_axis_and_categories():
+    text = svg.line_chart([{"label": "s", "x": [0.001, 0.01, 0.1, 0, -1], "y": [1, 2, 3, 4, 5]}], "x", "y", log_x=True)
+    assert ">0.001</text>" in text and ">0.1</text>" in text
+    assert text.count("<circle") == 3  # non-positive x is left out on a log axis
+    text = svg.line_chart([{"label": "s", "x": [0, 1, 2], "y": [1, 0.5, 0.2]}], "block", "corr",
+                          x_tick_labels=["original", "layer4", "layer3.1.conv2.weight"])
+    assert ">original</text>" in text and "rotate(-40" in text
+
+
+def test_line_chart_explicit_x_ticks():
+    text = svg.line_chart([{"label": "s", "x": [1, 2, 4, 8, 16], "y": [1, 0.8, 0.5, 0.2, 0]}], "eps", "acc", x_ticks=[0, 4, 8, 16])
+    assert re.findall(r'text-anchor="middle">([^<]*)</text>', text)[:4] == ["0", "4", "8", "16"]
+
+
+def test_line_chart_without_data_says_so():
+    text = svg.line_chart([{"label": "s", "x": [], "y": []}], "x", "y", title="empty")
+    assert "no data" in text and lint_html(text, fragment=True) == []
+    text = svg.line_chart([{"label": "s", "x": [1, 2], "y": [math.nan, None]}], "x", "y")
+    assert "no data" in text
+
+
+def test_line_chart_escapes_labels():
+    text = svg.line_chart([{"label": HOSTILE, "x": [1, 2], "y": [1, 2], "names": [QUOTES, UNICODE]}], QUOTES, HOSTILE,
+                          title=HOSTILE, x_tick_labels=None)
+    assert HOSTILE not in text and ESCAPED in text and UNICODE in text
+    assert lint_html(text, fragment=True) == []
+    assert all(not name.startswith("on") for _, attrs in Cells(text).elements for name in attrs)
+
+
+def test_image_tag_embeds_the_png_with_its_size():
+    tag = svg.image_tag(png(30, 20), f"alt {HOSTILE}")
+    assert tag.startswith('<img src="data:image/png;base64,iVBORw0KGgo')
+    assert 'width="30" height="20"' in tag and ESCAPED in tag
+    with pytest.raises(TypeError):
+        svg.image_tag("not bytes", "x")
+
+
+@pytest.mark.parametrize(
+    "artifact, expected",
+    [
+        (Artifact("img", "image/png", png(), "cap"), "data:image/png;base64,"),
+        (Artifact("c", "curve", {"x": [1, 2], "y": [3, 4]}, "cap"), "<svg"),
+        (Artifact("t", "table", [{"a": 1, "b": "x"}], "cap"), "<td>x</td>"),
+        (Artifact("t", "table", {"a": [1, 2], "b": [3, 4]}, "cap"), '<td class="num">4</td>'),
+        (Artifact("t", "table", [[1, "y"]], "cap"), "<td>y</td>"),
+        (Artifact("n", "text", "hello <b>", "cap"), "<pre>hello &lt;b&gt;</pre>"),
+        (Artifact("v", "video/mp4", b"...", "cap"), "no renderer for this kind"),
+        (Artifact("bad", "image/png", "not bytes", "cap"), "could not be rendered"),
+        (Artifact("bad", "curve", [1, 2, 3], "cap"), "could not be rendered"),
+    ],
+)
+def test_artifact_html_renders_every_kind_and_never_raises(artifact, expected):
+    text = svg.artifact_html(artifact)
+    assert expected in text
+    assert text.startswith("<figure") and "<figcaption>cap</figcaption>" in text
+    assert lint_html(text, fragment=True) == []
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(None, "\u2013"), (3.0, "3"), (0.81234, "0.812"), (23.456, "23.46"), (456.7, "456.7"), (12345.6, "12346"),
+     (3e-5, "3.00e-05"), (math.nan, "nan"), (math.inf, "\u221e"), (True, "yes"), ("x", "x")],
+)
+def test_format_number(value, text):
+    assert svg.format_number(value) == text
+
+
+def test_model_order_and_colours():
+    results = [result("a", "alexnet"), result("a", "target"), result("b", "resnet18")]
+    assert svg.model_order(results) == ["target", "alexnet", "resnet18"]
+    colours = svg.model_colors(["target", "alexnet"])
+    assert colours["target"][0] != colours["alexnet"][0]
+
+
+# -------------------------------------------------------------------------------------------
+# a real audit
+# -------------------------------------------------------------------------------------------
+
+
+def test_audit_writes_a_scorecard(tmp_path, capsys):
+    import auditkit_accuracy
+    import auditkit_cam
+    import torch
+
+    from auditkit.testing.models import TinyGAPNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "reports" / "scorecard.html"
+    run = auditkit.audit(
+        TinyGAPNet(num_classes=4), "synthetic:shapes?n=4&train=8&size=32", checks=["accuracy.clean", "cam.*"],
+        max_images=4, html=str(path), plugins=[auditkit_accuracy, auditkit_cam],
+        autoload=False, verbose=0,
+    )
+    assert f"HTML scorecard: {path}" in capsys.readouterr().out
+    text = path.read_text(encoding="utf-8")
+    assert lint_html(text) == []
+    assert len(text.encode()) < 1_000_000
+    for check in ("accuracy.clean", "cam.consistency"):
+        assert f"<code>{check}</code>" in text
+    assert section_order(text) == ["section-cam", "section-accuracy-clean"]
+    cam = text[text.index('id="section-cam"'):]
+    assert cam.count("data:image/png;base64,") == 4  # the CAM overlays of the four images
+    assert "PASSED" in text if run.exit_code == 0 else "FAILED" in text
+    assert "auditkit run --model" in text and "Python API" in text  # rebuilt: the model was an object
+
+
+def test_a_failing_scorecard_does_not_cost_the_other_reports(tmp_path, capsys, monkeypatch):
+    import auditkit_accuracy
+    import torch
+
+    import auditkit.reporters.html as reporter
+    from auditkit.testing.models import TinyGAPNet
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(reporter, "render_scorecard", explode)
+    torch.manual_seed(0)
+    auditkit.audit(TinyGAPNet(num_classes=4), "synthetic:shapes?n=4&train=8&size=32", checks=["accuracy.clean"],
+                   max_images=4, plugins=[auditkit_accuracy], autoload=False, verbose=0,
+                   html=str(tmp_path / "s.html"), json=str(tmp_path / "r.json"))
+    out = capsys.readouterr().out
+    assert "HTML scorecard NOT written" in out and "template exploded" in out
+    assert (tmp_path / "r.json").is_file() and not (tmp_path / "s.html").exists()
+
+
+def test_audit_without_html_writes_no_scorecard(tmp_path, capsys):
+    import auditkit_accuracy
+    import torch
+
+    from auditkit.testing.models import TinyGAPNet
+
+    torch.manual_seed(0)
+    auditkit.audit(TinyGAPNet(num_classes=4), "synthetic:shapes?n=4&train=8&size=32", checks=["accuracy.clean"],
+                   max_images=4, plugins=[auditkit_accuracy], autoload=False, verbose=0)
+    assert "HTML scorecard" not in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+# -------------------------------------------------------------------------------------------
+# a real browser, where CI has one (.ci/run installs Debian's chromium)
+# -------------------------------------------------------------------------------------------
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
+def test_chromium_renders_the_scorecard_without_errors_or_requests(tmp_path):
+    page = tmp_path / "scorecard.html"
+    page.write_text(render(), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+             "--enable-logging=stderr", "--v=0", "--window-size=420,900", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+    done = subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), done.stderr[-2000:]
+    # the page has no script, so any console message is an error (a refused request included);
+    # a favicon lookup is the browser's own doing, not the page's
+    console = [line for line in done.stderr.splitlines()
+               if ("CONSOLE" in line or "Refused to" in line or "Uncaught" in line) and "favicon" not in line]
+    assert console == [], "\n".join(console)[-2000:]
+    with Image.open(shot) as picture:
+        top = picture.convert("RGB").crop((0, 0, picture.width, 300))
+        colours = top.getcolors(1 << 16)
+        assert colours is None or len(colours) > 8  # the verdict banner and its text, not a blank page
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'id="verdict"' in dom and 'class="comparison"' in dom

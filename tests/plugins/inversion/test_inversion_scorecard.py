@@ -1,0 +1,104 @@
+"""The inversion scorecard section (auditkit_inversion/scorecard.py), from hand-built results shaped
+like inversion.fidelity's: fidelity against depth, one line per model, and the reconstructions
+per layer, whatever subset of them exists."""
+from __future__ import annotations
+
+import io
+import re
+
+from PIL import Image
+
+from auditkit import Artifact, CheckResult, Outcome
+from auditkit.config import Config
+from auditkit.plugin_manager import get_plugin_manager
+from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit_inversion import scorecard
+
+EVIL = "<script>alert(1)</script>"
+
+
+def png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (66, 34), (128, 64, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def r(model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
+    return CheckResult(check="inversion.fidelity", model=model, outcome=Outcome(outcome), metrics=metrics or {},
+                       artifacts=tuple(artifacts), role="target" if model == "target" else "baseline", **kw)
+
+
+def layer(name, depth, ssim, psnr) -> dict:
+    return {"name": name, "depth": depth, "ssim": ssim, "psnr": psnr, "feature_rel_err": 0.01, "feature_err_ratio": 0.1}
+
+
+def results() -> list[CheckResult]:
+    return [
+        # the full record: per-layer details, curves and the reconstruction grid
+        r("target", metrics={"layer1.ssim": 0.9, "layer2.ssim": 0.5},
+          details={"layers": [layer("layer1", 0.25, 0.9, 30.25), layer(f"layer2{EVIL}", 0.75, 0.5, 18.0)],
+                   "settings": {"leak_ssim": 0.7}},
+          artifacts=[Artifact("reconstructions", "image/png", png(), "rows: images; columns: the original, then layer1, layer2")]),
+        # only the curves
+        r("resnet18", artifacts=[
+            Artifact("ssim_vs_depth", "curve", {"x": [0.2, 0.5, 0.9], "y": [0.8, 0.4, 0.1], "names": ["conv1", "layer2", "layer4"]}, "s"),
+            Artifact("psnr_vs_depth", "curve", {"x": [0.2, 0.5, 0.9], "y": [25.0, 15.0, 9.0], "names": ["conv1", "layer2", "layer4"]}, "p"),
+        ]),
+        # only the metrics: in the per-layer table, not on the charts (no depth)
+        r("googlenet", metrics={"inception3a.ssim": 0.6, "inception3a.psnr": 20.0, "inception3a.feature_rel_err": 0.02,
+                                "faithful_depth": 0.0}),
+        r("alexnet", "skipped", message="no stage before the classifier head to invert"),
+    ]
+
+
+def section(rs=None) -> dict:
+    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
+    return out
+
+
+def charts(html: str) -> dict[str, str]:
+    return {re.search(r"<title>(.*?)</title>", c).group(1): c for c in re.findall(r"<svg.*?</svg>", html, re.S)}
+
+
+def test_section_is_well_formed():
+    s = section()
+    assert (s["id"], s["order"], s["checks"]) == ("inversion", scorecard.ORDER, ["inversion.fidelity"])
+    assert lint_html(s["html"], fragment=True) == []
+
+
+def test_fidelity_against_depth_one_line_per_model():
+    found = charts(section()["html"])
+    ssim = found["SSIM against depth"]
+    assert ssim.count("<polyline") == 2 and ">target</text>" in ssim and ">resnet18</text>" in ssim
+    assert "faithful from SSIM 0.7" in ssim
+    assert "layer4" in ssim  # layer names in the point tooltips
+    assert found["PSNR (dB) against depth"].count("<polyline") == 2
+
+
+def test_reconstructions_and_per_layer_numbers():
+    html = section()["html"]
+    assert html.count("data:image/png;base64,") == 1 and "the original, then layer1" in html
+    tables = html[html.index("Per-layer numbers"):]
+    for model in ("target", "resnet18", "googlenet"):
+        assert f"<caption>{model}</caption>" in tables
+    assert "<td>inception3a</td>" in tables and "30.25" in tables
+
+
+def test_skips_and_escaping():
+    html = section()["html"]
+    assert "no stage before the classifier head to invert" in html
+    assert EVIL not in html and "&lt;script&gt;" in html
+
+
+def test_renders_whatever_subset_exists():
+    assert scorecard.auditkit_scorecard_sections(results=[], config=Config()) == []
+    bare = section([r("target")])
+    assert lint_html(bare["html"], fragment=True) == []
+    assert "<svg" not in bare["html"]
+
+
+def test_in_the_scorecard():
+    pm = get_plugin_manager(autoload=False, extra=[scorecard])
+    page = render_scorecard(results(), Config(model="m", invocation=["auditkit", "run"]), pm=pm)
+    assert lint_html(page) == []
+    assert re.findall(r'<section class="plugin[^"]*" id="([^"]+)"', page) == ["section-inversion"]
