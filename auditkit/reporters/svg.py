@@ -173,6 +173,15 @@ def model_order(results: Iterable[Any]) -> list[str]:
     return [m for m, role in seen.items() if role == "target"] + [m for m, role in seen.items() if role != "target"]
 
 
+def check_results(results: Sequence[Any], check: str) -> tuple[list[str], list[Any], list[Any]]:
+    """For one check's section: every model of the scorecard in :func:`model_order`, that
+    check's results in the same order, and those of them that ran (passed or failed)."""
+    models = model_order(results)
+    found = {r.model: r for r in results if r.check == check}
+    ordered = [found[m] for m in models if m in found]
+    return models, ordered, [r for r in ordered if r.outcome in ("passed", "failed")]
+
+
 def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:
     """A (colour, dash pattern) per model, stable across the charts of one scorecard when every
     section passes the same ordered list (see :func:`model_order`)."""

@@ -16,13 +16,9 @@ IMAGES_PER_MODEL = 4
 
 @auditkit.hookimpl
 def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[str, Any]]:
-    mine = [r for r in results if r.check == CONSISTENCY]
-    if not mine:
+    models, ordered, ran = svg.check_results(results, CONSISTENCY)
+    if not ordered:
         return []
-    models = svg.model_order(results)
-    found = {r.model: r for r in mine}
-    ordered = [found[m] for m in models if m in found]
-    ran = [r for r in ordered if r.outcome in ("passed", "failed")]
     gradcam = {r.model: r for r in results if r.check == GRADCAM_LOCALIZATION}
     out = [
         '<p class="legend">With global average pooling and one linear layer, CAM<sub>c</sub>(i,j) = '

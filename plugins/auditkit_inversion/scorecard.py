@@ -15,14 +15,10 @@ ORDER = 60
 
 @auditkit.hookimpl
 def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[str, Any]]:
-    mine = [r for r in results if r.check == CHECK]
-    if not mine:
+    models, ordered, ran = svg.check_results(results, CHECK)
+    if not ordered:
         return []
-    models = svg.model_order(results)
     colors = svg.model_colors(models)
-    found = {r.model: r for r in mine}
-    ordered = [found[m] for m in models if m in found]
-    ran = [r for r in ordered if r.outcome in ("passed", "failed")]
     out = [
         '<p class="legend">Each layer\'s output is inverted back to an image (Mahendran &amp; Vedaldi 2015): '
         "how much of the input survives at each depth? Depth is the fraction of the network's layers run, "

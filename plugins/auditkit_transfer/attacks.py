@@ -11,6 +11,8 @@ import torch
 import torchattacks
 from torch import nn
 
+from auditkit.budgets import budget_label
+
 ATTACKS = ("fgsm", "pgd", "mifgsm")
 NORMS = ("linf", "l2")
 MODES = ("untargeted", "targeted")
@@ -34,13 +36,8 @@ class AttackConfig:
 
 
 def threat_key(norm: str, eps: float) -> str:
-    """``linf_8/255`` for Linf radii that are whole 255ths (as they are usually given),
-    ``l2_0.5`` otherwise: stable, readable and JSON-friendly."""
-    if norm == "linf":
-        steps = eps * 255
-        if steps > 0 and abs(steps - round(steps)) < 1e-6:
-            return f"linf_{round(steps)}/255"
-    return f"{norm}_{eps:g}"
+    """``linf_8/255`` or ``l2_0.5``: the budget format every check uses in metric names."""
+    return budget_label(norm, eps)
 
 
 def parse_epsilon(text: str) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import auditkit
+from auditkit import budgets
 from auditkit.reporters import svg
 
 CHECK = "transfer.proxy"
@@ -16,14 +17,10 @@ NORM_TITLES = {"linf": "L\u221e", "l2": "L2"}
 
 @auditkit.hookimpl
 def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[str, Any]]:
-    mine = [r for r in results if r.check == CHECK]
-    if not mine:
+    models, ordered, ran = svg.check_results(results, CHECK)
+    if not ordered:
         return []
-    models = svg.model_order(results)
     colors = svg.model_colors(models)
-    found = {r.model: r for r in mine}
-    ordered = [found[m] for m in models if m in found]
-    ran = [r for r in ordered if r.outcome in ("passed", "failed")]
     out = [
         '<p class="legend">The model is queried as a black box; a proxy trained on its answers is attacked '
         "white-box and the adversarial examples are replayed on the model (Papernot et al. 2017). Transfer "
@@ -49,15 +46,9 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
 
 def parse_budget(label: str) -> tuple[str, float] | None:
     """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
-    norm, sep, eps = label.partition("_")
-    if not sep or norm not in NORM_TITLES:
-        return None
     try:
-        if "/" in eps:
-            num, den = eps.split("/", 1)
-            return norm, float(num) / float(den)
-        return norm, float(eps)
-    except (ValueError, ZeroDivisionError):
+        return budgets.parse_budget(label)
+    except ValueError:
         return None
 
 

@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import auditkit
+from auditkit import budgets
 from auditkit.reporters import svg
 
 ATTACKS = {"whitebox.fgsm": "FGSM", "whitebox.pgd": "PGD"}
@@ -46,15 +47,9 @@ def _ran(r: Any) -> bool:
 
 def parse_budget(label: str) -> tuple[str, float] | None:
     """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
-    norm, sep, eps = label.partition("_")
-    if not sep or norm not in NORM_TITLES:
-        return None
     try:
-        if "/" in eps:
-            num, den = eps.split("/", 1)
-            return norm, float(num) / float(den)
-        return norm, float(eps)
-    except (ValueError, ZeroDivisionError):
+        return budgets.parse_budget(label)
+    except ValueError:
         return None
 
 
