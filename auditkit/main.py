@@ -166,6 +166,7 @@ def run_audit(
         target = as_target(model, device=device, mean=config.mean, std=config.std)
     target.name, target.role = "target", "target"
     checks = collect_checks(config, pm)
+    previous = load_report(config.compare) if config.compare else None  # a bad path fails before any training
     announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
     baselines = list(baselines) or load_baselines(config, data, device, announce)
     for t in [target, *baselines]:
@@ -175,7 +176,6 @@ def run_audit(
     session.checks = checks
     if reporter is not None:
         reporter.session_start(session)
-    previous = load_report(config.compare) if config.compare else None
     if checks:
         session.run(checks)
     else:

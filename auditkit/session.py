@@ -259,7 +259,7 @@ class AuditSession:
         return [r for r in check.requires if r not in available]
 
     def run(self, checks: Sequence[Check]) -> int:
-        """Run ``checks`` on the target, then on each baseline. Returns the exit code."""
+        """Run ``checks`` on each baseline, then on the target. Returns the exit code."""
         self.checks = list(checks)
         try:
             for target in self.all_targets:
