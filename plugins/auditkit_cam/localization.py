@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from auditkit.localization import POINTING_TOLERANCE_AT_224, box_masks, boxes_from_masks, pointing_tolerance_px  # noqa: F401
 from auditkit.saliency import minmax_normalize
-
-# Zhang et al. count a hit within 15 pixels of the object at 224x224 input.
-POINTING_TOLERANCE_AT_224 = 15.0
-
-
-def pointing_tolerance_px(height: int, width: int, at_224: float = POINTING_TOLERANCE_AT_224) -> float:
-    """The pointing-game tolerance in pixels for an image of ``height`` x ``width``:
-    ``at_224`` pixels at 224, scaled by the shorter side / 224 (the side ImageNet-style
-    preprocessing resizes to 224)."""
-    return at_224 * min(height, width) / 224.0
 
 
 def box_pixel_ranges(boxes: torch.Tensor) -> torch.Tensor:
@@ -24,32 +15,6 @@ def box_pixel_ranges(boxes: torch.Tensor) -> torch.Tensor:
     lo = torch.ceil(boxes[:, :2] - 0.5)
     hi = torch.ceil(boxes[:, 2:] - 0.5) - 1
     return torch.cat([lo, hi], dim=1)
-
-
-def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bool [B,height,width]: the pixels inside each box (see :func:`box_pixel_ranges`)."""
-    r = box_pixel_ranges(boxes)
-    cols = torch.arange(width, device=boxes.device, dtype=boxes.dtype)
-    rows = torch.arange(height, device=boxes.device, dtype=boxes.dtype)
-    in_cols = (cols[None, :] >= r[:, 0:1]) & (cols[None, :] <= r[:, 2:3])
-    in_rows = (rows[None, :] >= r[:, 1:2]) & (rows[None, :] <= r[:, 3:4])
-    return in_rows[:, :, None] & in_cols[:, None, :]
-
-
-def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes (x0, y0, x1, y1), x1/y1 exclusive, of bool masks [B,H,W]; NaN rows for
-    empty masks."""
-    b, h, w = masks.shape
-    rows = masks.any(dim=2)
-    cols = masks.any(dim=1)
-    ar_h = torch.arange(h, device=masks.device)
-    ar_w = torch.arange(w, device=masks.device)
-    y0 = torch.where(rows, ar_h, h).amin(dim=1)
-    y1 = torch.where(rows, ar_h, -1).amax(dim=1) + 1
-    x0 = torch.where(cols, ar_w, w).amin(dim=1)
-    x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(masks.flatten(1).any(dim=1, keepdim=True), boxes, torch.full_like(boxes, float("nan")))
 
 
 def distance_to_box(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
