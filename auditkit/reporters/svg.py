@@ -173,13 +173,36 @@ def model_order(results: Iterable[Any]) -> list[str]:
     return [m for m, role in seen.items() if role == "target"] + [m for m, role in seen.items() if role != "target"]
 
 
+def by_model(results: Iterable[Any], models: Sequence[str]) -> list[Any]:
+    """``results`` (one per model) in the order of ``models``."""
+    found = {r.model: r for r in results}
+    return [found[m] for m in models if m in found]
+
+
+def ran(result: Any) -> bool:
+    """Whether a result has numbers to show (it passed or failed, rather than skipped or errored)."""
+    return result.outcome in ("passed", "failed")
+
+
 def check_results(results: Sequence[Any], check: str) -> tuple[list[str], list[Any], list[Any]]:
     """For one check's section: every model of the scorecard in :func:`model_order`, that
     check's results in the same order, and those of them that ran (passed or failed)."""
     models = model_order(results)
-    found = {r.model: r for r in results if r.check == check}
-    ordered = [found[m] for m in models if m in found]
-    return models, ordered, [r for r in ordered if r.outcome in ("passed", "failed")]
+    ordered = by_model((r for r in results if r.check == check), models)
+    return models, ordered, [r for r in ordered if ran(r)]
+
+
+def with_interval(metrics: Any, name: str, lo: str, hi: str) -> str:
+    """``metrics[name]`` formatted, followed by ``[low, high]`` when the metrics ``name + lo``
+    and ``name + hi`` exist; an en dash when ``name`` is missing."""
+    value = metrics.get(name)
+    if value is None:
+        return "\u2013"
+    low, high = metrics.get(f"{name}{lo}"), metrics.get(f"{name}{hi}")
+    text = format_number(value)
+    if low is not None and high is not None:
+        text += f" [{format_number(low)}, {format_number(high)}]"
+    return text
 
 
 def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:

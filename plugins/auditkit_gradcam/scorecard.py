@@ -37,30 +37,10 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     }]
 
 
-def _by_model(results: list[Any], models: list[str]) -> list[Any]:
-    found = {r.model: r for r in results}
-    return [found[m] for m in models if m in found]
-
-
-def _ran(r: Any) -> bool:
-    return r.outcome in ("passed", "failed")
-
-
-def _interval(metrics: Any, name: str) -> str:
-    value = metrics.get(name)
-    if value is None:
-        return "\u2013"
-    lo, hi = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
-    text = svg.format_number(value)
-    if lo is not None and hi is not None:
-        text += f" [{svg.format_number(lo)}, {svg.format_number(hi)}]"
-    return text
-
-
 def _localization(results: list[Any], models: list[str]) -> str:
     if not results:
         return ""
-    ran = [r for r in _by_model(results, models) if _ran(r)]
+    ran = [r for r in svg.by_model(results, models) if svg.ran(r)]
     out = [f"<h3>Localization <code>{LOCALIZATION}</code></h3>"]
     if ran:
         out.append(
@@ -71,9 +51,9 @@ def _localization(results: list[Any], models: list[str]) -> str:
         rows = [
             [
                 r.model,
-                _interval(r.metrics, "pointing_game"),
-                _interval(r.metrics, "center_baseline"),
-                _interval(r.metrics, "energy_in_box"),
+                svg.with_interval(r.metrics, "pointing_game", "_ci_low", "_ci_high"),
+                svg.with_interval(r.metrics, "center_baseline", "_ci_low", "_ci_high"),
+                svg.with_interval(r.metrics, "energy_in_box", "_ci_low", "_ci_high"),
                 r.metrics.get("box_area_share"),
                 r.metrics.get("loc_acc_iou50"),
                 r.metrics.get("n_images"),
@@ -107,7 +87,7 @@ def _curve(r: Any, name: str) -> dict[str, Any] | None:
 def _randomization(results: list[Any], models: list[str], colors: dict[str, tuple[str, str]]) -> str:
     if not results:
         return ""
-    ran = [r for r in _by_model(results, models) if _ran(r)]
+    ran = [r for r in svg.by_model(results, models) if svg.ran(r)]
     out = [f"<h3>Cascading randomization <code>{RANDOMIZATION}</code></h3>"]
     if ran:
         out.append(
@@ -174,7 +154,7 @@ def _curve_from_details(r: Any, key: str) -> dict[str, Any] | None:
 def _faithfulness(results: list[Any], models: list[str], colors: dict[str, tuple[str, str]]) -> str:
     if not results:
         return ""
-    ran = [r for r in _by_model(results, models) if _ran(r)]
+    ran = [r for r in svg.by_model(results, models) if svg.ran(r)]
     out = [f"<h3>Faithfulness <code>{FAITHFULNESS}</code></h3>"]
     if ran:
         out.append(

@@ -120,17 +120,6 @@ def _charts(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
     return '<div class="charts">' + "".join(charts) + "</div>" if charts else ""
 
 
-def _interval(metrics: Any, name: str) -> str:
-    value = metrics.get(name)
-    if value is None:
-        return "\u2013"
-    lo, hi = metrics.get(f"{name}_lo"), metrics.get(f"{name}_hi")
-    text = svg.format_number(value)
-    if lo is not None and hi is not None:
-        text += f" [{svg.format_number(lo)}, {svg.format_number(hi)}]"
-    return text
-
-
 def _queries(ran: list[Any]) -> str:
     rows = []
     for r in ran:
@@ -145,8 +134,8 @@ def _queries(ran: list[Any]) -> str:
             r.model,
             r.metrics.get("queries"),
             r.metrics.get("attack_queries"),
-            _interval(r.metrics, "proxy_agreement"),
-            _interval(r.metrics, "transfer_success"),
+            svg.with_interval(r.metrics, "proxy_agreement", "_lo", "_hi"),
+            svg.with_interval(r.metrics, "transfer_success", "_lo", "_hi"),
             gate_text,
             f"{training.get('proxy', '')} on {training.get('trained_on', '')}".strip() if training else "",
             training.get("epochs"),

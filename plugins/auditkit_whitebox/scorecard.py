@@ -36,15 +36,6 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     }]
 
 
-def _ordered(results: list[Any], models: list[str]) -> list[Any]:
-    found = {r.model: r for r in results}
-    return [found[m] for m in models if m in found]
-
-
-def _ran(r: Any) -> bool:
-    return r.outcome in ("passed", "failed")
-
-
 def parse_budget(label: str) -> tuple[str, float] | None:
     """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
     try:
@@ -86,8 +77,8 @@ def _attack(check: str, results: list[Any], models: list[str], colors: dict[str,
     if not results:
         return ""
     name = ATTACKS[check]
-    ordered = _ordered(results, models)
-    ran = [r for r in ordered if _ran(r)]
+    ordered = svg.by_model(results, models)
+    ran = [r for r in ordered if svg.ran(r)]
     out = [f"<h3>{name} <code>{svg.esc(check)}</code></h3>"]
     per_model = {r.model: _curves(r) for r in ran}
     norms = [n for n in NORM_TITLES if any(n in c for c in per_model.values())]
@@ -132,8 +123,8 @@ def _attack(check: str, results: list[Any], models: list[str], colors: dict[str,
 def _masking(results: list[Any], models: list[str]) -> str:
     if not results:
         return ""
-    ordered = _ordered(results, models)
-    ran = [r for r in ordered if _ran(r)]
+    ordered = svg.by_model(results, models)
+    ran = [r for r in ordered if svg.ran(r)]
     out = [f"<h3>Gradient masking <code>{MASKING}</code></h3>"]
     if ran:
         out.append(
