@@ -1,8 +1,13 @@
-"""Localization geometry shared by checks that score saliency maps against objects: boxes
-(x0, y0, x1, y1), x1/y1 exclusive, their pixel masks, and the pointing-game tolerance."""
+"""Localization geometry and scores shared by checks that score saliency maps against
+objects: boxes (x0, y0, x1, y1), x1/y1 exclusive, and their pixel masks; the pointing game
+(Zhang et al. 2016) with its center-point baseline; the energy-based pointing game (Wang et
+al. 2020). Scores take the object as a bool region [B,H,W] (a segmentation mask, or
+:func:`box_masks` of a box) and maps [B,H,W] at image resolution."""
 from __future__ import annotations
 
 import torch
+
+from auditkit.saliency import minmax_normalize
 
 # Zhang et al. (2016) count a pointing-game hit within 15 pixels of the object at 224 x 224.
 POINTING_TOLERANCE_AT_224 = 15.0
@@ -39,3 +44,52 @@ def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:
     x1 = torch.where(cols, ar_w, -1).amax(dim=1) + 1
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
     return torch.where(masks.flatten(1).any(dim=1, keepdim=True), boxes, torch.full_like(boxes, float("nan")))
+
+
+def is_constant(maps: torch.Tensor) -> torch.Tensor:
+    """Bool [B]: maps that are constant (e.g. all zero after the ReLU): no evidence anywhere."""
+    flat = maps.flatten(1)
+    return flat.amax(dim=1) <= flat.amin(dim=1)
+
+
+def peak_points(maps: torch.Tensor) -> torch.Tensor:
+    """(col, row) [B,2] of each map's maximum (the first in row-major order)."""
+    idx = maps.flatten(1).argmax(dim=1)
+    w = maps.shape[-1]
+    return torch.stack([idx % w, idx // w], dim=1)
+
+
+def distance_to_region(points: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance in pixels from ``points`` (col, row) [B,2] to the nearest pixel of
+    each bool ``region`` [B,H,W]; 0 inside, inf for an empty region."""
+    _, h, w = region.shape
+    rows = torch.arange(h, device=region.device, dtype=torch.float32)
+    cols = torch.arange(w, device=region.device, dtype=torch.float32)
+    p = points.to(device=region.device, dtype=torch.float32)
+    d2 = (rows[None, :, None] - p[:, 1, None, None]) ** 2 + (cols[None, None, :] - p[:, 0, None, None]) ** 2
+    d2 = torch.where(region, d2, torch.full_like(d2, float("inf")))
+    return d2.flatten(1).amin(dim=1).sqrt()
+
+
+def pointing_hits(maps: torch.Tensor, region: torch.Tensor, tolerance_px: float) -> torch.Tensor:
+    """Pointing game (Zhang et al. 2016): bool [B], True when the map's maximum lies within
+    ``tolerance_px`` of the region. A constant map (no evidence, e.g. all zero after the ReLU)
+    points nowhere and is a miss."""
+    return (distance_to_region(peak_points(maps), region) <= tolerance_px) & ~is_constant(maps)
+
+
+def center_hits(region: torch.Tensor, tolerance_px: float) -> torch.Tensor:
+    """The pointing game of a map that always points at the image center, pixel
+    (col, row) = (W // 2, H // 2): bool [B]."""
+    b, h, w = region.shape
+    center = torch.tensor([w // 2, h // 2], device=region.device).expand(b, 2)
+    return distance_to_region(center, region) <= tolerance_px
+
+
+def energy_in_region(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Energy-based pointing game (Wang et al. 2020): the share of each min-max normalized
+    map's mass inside the region, float [B] in [0,1]; 0 for a constant map (it has no mass)."""
+    norm = minmax_normalize(maps)
+    inside = (norm * region).flatten(1).sum(dim=1)
+    total = norm.flatten(1).sum(dim=1)
+    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))

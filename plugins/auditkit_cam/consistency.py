@@ -12,16 +12,17 @@ import torch.nn.functional as F
 import auditkit
 from auditkit import Artifact, Check, Findings, UsageError
 from auditkit.batching import oom_backoff
-from auditkit.saliency import upsample
-
-from auditkit_cam.localization import (
+from auditkit.localization import (
     POINTING_TOLERANCE_AT_224,
+    box_masks,
     boxes_from_masks,
-    center_baseline_hits,
-    energy_in_box,
-    pointing_game_hits,
+    center_hits,
+    energy_in_region,
+    pointing_hits,
     pointing_tolerance_px,
 )
+from auditkit.saliency import upsample
+
 from auditkit_cam.maps import (
     class_activation_maps,
     grad_cam_identity_errors,
@@ -307,11 +308,11 @@ class _Tally:
             return
         self.tolerance_px = pointing_tolerance_px(height, width, tolerance_at_224)
         maps = upsample(F.relu(cam[keep]), (height, width))
-        boxes = boxes[keep].to(maps.dtype)
+        region = box_masks(boxes[keep].to(maps.dtype), height, width)
         self.n_localized += int(keep.sum())
-        self.pointing_hits += int(pointing_game_hits(maps, boxes, self.tolerance_px).sum())
-        self.center_hits += int(center_baseline_hits(boxes, height, width, self.tolerance_px).sum())
-        self.energy_sum += float(energy_in_box(maps, boxes).sum())
+        self.pointing_hits += int(pointing_hits(maps, region, self.tolerance_px).sum())
+        self.center_hits += int(center_hits(region, self.tolerance_px).sum())
+        self.energy_sum += float(energy_in_region(maps, region).sum())
 
     def metrics(self) -> dict[str, float]:
         out = {

@@ -10,9 +10,20 @@ import torch.nn.functional as F
 
 import auditkit
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
-from auditkit.localization import POINTING_TOLERANCE_AT_224, box_masks, boxes_from_masks, pointing_tolerance_px  # noqa: F401
+from auditkit.localization import (  # noqa: F401  (re-exported for the check's users and tests)
+    POINTING_TOLERANCE_AT_224,
+    box_masks,
+    boxes_from_masks,
+    center_hits,
+    energy_in_region,
+    is_constant,
+    peak_points,
+    pointing_hits,
+    pointing_tolerance_px,
+)
+from auditkit.saliency import minmax_normalize
 
-from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int, is_empty
+from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int
 from auditkit_gradcam.rendering import draw_box, draw_point, overlay_image, png_bytes
 from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test, wilson_interval
 
@@ -22,57 +33,6 @@ IOU_HIT = 0.5
 # level, and the energy gain's lower 95% bound reaches this share of the map's mass.
 SIGNIFICANCE = 0.05
 ENERGY_MARGIN = 0.05
-
-
-def peak_points(maps: torch.Tensor) -> torch.Tensor:
-    """(col, row) [B,2] of each map's maximum (the first in row-major order)."""
-    idx = maps.flatten(1).argmax(dim=1)
-    w = maps.shape[-1]
-    return torch.stack([idx % w, idx // w], dim=1)
-
-
-def distance_to_region(points: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance in pixels from ``points`` (col, row) [B,2] to the nearest pixel of
-    each bool ``region`` [B,H,W]; 0 inside, inf for an empty region."""
-    _, h, w = region.shape
-    rows = torch.arange(h, device=region.device, dtype=torch.float32)
-    cols = torch.arange(w, device=region.device, dtype=torch.float32)
-    p = points.to(torch.float32)
-    d2 = (rows[None, :, None] - p[:, 1, None, None]) ** 2 + (cols[None, None, :] - p[:, 0, None, None]) ** 2
-    d2 = torch.where(region, d2, torch.full_like(d2, float("inf")))
-    return d2.flatten(1).amin(dim=1).sqrt()
-
-
-def pointing_hits(maps: torch.Tensor, region: torch.Tensor, tolerance_px: float) -> torch.Tensor:
-    """Pointing game (Zhang et al. 2016): bool [B], True when the map's maximum lies within
-    ``tolerance_px`` of the region. A constant map (no evidence, e.g. all zero after the ReLU)
-    points nowhere and is a miss."""
-    return (distance_to_region(peak_points(maps), region) <= tolerance_px) & ~is_empty(maps)
-
-
-def center_hits(region: torch.Tensor, tolerance_px: float) -> torch.Tensor:
-    """The pointing game of a map that always points at the image center, pixel
-    (col, row) = (W // 2, H // 2): bool [B]."""
-    b, h, w = region.shape
-    center = torch.tensor([w // 2, h // 2], device=region.device).expand(b, 2)
-    return distance_to_region(center, region) <= tolerance_px
-
-
-def minmax(maps: torch.Tensor) -> torch.Tensor:
-    """Each map of [B,H,W] scaled to [0,1]; a constant map becomes all zeros."""
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1, keepdim=True)
-    span = flat.amax(dim=1, keepdim=True) - lo
-    return torch.where(span > 0, (flat - lo) / span.clamp_min(torch.finfo(flat.dtype).tiny), torch.zeros_like(flat)).view_as(maps)
-
-
-def energy_in_region(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Energy-based pointing game (Wang et al. 2020): the share of each min-max normalized
-    map's mass inside the region, float [B] in [0,1]; 0 for a constant map (it has no mass)."""
-    norm = minmax(maps)
-    inside = (norm * region).flatten(1).sum(dim=1)
-    total = norm.flatten(1).sum(dim=1)
-    return torch.where(total > 0, inside / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
 
 def connected_components(foreground: torch.Tensor) -> torch.Tensor:
@@ -115,7 +75,7 @@ def largest_component_boxes(maps: torch.Tensor, fraction: float = 0.2) -> torch.
     maximum and return the box (x0, y0, x1, y1), x1/y1 exclusive, of the largest 8-connected
     component [B,4]; NaN for a constant map."""
     b, h, w = maps.shape
-    labels = connected_components(minmax(maps) > fraction).view(b, -1)
+    labels = connected_components(minmax_normalize(maps) > fraction).view(b, -1)
     keys = labels + torch.arange(b, device=maps.device)[:, None] * (h * w + 1)
     sizes = torch.bincount(keys.reshape(-1), minlength=b * (h * w + 1)).view(b, h * w + 1)
     sizes[:, 0] = 0
@@ -275,7 +235,7 @@ class GradCamLocalization(Check):
             per_image["energy"].append(energy)
             per_image["share"].append(region.flatten(1).float().mean(dim=1))
             per_image["iou"].append(iou)
-            per_image["empty"].append(is_empty(maps))
+            per_image["empty"].append(is_constant(maps))
             worst.add(
                 hit.float() + energy,
                 images=images, maps=maps, boxes=gt_boxes, predicted=predicted_boxes, peaks=peak_points(maps),

@@ -107,9 +107,3 @@ class Explainer:
             return upsample(cams, tuple(x.shape[-2:]))
 
         return oom_backoff(compute, images, classes)
-
-
-def is_empty(maps: torch.Tensor) -> torch.Tensor:
-    """Bool [B]: maps that are constant (all zero after the ReLU): no evidence anywhere."""
-    flat = maps.flatten(1)
-    return flat.amax(dim=1) <= flat.amin(dim=1)

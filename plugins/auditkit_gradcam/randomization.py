@@ -12,9 +12,10 @@ from torch import nn
 
 import auditkit
 from auditkit import Artifact, Check, Findings, Threshold
+from auditkit.localization import is_constant
+from auditkit.saliency import minmax_normalize
 
-from auditkit_gradcam.localization import minmax
-from auditkit_gradcam.maps import Explainer, GradCamSettings, is_empty
+from auditkit_gradcam.maps import Explainer, GradCamSettings
 from auditkit_gradcam.rendering import overlay_image, png_bytes, strip
 from auditkit_gradcam.statistics import spearman_rows, ssim_rows
 
@@ -146,12 +147,12 @@ class GradCamRandomization(Check):
         for batch in ctx.batches(limit=explainer.n_images):
             classes = explainer.classes(batch)
             original = explainer.maps(ctx.target, batch.images, classes)
-            keep = ~is_empty(original)
+            keep = ~is_constant(original)
             n_empty += int((~keep).sum())
             if not bool(keep.any()):
                 continue
             images, classes, original = batch.images[keep], classes[keep], original[keep]
-            original_norm = minmax(original)
+            original_norm = minmax_normalize(original)
             # A fresh copy and a generator seeded the same way for every batch: each batch sees
             # the same randomized weights, and memory does not grow with the number of images.
             twin = copy.copy(ctx.target)
@@ -166,7 +167,7 @@ class GradCamRandomization(Check):
                 randomized = explainer.maps(twin, images, classes)
                 rank = torch.nan_to_num(spearman_rows(original, randomized), nan=0.0)
                 rank_sum[step] += rank.double().sum()
-                ssim_sum[step] += ssim_rows(original_norm, minmax(randomized)).double().sum()
+                ssim_sum[step] += ssim_rows(original_norm, minmax_normalize(randomized)).double().sum()
                 if show and step in shown_steps:
                     strip_pictures.append(overlay_image(images[0], randomized[0]))
             n_used += int(keep.sum())

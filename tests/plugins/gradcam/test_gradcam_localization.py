@@ -14,59 +14,13 @@ from scipy import ndimage
 
 import auditkit
 from auditkit import Outcome
-from auditkit_gradcam.localization import (
-    box_iou,
-    box_masks,
-    center_hits,
-    connected_components,
-    energy_in_region,
-    largest_component_boxes,
-    pointing_hits,
-    pointing_tolerance_px,
-)
+from auditkit_gradcam.localization import box_iou, connected_components, largest_component_boxes
 from gradcam_models import ColourEvidenceNet, two_squares
 
 CHECK = "gradcam.localization"
 
 
-# -- the metrics on hand-made maps ---------------------------------------------------------
-
-
-def test_box_masks_use_pixel_centers_and_exclusive_ends():
-    masks = box_masks(torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.4, 0.0, 1.6, 1.0], [0.6, 0.0, 1.4, 1.0], [math.nan] * 4]), 4, 6)
-    assert masks[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (2, 3, 4)]
-    assert masks[1].nonzero().tolist() == [[0, 0], [0, 1]]  # centers 0.5 and 1.5 lie in [0.4, 1.6)
-    assert not masks[2].any() and not masks[3].any()  # no center in [0.6, 1.4); a NaN box is empty
-
-
-def test_pointing_game_hit_miss_tolerance_and_empty_maps():
-    region = box_masks(torch.tensor([[10.0, 10.0, 20.0, 20.0]] * 4), 32, 32)
-    maps = torch.zeros(4, 32, 32)
-    maps[0, 15, 15] = 1.0  # inside
-    maps[1, 15, 23] = 1.0  # 4 px right of the last column (19): outside a 3 px tolerance
-    maps[2, 15, 22] = 1.0  # 3 px right: exactly at the tolerance
-    # maps[3] stays all zero: no evidence, a miss even though its argmax (0, 0) is arbitrary
-    assert pointing_hits(maps, region, 3.0).tolist() == [True, False, True, False]
-    assert pointing_hits(maps, region, 5.0).tolist() == [True, True, True, False]
-
-
-def test_center_baseline_points_at_pixel_w_half_h_half():
-    region = box_masks(torch.tensor([[16.0, 16.0, 20.0, 20.0], [20.0, 16.0, 24.0, 20.0], [0.0, 0.0, 4.0, 4.0]]), 32, 32)
-    # (16, 16) is the first box's top-left pixel; the second box starts 4 px to its right
-    assert center_hits(region, 3.0).tolist() == [True, False, False]
-    assert center_hits(region, 4.0).tolist() == [True, True, False]
-
-
-def test_energy_in_region_is_the_share_of_normalized_mass():
-    region = box_masks(torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 3), 4, 4)
-    maps = torch.zeros(3, 4, 4)
-    maps[0, :2, :2] = 1.0
-    maps[1] = 1.0
-    maps[1, 0, 0] = 3.0  # min-max normalized: 1 at (0,0), 0 elsewhere
-    maps[2, 0, 0] = 2.0
-    maps[2, 3, 3] = 2.0
-    assert energy_in_region(maps, region).tolist() == [1.0, 1.0, 0.5]
-    assert energy_in_region(torch.full((1, 4, 4), 7.0), region[:1]).tolist() == [0.0]
+# -- the check's own geometry (the shared scores are tested in tests/core/test_localization.py)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -100,11 +54,6 @@ def test_box_iou_known_values():
     a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 4.0, 4.0], [math.nan] * 4])
     b = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [4.0, 4.0, 8.0, 8.0], [0.0, 0.0, 1.0, 1.0]])
     assert box_iou(a, b).tolist() == pytest.approx([1.0, 50 / 150, 0.0, 0.0])
-
-
-def test_pointing_tolerance_is_15_px_at_224_scaled_by_the_shorter_side():
-    assert pointing_tolerance_px(224, 224) == 15.0
-    assert pointing_tolerance_px(32, 64) == pytest.approx(15 * 32 / 224)
 
 
 # -- a hand-set detector of a known colour -------------------------------------------------

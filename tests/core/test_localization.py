@@ -1,4 +1,5 @@
-"""The localization scores used on CAM: exact small cases and brute-force reference versions."""
+"""The shared localization scores (auditkit.localization), used by gradcam.localization on
+object masks and by cam.consistency on boxes: exact small cases and brute-force references."""
 from __future__ import annotations
 
 import math
@@ -7,16 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from auditkit_cam.localization import (
+from auditkit.localization import (
     box_masks,
-    box_pixel_ranges,
     boxes_from_masks,
-    center_baseline_hits,
-    distance_to_box,
-    energy_in_box,
-    pointing_game_hits,
+    center_hits,
+    distance_to_region,
+    energy_in_region,
+    pointing_hits,
     pointing_tolerance_px,
 )
+
+
+def pointing_game_hits(maps, boxes, tolerance_px):
+    return pointing_hits(maps, box_masks(boxes, *maps.shape[-2:]), tolerance_px)
+
+
+def energy_in_box(maps, boxes):
+    return energy_in_region(maps, box_masks(boxes, *maps.shape[-2:]))
 
 
 def test_tolerance_is_15_px_at_224_scaled_by_the_shorter_side():
@@ -25,43 +33,55 @@ def test_tolerance_is_15_px_at_224_scaled_by_the_shorter_side():
     assert pointing_tolerance_px(112, 448) == 7.5
 
 
-def test_box_pixels_follow_pixel_centres_with_exclusive_ends():
-    ranges = box_pixel_ranges(torch.tensor([[3.0, 2.0, 8.0, 6.0], [3.4, 2.6, 7.5, 6.6]]))
-    assert ranges.tolist() == [[3, 2, 7, 5], [3, 3, 6, 6]]
-    mask = box_masks(torch.tensor([[3.0, 2.0, 8.0, 6.0]]), 10, 12)[0]
-    expected = torch.zeros(10, 12, dtype=torch.bool)
-    expected[2:6, 3:8] = True
-    assert torch.equal(mask, expected)
-
-
 def test_boxes_from_masks_round_trip_and_empty_masks_have_no_box():
     boxes = torch.tensor([[3.0, 2.0, 8.0, 6.0], [0.0, 0.0, 12.0, 10.0], [11.0, 9.0, 12.0, 10.0]])
     assert torch.equal(boxes_from_masks(box_masks(boxes, 10, 12)), boxes)
     assert torch.isnan(boxes_from_masks(torch.zeros(1, 10, 12, dtype=torch.bool))).all()
 
 
-def test_distance_to_box():
-    box = torch.tensor([[3.0, 2.0, 8.0, 6.0]]).expand(4, 4)  # cols 3-7, rows 2-5
-    points = torch.tensor([[5, 3], [8, 3], [8, 6], [0, 9]])
-    assert distance_to_box(points, box).tolist() == pytest.approx([0.0, 1.0, math.sqrt(2), math.hypot(3, 4)])
+def test_distance_to_region():
+    region = box_masks(torch.tensor([[3.0, 2.0, 8.0, 6.0]]).expand(5, 4), 10, 12)  # cols 3-7, rows 2-5
+    region[4] = False
+    points = torch.tensor([[5, 3], [8, 3], [8, 6], [0, 9], [5, 3]])
+    expected = [0.0, 1.0, math.sqrt(2), math.hypot(3, 4), math.inf]
+    assert distance_to_region(points, region).tolist() == pytest.approx(expected)
 
 
-def test_pointing_game_exact_cases():
-    box = torch.tensor([[3.0, 2.0, 8.0, 6.0]])
-    maps = torch.zeros(4, 10, 12)
-    maps[0, 4, 5] = 1.0  # inside
-    maps[1, 4, 9] = 1.0  # 2 px right of the box
-    maps[2, 7, 9] = 1.0  # (2, 2) away: 2.83 px
-    # maps[3] is constant: points nowhere
-    hits = pointing_game_hits(maps, box.expand(4, 4), tolerance_px=2.0)
-    assert hits.tolist() == [True, True, False, False]
-    assert pointing_game_hits(maps, box.expand(4, 4), tolerance_px=1.99).tolist() == [True, False, False, False]
+def test_box_masks_use_pixel_centers_and_exclusive_ends():
+    masks = box_masks(torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.4, 0.0, 1.6, 1.0], [0.6, 0.0, 1.4, 1.0], [math.nan] * 4]), 4, 6)
+    assert masks[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (2, 3, 4)]
+    assert masks[1].nonzero().tolist() == [[0, 0], [0, 1]]  # centers 0.5 and 1.5 lie in [0.4, 1.6)
+    assert not masks[2].any() and not masks[3].any()  # no center in [0.6, 1.4); a NaN box is empty
 
 
-def test_center_baseline_points_at_the_center_pixel():
-    # 10 x 12 image: center pixel (col 6, row 5)
-    boxes = torch.tensor([[6.0, 5.0, 7.0, 6.0], [8.0, 5.0, 9.0, 6.0], [0.0, 0.0, 3.0, 3.0]])
-    assert center_baseline_hits(boxes, 10, 12, tolerance_px=2.0).tolist() == [True, True, False]
+def test_pointing_game_hit_miss_tolerance_and_empty_maps():
+    region = box_masks(torch.tensor([[10.0, 10.0, 20.0, 20.0]] * 4), 32, 32)
+    maps = torch.zeros(4, 32, 32)
+    maps[0, 15, 15] = 1.0  # inside
+    maps[1, 15, 23] = 1.0  # 4 px right of the last column (19): outside a 3 px tolerance
+    maps[2, 15, 22] = 1.0  # 3 px right: exactly at the tolerance
+    # maps[3] stays all zero: no evidence, a miss even though its argmax (0, 0) is arbitrary
+    assert pointing_hits(maps, region, 3.0).tolist() == [True, False, True, False]
+    assert pointing_hits(maps, region, 5.0).tolist() == [True, True, True, False]
+
+
+def test_center_baseline_points_at_pixel_w_half_h_half():
+    region = box_masks(torch.tensor([[16.0, 16.0, 20.0, 20.0], [20.0, 16.0, 24.0, 20.0], [0.0, 0.0, 4.0, 4.0]]), 32, 32)
+    # (16, 16) is the first box's top-left pixel; the second box starts 4 px to its right
+    assert center_hits(region, 3.0).tolist() == [True, False, False]
+    assert center_hits(region, 4.0).tolist() == [True, True, False]
+
+
+def test_energy_in_region_is_the_share_of_normalized_mass():
+    region = box_masks(torch.tensor([[0.0, 0.0, 2.0, 2.0]] * 3), 4, 4)
+    maps = torch.zeros(3, 4, 4)
+    maps[0, :2, :2] = 1.0
+    maps[1] = 1.0
+    maps[1, 0, 0] = 3.0  # min-max normalized: 1 at (0,0), 0 elsewhere
+    maps[2, 0, 0] = 2.0
+    maps[2, 3, 3] = 2.0
+    assert energy_in_region(maps, region).tolist() == [1.0, 1.0, 0.5]
+    assert energy_in_region(torch.full((1, 4, 4), 7.0), region[:1]).tolist() == [0.0]
 
 
 def test_energy_in_box_exact():
