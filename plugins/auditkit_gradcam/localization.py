@@ -22,10 +22,11 @@ from auditkit.localization import (  # noqa: F401  (re-exported for the check's 
     pointing_tolerance_px,
 )
 from auditkit.saliency import minmax_normalize
+from auditkit.stats import wilson_interval
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int
 from auditkit_gradcam.rendering import draw_box, draw_point, overlay_image, png_bytes
-from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test, wilson_interval
+from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test
 
 # Zhou et al. (2016): a localization is correct when its box overlaps the object's with IoU >= 0.5.
 IOU_HIT = 0.5

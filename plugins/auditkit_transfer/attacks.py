@@ -2,7 +2,6 @@
 L2; untargeted and targeted), the random-noise control, metric names and Wilson intervals."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
@@ -16,8 +15,6 @@ from auditkit.budgets import budget_label
 ATTACKS = ("fgsm", "pgd", "mifgsm")
 NORMS = ("linf", "l2")
 MODES = ("untargeted", "targeted")
-#: z for a two-sided 95% interval.
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -184,15 +181,3 @@ class TransferMeasurement:
         entry[0] += hits
         entry[1] += proxy_hits
         entry[2] += n
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (good at 0, 1 and small n); (nan, nan)
-    when n is 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)

@@ -14,6 +14,7 @@ import torch
 
 from auditkit import Artifact, Check, Findings, TargetError, Threshold, UsageError, skip
 from auditkit.batching import oom_backoff
+from auditkit.stats import wilson_interval
 
 from auditkit_transfer.attacks import (
     ATTACKS,
@@ -24,7 +25,6 @@ from auditkit_transfer.attacks import (
     random_other_class,
     supported,
     threat_key,
-    wilson_interval,
 )
 from auditkit_transfer.proxy import (
     TrainingLog,

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
+from auditkit.stats import wilson_interval
 
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
 from auditkit_whitebox.attacks import (
@@ -29,23 +30,6 @@ LINF_EPS: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 L2_EPS: tuple[float, ...] = (0.25, 0.5, 1.0)
 
 _NORM_NAMES = {"linf": "Linf", "l2": "L2"}
-
-# Two-sided 95% normal quantile for the Wilson score interval.
-_Z95 = 1.959963984540054
-
-
-def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (95% by default): unlike the
-    normal approximation it stays inside [0,1] and is sensible at 0/n and n/n, which is where
-    robust accuracies live. ``(nan, nan)`` when ``n`` is 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
 
 def median(values: list[float]) -> float:
     """The median (mean of the two middle values for an even count); ``inf`` when more than

@@ -15,31 +15,7 @@ from auditkit_gradcam.statistics import (
     paired_sign_test,
     spearman_rows,
     ssim_rows,
-    wilson_interval,
 )
-
-
-@pytest.mark.parametrize(
-    ("k", "n", "expected"),
-    [
-        # Newcombe (1998), Table I: Wilson score intervals
-        (81, 263, (0.2553, 0.3662)),
-        (15, 148, (0.0624, 0.1605)),
-        (0, 20, (0.0, 0.1611)),
-        (1, 29, (0.0061, 0.1718)),
-    ],
-)
-def test_wilson_interval_matches_newcombe_1998(k, n, expected):
-    low, high = wilson_interval(k, n)
-    assert (low, high) == pytest.approx(expected, abs=1e-4)
-
-
-def test_wilson_interval_edge_cases():
-    assert all(math.isnan(v) for v in wilson_interval(0, 0))
-    low, high = wilson_interval(10, 10)
-    assert high == 1.0 and low == pytest.approx(0.7225, abs=1e-4)
-    with pytest.raises(ValueError, match="successes must lie in"):
-        wilson_interval(11, 10)
 
 
 def test_binomial_tail_and_sign_test_are_exact():
