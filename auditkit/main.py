@@ -133,7 +133,8 @@ def load_baselines(
         if announce is not None:
             training = target.info.get("training") or {}
             acc = f", validation accuracy {training['val_acc']:.2f}" if "val_acc" in training else ""
-            announce(f"baseline {arch}: {target.info['source']}{acc} ({time.perf_counter() - t0:.1f}s)")
+            weak = target.info.get("quality", {}).get("note")
+            announce(f"baseline {arch}: {target.info['source']}{acc} ({time.perf_counter() - t0:.1f}s)" + (f"\n  warning: {weak}" if weak else ""))
     return loaded
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from auditkit.baselines.training import Budget, Recipe, TrainingReport, train_classifier
 from auditkit.data.base import AuditData
 from auditkit.errors import UsageError
+from auditkit.stats import wilson_interval
 from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 # AlexNet's stride-4 11x11 stem and three max-pools need inputs of at least 63 px.
 ALEXNET_MIN_SIZE = 63
 # Bumped whenever training code changes what a recipe produces, so caches retrain.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 RECIPES: dict[str, Recipe] = {
     # Krizhevsky et al. 2012: SGD, momentum 0.9, weight decay 5e-4, dropout 0.5 (in the
@@ -35,7 +36,8 @@ RECIPES: dict[str, Recipe] = {
     # 0.3 during training, the auxiliary heads dropped at audit time.
     "googlenet": Recipe(lr=0.01, momentum=0.9, weight_decay=2e-4, schedule="plateau", aux_weight=0.3),
     # He et al. 2016: SGD momentum 0.9, weight decay 1e-4, batch normalization, learning rate
-    # 0.1 divided by 10 on plateaus (0.05 here: the batches are small).
+    # 0.1 at batch 256 divided by 10 on plateaus; 0.01 here for batches of 32 (the linear
+    # scaling rule of Goyal et al. 2017 gives 0.0125).
     "resnet18": Recipe(lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="plateau"),
     "resnet50": Recipe(lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="plateau"),
 }
@@ -181,12 +183,33 @@ def load_baseline(
                 torch.save({"state_dict": model.state_dict(), "report": asdict(report)}, tmp)
                 os.replace(tmp, path)  # atomic: a concurrent or interrupted run never reads half a file
                 info["cache_path"] = str(path)
+    if info.get("training", {}).get("val_images"):
+        info["quality"] = training_quality(info["training"], data.num_classes)
     target = Target(
         model, name=arch, role="baseline", spec=f"baseline:{arch}", mean=mean, std=std, device=device,
         description="; ".join(spec.adaptations()),
     )
     target.info = info
     return target
+
+
+def training_quality(report: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """Whether a trained baseline learned the task: its validation accuracy with a 95% Wilson
+    interval against chance (1 / classes). ``weak`` when the interval's lower end does not
+    clear chance, so comparisons against the baseline say little; ``note`` says so in words."""
+    n = int(report["val_images"])
+    acc = float(report["val_acc"])
+    chance = 1.0 / max(1, num_classes)
+    low, high = wilson_interval(int(round(acc * n)), n)
+    weak = not low > chance
+    quality: dict[str, Any] = {"val_acc": acc, "val_acc_ci_low": low, "val_acc_ci_high": high, "chance": chance, "weak": weak}
+    if weak:
+        quality["note"] = (
+            f"validation accuracy {acc:.2f} on {n} images is not above chance ({chance:.2f}) with 95% confidence: "
+            "comparisons against this baseline say little; train it longer (--baseline-epochs, --baseline-seconds), "
+            "on a GPU, or give its weights (baseline_weights)"
+        )
+    return quality
 
 
 def _pretrained_file(arch: str) -> Path | None:

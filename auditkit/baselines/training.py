@@ -19,15 +19,22 @@ from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, reduce_to_logits
 @dataclass(frozen=True)
 class Recipe:
     """An SGD recipe. ``schedule="plateau"`` divides the learning rate by 10 when the
-    validation loss has not improved for ``plateau_patience`` epochs. ``aux_weight`` weights
-    auxiliary classifier losses (GoogLeNet). Augmentation: random horizontal flips and
-    translations of up to ``translate`` of the image side (the classic crop-and-flip)."""
+    validation loss has not improved for ``plateau_patience`` epochs, and for at least
+    ``plateau_min_steps`` optimizer steps: on a few hundred images an epoch is a dozen steps,
+    and a patience counted in epochs alone would cut the rate before training has begun.
+    The rate rises linearly from zero over the first ``warmup_steps`` steps (Goyal et al.
+    2017), which keeps a randomly initialized network from diverging in its first steps.
+    ``aux_weight`` weights auxiliary classifier losses (GoogLeNet). Augmentation: random
+    horizontal flips and translations of up to ``translate`` of the image side (the classic
+    crop-and-flip)."""
 
     lr: float
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "plateau"
     plateau_patience: int = 2
+    plateau_min_steps: int = 150
+    warmup_steps: int = 50
     aux_weight: float = 0.0
     batch_size: int = 32
     translate: float = 0.1
@@ -38,7 +45,9 @@ class Recipe:
 class Budget:
     """How much training a baseline gets: at most ``max_epochs`` epochs and ``max_seconds``
     of wall time, stopping early after ``patience`` epochs without a better validation loss
-    (the best weights are kept). ``val_fraction`` of the train split is held out."""
+    (the best weights are kept; the patience is stretched so that the learning rate can be
+    divided at least once before training stops). ``val_fraction`` of the train split is
+    held out."""
 
     max_epochs: int = 30
     max_seconds: float = 300.0
@@ -56,6 +65,9 @@ class TrainingReport:
     train_images: int
     val_images: int
     stopped: str
+    steps: int = 0
+    final_lr: float = 0.0
+    lr_drops: int = 0
 
 
 def _augment(x: torch.Tensor, recipe: Recipe, g: torch.Generator) -> torch.Tensor:
@@ -98,13 +110,19 @@ def train_classifier(
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=recipe.plateau_patience)
+    steps_per_epoch = max(1, math.ceil(len(train_idx) / recipe.batch_size))
+    plateau_patience = max(recipe.plateau_patience, math.ceil(recipe.plateau_min_steps / steps_per_epoch))
+    stop_patience = max(budget.patience, 2 * plateau_patience + 1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=plateau_patience)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, recipe.warmup_steps)))
     scaler = torch.amp.GradScaler("cuda", enabled=on_cuda)
     best = (math.inf, 0.0, 0)
     best_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     stopped = "max_epochs"
     epochs_run = 0
+    steps = 0
+    lr_drops = 0
     epochs: Iterable[int] = range(budget.max_epochs)
     if progress is not None:
         epochs = progress(epochs, total=budget.max_epochs, desc=f"training baseline {name}")
@@ -124,14 +142,19 @@ def train_classifier(
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            steps += 1
+            if warmup.last_epoch < recipe.warmup_steps:
+                warmup.step()
         epochs_run = epoch + 1
         val_loss, val_acc = evaluate(model, data, val_idx or train_idx, device, mean, std)
-        if recipe.schedule == "plateau":
+        if recipe.schedule == "plateau" and warmup.last_epoch >= recipe.warmup_steps:  # not mid-warm-up
+            before = opt.param_groups[0]["lr"]
             sched.step(val_loss)
+            lr_drops += int(opt.param_groups[0]["lr"] < before)
         if val_loss < best[0] - 1e-4:
             best = (val_loss, val_acc, epoch + 1)
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch + 1 - best[2] >= budget.patience:
+        elif epoch + 1 - best[2] >= stop_patience:
             stopped = "early_stop"
             break
         if time.perf_counter() - start > budget.max_seconds:
@@ -151,6 +174,9 @@ def train_classifier(
         train_images=len(train_idx),
         val_images=len(val_idx),
         stopped=stopped,
+        steps=steps,
+        final_lr=float(opt.param_groups[0]["lr"]),
+        lr_drops=lr_drops,
     )
 
 

@@ -413,7 +413,7 @@ def _models(results: Sequence[CheckResult], report: Mapping[str, Any] | None) ->
     models = []
     for name in names:
         m = {"name": name, "role": roles.get(name, "target"), "spec": "", "params": None, "white_box": None,
-             "gap_head": None, "input_size": None, "num_classes": None, **info.get(name, {})}
+             "gap_head": None, "input_size": None, "num_classes": None, "info": None, **info.get(name, {})}
         params = m.get("params")
         m["params_text"] = "" if not params else (f"{params / 1e6:.2f}M" if params >= 1e5 else str(params))
         models.append(m)
