@@ -34,6 +34,9 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="audit a model", description="Audit a model on a dataset and write reports.")
     run.add_argument("--model", help="torchvision:NAME, file.py:factory, module:factory, a .pt2 or TorchScript file")
     run.add_argument("--weights", help="state_dict for the model (loaded with weights_only=True)")
+    run.add_argument("--weights-dir", dest="weights_dir", metavar="DIR",
+                     help="a folder of pretrained torchvision checkpoints, searched before the torch hub cache "
+                     "(for ?weights= models and the baselines; nothing is downloaded)")
     run.add_argument("--data", help="synthetic:shapes[?n=..&size=..], an ImageFolder dir, a COCO JSON, file.py:factory")
     run.add_argument("--checks", help="comma-separated check ids or family.* patterns")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="select checks whose id matches EXPR (and/or/not)")
@@ -42,6 +45,7 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     run.add_argument("--baseline-weights", action="append", default=[], metavar="NAME=PATH",
                      help="a state_dict checkpoint for a baseline instead of training it (repeatable)")
     run.add_argument("--baseline-epochs", type=int, help="training budget per baseline in epochs (default 15)")
+    run.add_argument("--baseline-seconds", type=float, help="training time budget per baseline in seconds (default 90)")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--seed", type=int)
     run.add_argument("--max-images", type=int, dest="max_images", help="audit at most N evaluation images")
@@ -95,6 +99,7 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
     cli = {
         "model": args.model,
         "weights": args.weights,
+        "weights_dir": args.weights_dir,
         "data": args.data,
         "keyword": args.keyword,
         "device": args.device,
@@ -125,6 +130,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
         config.baseline_weights[name] = path
     if args.baseline_epochs is not None:
         config.baseline_epochs = args.baseline_epochs
+    if args.baseline_seconds is not None:
+        config.baseline_seconds = args.baseline_seconds
     config.plugins = list(config.plugins) + list(args.plugins)
     config.verbosity = args.verbose - args.quiet
     if config.json is None:

@@ -23,6 +23,7 @@ class Config:
 
     model: str | None = None
     weights: str | None = None
+    weights_dir: str | None = None
     data: str = "synthetic:shapes"
     select: list[str] | None = None
     keyword: str | None = None
@@ -69,6 +70,7 @@ class Config:
 _FILE_KEYS: dict[str, Any] = {
     "model": str,
     "weights": str,
+    "weights_dir": str,
     "data": str,
     "select": list,
     "keyword": str,

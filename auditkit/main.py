@@ -65,6 +65,7 @@ def load_target(config: Config, pm: Any, data: AuditData, device: torch.device) 
         device=str(device),
         mean=tuple(config.mean) if config.mean else None,
         std=tuple(config.std) if config.std else None,
+        weights_dir=config.weights_dir,
     )
     target = pm.hook.auditkit_load_model(spec=config.model, options=options, config=config)
     if target is None:
@@ -120,6 +121,11 @@ def load_baselines(
     extra = set(config.baseline_weights) - set(config.baselines)
     if extra:
         raise UsageError(f"baseline_weights names {', '.join(sorted(extra))}, which are not among the baselines {config.baselines}")
+    if config.baseline_epochs < 1 or not config.baseline_seconds > 0:
+        raise UsageError(
+            f"baseline budget: epochs must be at least 1 and seconds above 0, got "
+            f"baseline_epochs={config.baseline_epochs}, baseline_seconds={config.baseline_seconds}"
+        )
     budget = Budget(max_epochs=config.baseline_epochs, max_seconds=float(config.baseline_seconds))
     progress = progress_bar(config)
     loaded = []
@@ -127,14 +133,15 @@ def load_baselines(
         t0 = time.perf_counter()
         target = load_baseline(
             arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
-            budget=budget, progress=progress,
+            budget=budget, progress=progress, weights_dir=config.weights_dir,
         )
         loaded.append(target)
         if announce is not None:
             training = target.info.get("training") or {}
             acc = f", validation accuracy {training['val_acc']:.2f}" if "val_acc" in training else ""
             weak = target.info.get("quality", {}).get("note")
-            announce(f"baseline {arch}: {target.info['source']}{acc} ({time.perf_counter() - t0:.1f}s)" + (f"\n  warning: {weak}" if weak else ""))
+            init = f" ({target.info['init']})" if target.info.get("init") else ""
+            announce(f"baseline {arch}: {target.info['source']}{init}{acc} ({time.perf_counter() - t0:.1f}s)" + (f"\n  warning: {weak}" if weak else ""))
     return loaded
 
 
@@ -199,6 +206,9 @@ def audit(
     keyword: str | None = None,
     baselines: Sequence[str] = (),
     baseline_weights: dict[str, str] | None = None,
+    baseline_epochs: int = 15,
+    baseline_seconds: float = 90.0,
+    weights_dir: str | None = None,
     device: str = "auto",
     seed: int = 0,
     max_images: int | None = None,
@@ -226,6 +236,9 @@ def audit(
         ``"googlenet"``, ``"resnet18"``, ``"resnet50"``); none by default here (the command
         line defaults to the three classics). Trained once per data and cached.
     :param baseline_weights: state_dict checkpoints by baseline name, instead of training.
+    :param baseline_epochs, baseline_seconds: the training budget of each baseline.
+    :param weights_dir: a folder of pretrained torchvision checkpoints, searched before the
+        torch hub cache (for ``?weights=`` specs and the baselines).
     :param settings: per-check settings and thresholds, as the config's per-check tables:
         ``{"accuracy.clean": {"thresholds": {"top1": {"min": 0.5}}}}``.
     :param plugins: plugin objects (modules or instances) to register for this audit.
@@ -247,6 +260,9 @@ def audit(
         keyword=keyword,
         baselines=list(baselines),
         baseline_weights=dict(baseline_weights or {}),
+        baseline_epochs=baseline_epochs,
+        baseline_seconds=baseline_seconds,
+        weights_dir=weights_dir,
         device=device,
         seed=seed,
         max_images=max_images,

@@ -7,7 +7,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 ALEXNET_MIN_SIZE = 63
 # Bumped whenever training code changes what a recipe produces, so caches retrain.
 RECIPE_VERSION = 2
+# Fine-tuning from pretrained weights uses the recipe's learning rate divided by this.
+FINE_TUNE_LR_DIVISOR = 10.0
+# Parameters a pretrained checkpoint may lack or size differently for the task: the heads.
+HEAD_PREFIXES = ("fc.", "classifier.", "aux1.", "aux2.")
 
 RECIPES: dict[str, Recipe] = {
     # Krizhevsky et al. 2012: SGD, momentum 0.9, weight decay 5e-4, dropout 0.5 (in the
@@ -87,11 +91,13 @@ def available() -> list[str]:
     return sorted(RECIPES)
 
 
-def build(spec: BaselineSpec, *, aux_logits: bool = False) -> nn.Module:
-    """The torchvision architecture sized for the task (random weights)."""
+def build(spec: BaselineSpec, *, aux_logits: bool = False, pretrained: bool = False) -> nn.Module:
+    """The torchvision architecture sized for the task (random weights). ``pretrained``: it
+    will receive torchvision's pretrained weights, so GoogLeNet gets the input transform its
+    checkpoint expects (as torchvision's own builder does)."""
     kwargs: dict[str, Any] = {"weights": None, "num_classes": spec.num_classes}
     if spec.arch == "googlenet":
-        kwargs.update(init_weights=True, aux_logits=aux_logits)
+        kwargs.update(init_weights=not pretrained, aux_logits=aux_logits, transform_input=pretrained)
     net = torchvision.models.get_model(spec.arch, **kwargs)
     if spec.arch == "alexnet" and spec.image_size < ALEXNET_MIN_SIZE:
         return ResizeInput(net, ALEXNET_MIN_SIZE)
@@ -103,8 +109,9 @@ def cache_dir() -> Path:
     return Path(root) / "baselines"
 
 
-def cache_key(spec: BaselineSpec, data: AuditData, recipe: Recipe, budget: Budget, seed: int) -> str:
+def cache_key(spec: BaselineSpec, data: AuditData, recipe: Recipe, budget: Budget, seed: int, init: str = "scratch") -> str:
     payload = {
+        "init": init,
         "data": data.fingerprint(),
         "arch": spec.arch,
         "num_classes": spec.num_classes,
@@ -131,13 +138,17 @@ def load_baseline(
     budget: Budget | None = None,
     progress: Callable[..., Iterable] | None = None,
     use_cache: bool = True,
+    weights_dir: str | None = None,
 ) -> Target:
     """A baseline Target (role "baseline", named after the architecture) for ``data``.
 
-    Weights, in order: ``checkpoint`` (a state_dict path); pretrained torchvision weights
-    when the task has 1000 classes and the file is in the local torch hub cache; the cache
-    of earlier trainings keyed by data fingerprint, architecture, recipe, budget and seed;
-    otherwise training on the data's train split with the architecture's classic recipe.
+    Weights, in order: ``checkpoint`` (a state_dict path); pretrained torchvision weights as
+    they are when the task has 1000 classes and the file is local (``weights_dir``, then the
+    torch hub cache; never downloaded); the cache of earlier trainings keyed by data
+    fingerprint, architecture, recipe, budget, seed and initialization; otherwise training on
+    the data's train split with the architecture's classic recipe: fine-tuned from the local
+    pretrained weights when they exist (classifier resized, learning rate / 10), from scratch
+    when they do not.
     """
     if arch not in RECIPES:
         raise UsageError(f"--baselines: unknown baseline {arch!r}; expected some of {', '.join(available())} or none")
@@ -146,21 +157,23 @@ def load_baseline(
     budget = budget or Budget()
     recipe = RECIPES[arch]
     info: dict[str, Any] = {"adaptations": spec.adaptations(), "recipe": asdict(recipe)}
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    pretrained = None if checkpoint else pretrained_file(arch, weights_dir)
     if checkpoint:
         model = build(spec)
         _load_checkpoint(model, checkpoint, arch)
         info["source"] = f"checkpoint {checkpoint}"
-    elif data.num_classes == 1000 and _pretrained_file(arch) is not None:
-        model = build(spec)
-        state = torch.load(_pretrained_file(arch), map_location="cpu", weights_only=True)
-        target_net = model.net if isinstance(model, ResizeInput) else model
-        target_net.load_state_dict(_strip_aux(state), strict=False)
-        info["source"] = f"pretrained {PRETRAINED[arch]} (local cache)"
+    elif pretrained is not None and data.num_classes == 1000:
+        model = build(spec, pretrained=True)
+        _load_pretrained(model, pretrained, arch, heads=False)
+        info["source"] = f"pretrained {PRETRAINED[arch]} ({pretrained})"
     else:
-        key = cache_key(spec, data, recipe, budget, seed)
+        init = "scratch" if pretrained is None else f"pretrained {PRETRAINED[arch]}"
+        if pretrained is not None:
+            recipe = replace(recipe, lr=recipe.lr / FINE_TUNE_LR_DIVISOR)
+            info.update(recipe=asdict(recipe), init=f"{init} ({pretrained}), classifier resized and fine-tuned")
+        key = cache_key(spec, data, recipe, budget, seed, init)
         path = cache_dir() / f"{arch}-{key}.pt"
-        model = build(spec)
+        model = build(spec, pretrained=pretrained is not None)
         if use_cache and path.is_file():
             saved = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["state_dict"])
@@ -171,7 +184,9 @@ def load_baseline(
                     f"baseline {arch}: data {data.spec!r} has no train split to train it on; "
                     "give a checkpoint or use --baselines none"
                 )
-            trainable = build(spec, aux_logits=True)
+            trainable = build(spec, aux_logits=True, pretrained=pretrained is not None)
+            if pretrained is not None:
+                _load_pretrained(trainable, pretrained, arch, heads=True)
             report = train_classifier(
                 trainable, data, recipe, budget, device=device, seed=seed, progress=progress, name=arch
             )
@@ -186,8 +201,8 @@ def load_baseline(
     if info.get("training", {}).get("val_images"):
         info["quality"] = training_quality(info["training"], data.num_classes)
     target = Target(
-        model, name=arch, role="baseline", spec=f"baseline:{arch}", mean=mean, std=std, device=device,
-        description="; ".join(spec.adaptations()),
+        model, name=arch, role="baseline", spec=f"baseline:{arch}", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        device=device, description="; ".join(spec.adaptations()),
     )
     target.info = info
     return target
@@ -212,11 +227,45 @@ def training_quality(report: dict[str, Any], num_classes: int) -> dict[str, Any]
     return quality
 
 
-def _pretrained_file(arch: str) -> Path | None:
+def pretrained_file(arch: str, weights_dir: str | None = None) -> Path | None:
+    """The local file of ``arch``'s pretrained torchvision weights (``weights_dir``, then the
+    torch hub cache), or None; nothing is downloaded."""
+    from auditkit.models.loaders import find_pretrained_file
+
     enum_name, member = PRETRAINED[arch].split(".")
-    weights = getattr(getattr(torchvision.models, enum_name), member)
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    return path if path.is_file() else None
+    return find_pretrained_file(getattr(getattr(torchvision.models, enum_name), member), weights_dir)
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    return model.net if isinstance(model, ResizeInput) else model
+
+
+def _load_pretrained(model: nn.Module, path: Path, arch: str, *, heads: bool) -> None:
+    """Load torchvision's pretrained ``arch`` weights from ``path``. ``heads=False``: the
+    whole network, exactly (auxiliary heads dropped). ``heads=True``: every tensor whose shape
+    fits; the classifier (and GoogLeNet's auxiliary classifiers) may stay freshly initialized
+    for the task, but nothing else may be missing."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"baseline {arch}: cannot read pretrained weights {str(path)!r}: {exc}") from exc
+    net = _inner(model)
+    if not heads:
+        try:
+            net.load_state_dict(_strip_aux(state))
+        except RuntimeError as exc:
+            raise UsageError(f"baseline {arch}: {str(path)!r} is not torchvision's {PRETRAINED[arch]}: {exc}") from exc
+        return
+    own = net.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in fitting]
+    if any(not k.startswith(HEAD_PREFIXES) for k in missing):
+        body = [k for k in missing if not k.startswith(HEAD_PREFIXES)]
+        raise UsageError(
+            f"baseline {arch}: {str(path)!r} is not torchvision's {PRETRAINED[arch]}: it lacks or misshapes "
+            f"{len(body)} tensors outside the classifier, e.g. {', '.join(body[:3])}"
+        )
+    net.load_state_dict(fitting, strict=False)
 
 
 def _load_checkpoint(model: nn.Module, path: str, arch: str) -> None:
@@ -228,7 +277,7 @@ def _load_checkpoint(model: nn.Module, path: str, arch: str) -> None:
         raise UsageError(f"baseline {arch}: cannot read checkpoint {path!r} as a state_dict: {exc}") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    net = model.net if isinstance(model, ResizeInput) else model
+    net = _inner(model)
     state = _strip_aux({k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()})
     try:
         net.load_state_dict(state)

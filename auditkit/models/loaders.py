@@ -231,18 +231,32 @@ def _torchvision_weights(spec: str, name: str, value: str) -> Any:
     return enum[member]
 
 
-def _find_pretrained_checkpoint(spec: str, weights: Any, options: ModelOptions) -> Path:
+def pretrained_search_dirs(weights_dir: str | None = None) -> list[Path]:
+    """Where pretrained torchvision checkpoints are looked for, in order: ``weights_dir``
+    (``--weights-dir``), then the torch hub cache ($TORCH_HOME/hub/checkpoints). Nothing is
+    ever downloaded."""
+    dirs = [Path(weights_dir).expanduser()] if weights_dir else []
+    return dirs + [Path(torch.hub.get_dir()) / "checkpoints"]
+
+
+def find_pretrained_file(weights: Any, weights_dir: str | None = None) -> Path | None:
+    """The local file of torchvision ``weights`` (named as in its URL), or None."""
     filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    searched = []
-    if options.weights_dir:
-        searched.append(Path(options.weights_dir).expanduser())
-    searched.append(Path(torch.hub.get_dir()) / "checkpoints")
-    for directory in searched:
+    for directory in pretrained_search_dirs(weights_dir):
         if (directory / filename).is_file():
             return directory / filename
+    return None
+
+
+def _find_pretrained_checkpoint(spec: str, weights: Any, options: ModelOptions) -> Path:
+    found = find_pretrained_file(weights, options.weights_dir)
+    if found is not None:
+        return found
+    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
+    searched = pretrained_search_dirs(options.weights_dir)
     raise UsageError(
         f"model {spec!r}: downloads are disabled and {filename} (for {weights}) is not in "
-        f"{', '.join(str(d) for d in searched)}; put the file there or pass a weights directory"
+        f"{', '.join(str(d) for d in searched)}; put the file there or pass --weights-dir DIR"
     )
 
 

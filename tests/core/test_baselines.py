@@ -2,15 +2,18 @@
 or training with the classic recipes, and relative thresholds against them."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import pytest
 import torch
+import torchvision
 
 import auditkit
 from auditkit import Check, Findings, Outcome, Target, Threshold
 from auditkit.baselines import (
     ALEXNET_MIN_SIZE,
+    PRETRAINED,
     RECIPES,
     Budget,
     BaselineSpec,
@@ -21,6 +24,7 @@ from auditkit.baselines import (
 )
 from auditkit.baselines import training
 from auditkit.config import Config
+from auditkit.data.base import AuditData, TensorSplit
 from auditkit.data.loaders import load_data
 from auditkit.errors import UsageError
 from auditkit.main import load_baselines, run_audit
@@ -34,6 +38,7 @@ TINY = Budget(max_epochs=1, max_seconds=60, patience=1)
 @pytest.fixture(autouse=True)
 def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no pretrained weights unless a test puts them
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +201,67 @@ def test_weak_baselines_are_announced_and_reported(small, tmp_path):
     assert quality["weak"]  # one epoch on 20 images: at chance
     assert "warning: validation accuracy" in lines[0] and "--baseline-epochs" in lines[0]
     assert target.describe()["info"]["quality"]["weak"] is True
+
+
+def _save_pretrained(arch: str, directory, **kwargs) -> dict[str, torch.Tensor]:
+    """A stand-in for torchvision's pretrained checkpoint: the architecture's state_dict with
+    seeded random weights, under the file name of the weights' URL (nothing is downloaded)."""
+    torch.manual_seed(3)
+    state = torchvision.models.get_model(arch, weights=None, **kwargs).state_dict()
+    enum_name, member = PRETRAINED[arch].split(".")
+    url = getattr(getattr(torchvision.models, enum_name), member).url
+    torch.save(state, directory / os.path.basename(url))
+    return state
+
+
+def test_local_pretrained_weights_are_fine_tuned_for_another_task(small, tmp_path, monkeypatch):
+    state = _save_pretrained("resnet18", tmp_path)
+    seen = {}
+    real = training.train_classifier
+
+    def spy(model, data, recipe, budget, **kwargs):
+        seen.update(conv1=model.conv1.weight.detach().clone(), classes=model.fc.out_features, lr=recipe.lr)
+        return real(model, data, recipe, budget, **kwargs)
+
+    monkeypatch.setattr("auditkit.baselines.train_classifier", spy)
+    target = load_baseline("resnet18", small, device=CPU, budget=TINY, weights_dir=str(tmp_path))
+    assert torch.equal(seen["conv1"], state["conv1.weight"])  # training starts from the checkpoint
+    assert seen["classes"] == small.num_classes and seen["lr"] == pytest.approx(RECIPES["resnet18"].lr / 10)
+    assert target.info["source"] == "trained"
+    assert target.info["init"].startswith("pretrained ResNet18_Weights.IMAGENET1K_V1")
+    # without the weights it trains from scratch, a different cache entry
+    scratch = load_baseline("resnet18", small, device=CPU, budget=TINY)
+    assert scratch.info["source"] == "trained" and "init" not in scratch.info
+
+
+def test_googlenet_fine_tunes_with_the_input_transform_its_checkpoint_expects(small, tmp_path):
+    _save_pretrained("googlenet", tmp_path, aux_logits=True, init_weights=False, transform_input=True)
+    target = load_baseline("googlenet", small, device=CPU, budget=TINY, weights_dir=str(tmp_path), use_cache=False)
+    assert target.model.transform_input and target.model.aux1 is None
+    assert target(torch.rand(2, 3, 32, 32)).shape == (2, small.num_classes)
+
+
+def test_pretrained_weights_are_used_as_they_are_for_a_1000_class_task(tmp_path, monkeypatch):
+    state = _save_pretrained("alexnet", tmp_path)
+    images = torch.rand(4, 3, 64, 64)
+    data = AuditData("imagenet-like", TensorSplit(images, torch.arange(4)), num_classes=1000)
+    monkeypatch.setattr("auditkit.baselines.train_classifier", lambda *a, **k: pytest.fail("trained"))
+    target = load_baseline("alexnet", data, device=CPU, weights_dir=str(tmp_path))
+    assert target.info["source"].startswith("pretrained AlexNet_Weights.IMAGENET1K_V1")
+    torch.testing.assert_close(target.model.classifier[6].weight, state["classifier.6.weight"])
+    # a file that is not that architecture's checkpoint is a clear error, not a silent partial load
+    torch.save({"conv.weight": torch.zeros(1)}, next(tmp_path.glob("alexnet-*.pth")))
+    with pytest.raises(UsageError, match="is not torchvision's AlexNet_Weights.IMAGENET1K_V1"):
+        load_baseline("alexnet", data, device=CPU, weights_dir=str(tmp_path))
+
+
+def test_budget_and_weights_dir_from_the_command_line(small, tmp_path, monkeypatch):
+    from auditkit.cli import build_parser, config_from_args
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "--model", "m", "--weights-dir", "w", "--baseline-epochs", "3", "--baseline-seconds", "12.5"]
+    config = config_from_args(build_parser().parse_args(argv), argv)
+    assert (config.weights_dir, config.baseline_epochs, config.baseline_seconds) == ("w", 3, 12.5)
+    config.baseline_seconds = 0
+    with pytest.raises(UsageError, match="baseline budget: epochs must be at least 1 and seconds above 0"):
+        load_baselines(config, small, CPU)
