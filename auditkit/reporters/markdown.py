@@ -17,7 +17,6 @@ def _cell(value: Any) -> str:
 
 def build_markdown(session: Any) -> str:
     counts = session.counts()
-    failed = counts["failed"] + counts["error"]
     verdict = "❌ **audit failed**" if session.exitstatus == 1 else (
         "✅ **audit passed**" if session.exitstatus == 0 else f"⚠️ **audit ended with exit code {session.exitstatus}**")
     parts = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
@@ -45,6 +44,10 @@ def build_markdown(session: Any) -> str:
     for (check, metric), values in by_key.items():
         icon = _ICONS.get(outcome.get(check, ""), "")
         lines.append(f"| {icon} `{check}` | {metric} | " + " | ".join(_cell(values.get(n)) for n in names) + " |")
+    weak = [b for b in session.baselines if (getattr(b, "info", None) or {}).get("quality", {}).get("weak")]
+    if weak:
+        lines += ["", "⚠️ Weak baselines (validation accuracy not above chance; comparisons against them say little): "
+                  + ", ".join(f"{b.name} ({b.info['quality']['val_acc']:.2f})" for b in weak)]
     skipped = [r for r in session.results if r.role == "target" and r.outcome is Outcome.SKIPPED]
     if skipped:
         lines += ["", "<details><summary>skipped</summary>", ""]

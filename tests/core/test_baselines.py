@@ -2,9 +2,11 @@
 or training with the classic recipes, and relative thresholds against them."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 
+import jsonschema
 import pytest
 import torch
 import torchvision
@@ -29,6 +31,7 @@ from auditkit.data.loaders import load_data
 from auditkit.errors import UsageError
 from auditkit.main import load_baselines, run_audit
 from auditkit.plugin_manager import get_plugin_manager
+from auditkit.reporters.json_report import load_schema
 from auditkit.testing.models import TinyGAPNet
 
 CPU = torch.device("cpu")
@@ -265,3 +268,20 @@ def test_budget_and_weights_dir_from_the_command_line(small, tmp_path, monkeypat
     config.baseline_seconds = 0
     with pytest.raises(UsageError, match="baseline budget: epochs must be at least 1 and seconds above 0"):
         load_baselines(config, small, CPU)
+
+
+def test_weak_baselines_are_named_in_the_markdown_summary_and_the_scorecard(small, tmp_path):
+    run = auditkit.audit(
+        TinyGAPNet(num_classes=small.num_classes), small, ["accuracy.clean"], baselines=["resnet18"],
+        baseline_epochs=1, device="cpu", md=str(tmp_path / "s.md"), html=str(tmp_path / "s.html"),
+        json=str(tmp_path / "r.json"),
+    )
+    assert run.exit_code == 0
+    md = (tmp_path / "s.md").read_text()
+    assert "Weak baselines (validation accuracy not above chance" in md and "resnet18 (" in md
+    page = (tmp_path / "s.html").read_text()
+    assert '<strong class="weak">weak baseline:</strong> validation accuracy' in page
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, load_schema())
+    (model,) = [m for m in report["models"] if m["name"] == "resnet18"]
+    assert model["info"]["quality"]["weak"] is True and model["info"]["source"] == "trained"
