@@ -236,6 +236,8 @@ def pretrained_search_dirs(weights_dir: str | None = None) -> list[Path]:
     (``--weights-dir``), then the torch hub cache ($TORCH_HOME/hub/checkpoints). Nothing is
     ever downloaded."""
     dirs = [Path(weights_dir).expanduser()] if weights_dir else []
+    if dirs and not dirs[0].is_dir():
+        raise UsageError(f"--weights-dir {weights_dir!r} is not a directory; expected a folder of torchvision checkpoints")
     return dirs + [Path(torch.hub.get_dir()) / "checkpoints"]
 
 

@@ -265,6 +265,9 @@ def test_budget_and_weights_dir_from_the_command_line(small, tmp_path, monkeypat
     argv = ["run", "--model", "m", "--weights-dir", "w", "--baseline-epochs", "3", "--baseline-seconds", "12.5"]
     config = config_from_args(build_parser().parse_args(argv), argv)
     assert (config.weights_dir, config.baseline_epochs, config.baseline_seconds) == ("w", 3, 12.5)
+    with pytest.raises(UsageError, match="--weights-dir 'w' is not a directory; expected a folder"):
+        load_baselines(config, small, CPU)
+    config.weights_dir = None
     config.baseline_seconds = 0
     with pytest.raises(UsageError, match="baseline budget: epochs must be at least 1 and seconds above 0"):
         load_baselines(config, small, CPU)

@@ -384,12 +384,18 @@ def test_pretrained_googlenet_loads_aux_heads_then_drops_them(tmp_path, offline_
 
 
 def test_pretrained_weights_absent_is_an_offline_error(tmp_path, offline_hub):
+    (tmp_path / "w").mkdir()
     with pytest.raises(UsageError) as err:
         load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions(weights_dir=str(tmp_path / "w")))
     message = str(err.value)
     assert "downloads are disabled" in message
     assert RESNET18_CHECKPOINT in message
     assert str(tmp_path / "w") in message and str(offline_hub / "checkpoints") in message
+
+
+def test_a_weights_dir_that_is_not_a_directory_is_a_usage_error(tmp_path, offline_hub):
+    with pytest.raises(UsageError, match="--weights-dir .*missing' is not a directory"):
+        load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions(weights_dir=str(tmp_path / "missing")))
 
 
 def test_pretrained_weights_need_their_number_of_classes(offline_hub):
