@@ -149,7 +149,26 @@ def load_baseline(
     the data's train split with the architecture's classic recipe: fine-tuned from the local
     pretrained weights when they exist (classifier resized, learning rate / 10), from scratch
     when they do not.
+
+    Deterministic for a seed on the CPU: initialization and training draw from a seeded,
+    forked random state, so the caller's random stream is left as it was.
     """
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return _load_baseline(arch, data, device, seed, checkpoint, budget, progress, use_cache, weights_dir)
+
+
+def _load_baseline(
+    arch: str,
+    data: AuditData,
+    device: torch.device,
+    seed: int,
+    checkpoint: str | None,
+    budget: Budget | None,
+    progress: Callable[..., Iterable] | None,
+    use_cache: bool,
+    weights_dir: str | None,
+) -> Target:
     if arch not in RECIPES:
         raise UsageError(f"--baselines: unknown baseline {arch!r}; expected some of {', '.join(available())} or none")
     size = int(data.image_shape[-1])

@@ -288,3 +288,14 @@ def test_weak_baselines_are_named_in_the_markdown_summary_and_the_scorecard(smal
     jsonschema.validate(report, load_schema())
     (model,) = [m for m in report["models"] if m["name"] == "resnet18"]
     assert model["info"]["quality"]["weak"] is True and model["info"]["source"] == "trained"
+
+
+def test_training_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone(small):
+    torch.manual_seed(123)
+    expected_next = torch.rand(3, generator=torch.Generator().manual_seed(123))
+    runs = [load_baseline("resnet18", small, device=CPU, budget=TINY, seed=s, use_cache=False) for s in (7, 7, 8)]
+    same = [torch.equal(a, b) for a, b in zip(runs[0].model.state_dict().values(), runs[1].model.state_dict().values())]
+    assert all(same)
+    assert runs[0].info["training"] == runs[1].info["training"] | {"seconds": runs[0].info["training"]["seconds"]}
+    assert not torch.equal(runs[0].model.fc.weight, runs[2].model.fc.weight)
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream continues untouched
