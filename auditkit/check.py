@@ -2,6 +2,7 @@
 CheckResult (the frozen record reporters read), Outcome, and skip()/xfail()."""
 from __future__ import annotations
 
+import base64
 import dataclasses
 import enum
 import fnmatch
@@ -144,12 +145,63 @@ class CheckResult:
             out["traceback"] = self.traceback
         if self.details:
             out["details"] = _jsonable(self.details)
+        nonfinite = {k: _nonfinite_name(v) for k, v in self.metrics.items() if not math.isfinite(float(v))}
+        if nonfinite:
+            out["nonfinite"] = nonfinite
         if self.artifacts:
-            out["artifacts"] = [
-                {"name": a.name, "kind": a.kind, "caption": a.caption}
-                for a in self.artifacts
-            ]
+            out["artifacts"] = [artifact_to_json(a) for a in self.artifacts]
         return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "CheckResult":
+        """The result back from :meth:`to_json`'s dict (a JSON report's ``results`` entry):
+        metrics (non-finite values restored from ``nonfinite``), thresholds, details and
+        artifacts with their data, so reports such as the scorecard can be rebuilt from the
+        JSON alone. Non-finite numbers inside ``details`` come back as None."""
+        special = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+        nonfinite = data.get("nonfinite") or {}
+        metrics = {
+            k: special[nonfinite[k]] if k in nonfinite else (math.nan if v is None else float(v))
+            for k, v in (data.get("metrics") or {}).items()
+        }
+        return cls(
+            check=str(data["check"]),
+            model=str(data["model"]),
+            outcome=Outcome(data["outcome"]),
+            metrics=metrics,
+            thresholds={k: dict(v) for k, v in (data.get("thresholds") or {}).items()},
+            message=str(data.get("message", "")),
+            duration_s=float(data.get("duration_s", 0.0)),
+            traceback=data.get("traceback"),
+            headline=tuple(data.get("headline") or ()),
+            artifacts=tuple(artifact_from_json(a) for a in data.get("artifacts") or ()),
+            details=dict(data.get("details") or {}),
+            role=str(data.get("role", "target")),
+            directions=dict(data.get("directions") or {}),
+        )
+
+
+def _nonfinite_name(v: float) -> str:
+    v = float(v)
+    return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+
+
+def artifact_to_json(artifact: Artifact) -> dict[str, Any]:
+    """An artifact as JSON: bytes (PNG images) base64-encoded with ``"encoding": "base64"``,
+    curves, tables and text as they are (non-finite numbers become null)."""
+    out: dict[str, Any] = {"name": artifact.name, "kind": artifact.kind, "caption": artifact.caption}
+    if isinstance(artifact.data, (bytes, bytearray)):
+        out.update(encoding="base64", data=base64.b64encode(bytes(artifact.data)).decode("ascii"))
+    else:
+        out["data"] = _jsonable(artifact.data)
+    return out
+
+
+def artifact_from_json(data: Mapping[str, Any]) -> Artifact:
+    payload = data.get("data")
+    if data.get("encoding") == "base64" and isinstance(payload, str):
+        payload = base64.b64decode(payload)
+    return Artifact(str(data["name"]), str(data["kind"]), payload, str(data.get("caption", "")))
 
 
 def _json_number(v: float) -> float | None:

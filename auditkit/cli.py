@@ -29,7 +29,7 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
         description="pytest-style robustness and interpretability audits for PyTorch image classifiers",
     )
     parser.add_argument("--version", action="version", version=f"auditkit {auditkit.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,checks}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,checks,report}")
 
     run = sub.add_parser("run", help="audit a model", description="Audit a model on a dataset and write reports.")
     run.add_argument("--model", help="torchvision:NAME, file.py:factory, module:factory, a .pt2 or TorchScript file")
@@ -75,6 +75,15 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
 
     checks = sub.add_parser("checks", help="list every registered check", description="List registered checks.")
     _add_common(checks)
+
+    report = sub.add_parser(
+        "report", help="rebuild the HTML scorecard from a JSON report",
+        description="Rebuild the HTML scorecard from a JSON report alone (results, artifacts and configuration "
+        "are in the JSON): render an audit that ran elsewhere, e.g. in another CI job.",
+    )
+    report.add_argument("json_report", metavar="REPORT.json")
+    report.add_argument("--html", help="where to write the scorecard (default: REPORT.html beside the JSON)")
+    _add_common(report)
     return parser
 
 
@@ -183,6 +192,20 @@ def cmd_checks(argv: Sequence[str]) -> int:
     return ExitCode.OK
 
 
+def cmd_report(argv: Sequence[str]) -> int:
+    from auditkit.compare import load_report
+    from auditkit.plugin_manager import get_plugin_manager
+    from auditkit.reporters.html import scorecard_from_report, write_scorecard
+
+    args = build_parser().parse_args(["report", *argv])
+    report = load_report(args.json_report, what="auditkit report")
+    plugins = [p for p in (report.get("config") or {}).get("plugins") or [] if isinstance(p, str)]
+    pm = get_plugin_manager([*plugins, *args.plugins], confdir=Path.cwd())
+    path = write_scorecard(scorecard_from_report(report, pm), args.html or Path(args.json_report).with_suffix(".html"))
+    print(f"HTML scorecard: {path}")
+    return ExitCode.OK
+
+
 def cmd_demo(argv: Sequence[str]) -> int:
     from auditkit.demo import run_demo
 
@@ -194,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.simplefilter("default", UserWarning)
-    commands = {"run": cmd_run, "checks": cmd_checks, "demo": cmd_demo}
+    commands = {"run": cmd_run, "checks": cmd_checks, "demo": cmd_demo, "report": cmd_report}
     if not argv or argv[0] not in commands:
         parser = build_parser()
         if not argv or argv[0] in ("-h", "--help", "--version"):
@@ -203,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except SystemExit as exc:
                 return int(exc.code or 0)
         parser.print_usage(sys.stderr)
-        print(f"auditkit: error: unknown command {argv[0]!r}; expected one of: run, demo, checks", file=sys.stderr)
+        print(f"auditkit: error: unknown command {argv[0]!r}; expected one of: run, demo, checks, report", file=sys.stderr)
         return ExitCode.USAGE_ERROR
     try:
         return commands[argv[0]](argv[1:])

@@ -31,16 +31,17 @@ class Regression:
                 "current": self.current, "direction": self.direction}
 
 
-def load_report(path: str | Path) -> dict[str, Any]:
+def load_report(path: str | Path, what: str = "--compare") -> dict[str, Any]:
+    """An auditkit JSON report read from ``path``; ``what`` names the option in errors."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--compare {path}: no such file; expected an earlier auditkit JSON report")
+        raise UsageError(f"{what} {path}: no such file; expected an earlier auditkit JSON report")
     try:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--compare {path}: not JSON ({exc}); expected an earlier auditkit JSON report") from exc
+        raise UsageError(f"{what} {path}: not JSON ({exc}); expected an earlier auditkit JSON report") from exc
     if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("auditkit.report/"):
-        raise UsageError(f"--compare {path}: not an auditkit report (no 'schema': 'auditkit.report/1')")
+        raise UsageError(f"{what} {path}: not an auditkit report (no 'schema': 'auditkit.report/1')")
     return report
 
 

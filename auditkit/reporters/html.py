@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from auditkit.check import CheckResult, Outcome, Threshold
+from auditkit.errors import UsageError
 from auditkit.plugin_manager import hookimpl
 from auditkit.reporters import svg
 
@@ -538,6 +539,27 @@ def render_scorecard(
     for s in sections:
         s["markup"] = markupsafe.Markup(s["html"])  # plugins build their html from escaped values
     return _environment_jinja().get_template(TEMPLATE).render(**context)
+
+
+def scorecard_from_report(report: Mapping[str, Any], pm: Any = None) -> str:
+    """Render the scorecard from a JSON report alone (``auditkit report REPORT.json``): the
+    results, with their artifacts, come back through :meth:`CheckResult.from_json` and the
+    configuration from the report's ``config``. Plugins in ``pm`` add their sections as in
+    the run itself."""
+    import dataclasses
+
+    from auditkit.config import Config
+
+    try:
+        results = [CheckResult.from_json(r) for r in report.get("results", [])]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UsageError(f"the report's results are malformed ({type(exc).__name__}: {exc})") from exc
+    recorded = dict(report.get("config") or {})
+    names = {f.name for f in dataclasses.fields(Config)} - {"options", "pluginmanager", "invocation"}
+    config = Config(**{k: v for k, v in recorded.items() if k in names})
+    if recorded.get("command"):
+        config.invocation = shlex.split(str(recorded["command"]))
+    return render_scorecard(results, config, pm=pm, report=report)
 
 
 # -------------------------------------------------------------------------------------------

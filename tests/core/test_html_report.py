@@ -651,3 +651,61 @@ def test_chromium_renders_the_scorecard_without_errors_or_requests(tmp_path):
         assert colours is None or len(colours) > 8  # the verdict banner and its text, not a blank page
     dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'id="verdict"' in dom and 'class="comparison"' in dom
+
+
+# -- rebuilding the scorecard from the JSON report alone ------------------------------------
+
+
+def test_results_round_trip_through_json_with_artifacts_and_non_finite_metrics():
+    import json
+
+    original = result(
+        "thirdparty.widget", "target", "failed", metrics={"a": 0.25, "up": math.inf, "down": -math.inf, "none": math.nan},
+        thresholds={"a": {"op": "min", "value": 0.5}}, headline=("a", "up"), directions={"a": "higher"},
+        message="m", details={"k": [1, 2]}, traceback="tb", duration_s=1.5,
+        artifacts=(Artifact("picture", "image/png", png(), "a picture"), Artifact("trend", "curve", {"x": [1], "y": [2.0]})),
+    )
+    data = json.loads(json.dumps(original.to_json(), allow_nan=False))
+    assert data["metrics"]["up"] is None and data["nonfinite"] == {"up": "inf", "down": "-inf", "none": "nan"}
+    back = CheckResult.from_json(data)
+    assert back.artifacts == original.artifacts and back.artifacts[0].data == png()
+    assert back.metrics["up"] == math.inf and back.metrics["down"] == -math.inf and math.isnan(back.metrics["none"])
+    assert (back.check, back.model, back.outcome, back.metrics["a"], back.thresholds, back.headline, back.directions,
+            back.message, dict(back.details), back.traceback, back.duration_s) == (
+        original.check, original.model, original.outcome, 0.25, original.thresholds, original.headline,
+        original.directions, "m", {"k": [1, 2]}, "tb", 1.5)
+
+
+def test_auditkit_report_rebuilds_the_same_scorecard_from_the_json(tmp_path, monkeypatch):
+    from auditkit.cli import main
+    from auditkit.testing.models import TinyGAPNet
+
+    monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+    run = auditkit.audit(
+        TinyGAPNet(num_classes=4), "synthetic:shapes?n=8&train=24&size=32&background=plain",
+        ["accuracy.clean", "gradcam.localization", "whitebox.fgsm"], device="cpu",
+        settings={"whitebox.fgsm": {"linf_eps": [8 / 255], "l2_eps": []}}, baselines=["resnet18"], baseline_epochs=1,
+        json=str(tmp_path / "r.json"), html=str(tmp_path / "run.html"),
+    )
+    assert run.exit_code in (0, 1)
+    assert main(["report", str(tmp_path / "r.json"), "--html", str(tmp_path / "rebuilt.html")]) == 0
+    page = (tmp_path / "run.html").read_bytes()
+    assert b"data:image/png;base64," in page  # the artifacts' pictures made it through the JSON
+    assert (tmp_path / "rebuilt.html").read_bytes() == page
+    assert main(["report", str(tmp_path / "missing.json")]) == 4
+
+
+def test_a_baseline_loaded_from_a_checkpoint_renders_its_source(tmp_path, monkeypatch):
+    import torch
+
+    from auditkit.baselines import BaselineSpec, build
+    from auditkit.testing.models import TinyGAPNet
+
+    monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / "cache"))
+    torch.save(build(BaselineSpec("resnet18", 4, 32)).state_dict(), tmp_path / "r18.pt")
+    auditkit.audit(
+        TinyGAPNet(num_classes=4), "synthetic:shapes?n=8&train=24&size=32&background=plain", ["accuracy.clean"],
+        device="cpu", baselines=["resnet18"], baseline_weights={"resnet18": str(tmp_path / "r18.pt")},
+        html=str(tmp_path / "s.html"),
+    )
+    assert f"checkpoint {tmp_path / 'r18.pt'}" in (tmp_path / "s.html").read_text()
