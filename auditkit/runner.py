@@ -38,6 +38,7 @@ def auditkit_make_result(
     metrics = {k: float(v) for k, v in findings.metrics.items()}
     failures = list(findings.failures)
     thresholds: dict[str, dict[str, Any]] = {}
+    weak_notes: list[str] = []
     for t in check.active_thresholds:
         reference = None
         key = t.metric if t.baseline is None else f"{t.metric}@{t.baseline}"
@@ -52,6 +53,9 @@ def auditkit_make_result(
                 thresholds[key] = entry
                 continue
             entry["reference"] = reference
+            if _is_weak(ctx, t.baseline):
+                entry["weak_baseline"] = True
+                weak_notes.append(f"{t.baseline} is a weak baseline (validation accuracy not above chance)")
         thresholds[key] = entry
         value = metrics.get(t.metric)
         if value is None:
@@ -62,6 +66,8 @@ def auditkit_make_result(
     message = "; ".join(failures) if failures else findings.message
     if failures and findings.message:
         message = f"{message} ({findings.message})"
+    if weak_notes:  # a relative threshold against a baseline that did not learn the task gates on little
+        message = "; ".join([message, *dict.fromkeys(weak_notes)]) if message else "; ".join(dict.fromkeys(weak_notes))
     return CheckResult(
         outcome=Outcome.FAILED if failures else Outcome.PASSED,
         metrics=metrics,
@@ -72,3 +78,11 @@ def auditkit_make_result(
         directions={m: d for m in metrics if (d := check.direction(m)) is not None},
         **common,
     )
+
+
+def _is_weak(ctx: Any, name: str) -> bool:
+    session = getattr(ctx, "session", None)
+    for baseline in getattr(session, "baselines", ()):
+        if baseline.name == name:
+            return bool(((getattr(baseline, "info", None) or {}).get("quality") or {}).get("weak"))
+    return False

@@ -184,6 +184,17 @@ def test_relative_thresholds_compare_with_the_baseline(small, value, outcome):
         assert target.message == "score=0.85 violates score >= 0.9 x ref"
 
 
+def test_a_relative_threshold_against_a_weak_baseline_says_so(small):
+    config = Config(checks={"test.score": {"value": 0.95}}, progress=False)
+    pm = get_plugin_manager(autoload=False, extra=[_Plugin()])
+    baseline = Target(TinyGAPNet(num_classes=4), name="ref", role="baseline")
+    baseline.info = {"quality": training_quality({"val_acc": 0.25, "val_images": 100}, 4)}
+    session = run_audit(config, pm, model=TinyGAPNet(num_classes=4), data=small, baselines=[baseline])
+    target = {(r.model, r.check): r for r in session.results}["target", "test.score"]
+    assert target.outcome is Outcome.PASSED and target.thresholds["score@ref"]["weak_baseline"] is True
+    assert target.message == "ref is a weak baseline (validation accuracy not above chance)"
+
+
 @pytest.mark.parametrize(
     "val_acc, n, classes, weak",
     # Wilson 95% lower ends: 40/115 -> 0.267 > 0.25; 33/115 -> 0.212; 0.6 on 10 -> 0.31 < 0.5
