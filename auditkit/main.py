@@ -2,6 +2,7 @@
 data and models through hooks, collect and select checks, run, report."""
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -17,6 +18,8 @@ from auditkit.errors import TargetError, UsageError
 from auditkit.reporters.json_report import build_report
 from auditkit.session import AuditRun, AuditSession, ExitCode, resolve_device
 from auditkit.target import BlackBoxTarget, Target
+
+log = logging.getLogger(__name__)
 
 
 def registered_checks(config: Config, pm: Any) -> list[tuple[type[Check], str]]:
@@ -108,10 +111,19 @@ def probe(target: Any, data: AuditData, device: torch.device) -> None:
 
 
 def load_baselines(
-    config: Config, data: AuditData, device: torch.device, announce: Callable[[str], None] | None = None
+    config: Config,
+    data: AuditData,
+    device: torch.device,
+    announce: Callable[[str], None] | None = None,
+    notes: list[str] | None = None,
 ) -> list[Any]:
     """The classic baselines named in ``config.baselines``, trained or loaded for ``data``;
-    ``announce`` receives one line per baseline saying where its weights came from."""
+    ``announce`` receives one line per baseline saying where its weights came from.
+
+    A mistake in what the user asked for (an unknown baseline, a bad checkpoint) is a
+    ``UsageError``. A baseline that fails otherwise (training crashed, out of memory) is left
+    out with a warning, so it never costs the audit of the user's model; ``notes`` collects
+    those and the weak-baseline notes for the report's ``warnings``."""
     from auditkit.baselines import Budget, available, load_baseline
     from auditkit.session import progress_bar
 
@@ -129,17 +141,29 @@ def load_baselines(
     budget = Budget(max_epochs=config.baseline_epochs, max_seconds=float(config.baseline_seconds))
     progress = progress_bar(config)
     loaded = []
+    notes = [] if notes is None else notes
     for arch in config.baselines:
         t0 = time.perf_counter()
-        target = load_baseline(
-            arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
-            budget=budget, progress=progress, weights_dir=config.weights_dir,
-        )
+        try:
+            target = load_baseline(
+                arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
+                budget=budget, progress=progress, weights_dir=config.weights_dir,
+            )
+        except UsageError:
+            raise
+        except Exception as exc:
+            log.debug("baseline %s failed", arch, exc_info=True)
+            notes.append(f"baseline {arch} left out: it could not be trained or loaded ({type(exc).__name__}: {exc})")
+            if announce is not None:
+                announce(f"warning: {notes[-1]}; the audit goes on without it")
+            continue
         loaded.append(target)
+        weak = target.info.get("quality", {}).get("note")
+        if weak:
+            notes.append(f"baseline {arch}: {weak}")
         if announce is not None:
             training = target.info.get("training") or {}
             acc = f", validation accuracy {training['val_acc']:.2f}" if "val_acc" in training else ""
-            weak = target.info.get("quality", {}).get("note")
             init = f" ({target.info['init']})" if target.info.get("init") else ""
             announce(f"baseline {arch}: {target.info['source']}{init}{acc} ({time.perf_counter() - t0:.1f}s)" + (f"\n  warning: {weak}" if weak else ""))
     return loaded
@@ -176,11 +200,13 @@ def run_audit(
     checks = collect_checks(config, pm)
     previous = load_report(config.compare) if config.compare else None  # a bad path fails before any training
     announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
-    baselines = list(baselines) or load_baselines(config, data, device, announce)
+    notes: list[str] = []
+    baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
     for t in [target, *baselines]:
         t.device = device
         probe(t, data, device)
     session = AuditSession(config, pm, data=data, target=target, baselines=baselines)
+    session.warnings = notes
     session.checks = checks
     if reporter is not None:
         reporter.session_start(session)

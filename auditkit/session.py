@@ -201,6 +201,7 @@ class AuditSession:
         self.report: dict[str, Any] | None = None
         self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
         self.regressions: list[Any] = []  # auditkit.compare.Regression, with --compare
+        self.warnings: list[str] = []  # what the report should say beside the results (weak or missing baselines)
 
     @property
     def all_targets(self) -> list[Any]:

@@ -514,6 +514,7 @@ def render_scorecard(
                 if isinstance(g, Mapping)
             ],
             "compared_with": ((report or {}).get("comparison") or {}).get("previous"),
+            "warnings": [str(w) for w in (report or {}).get("warnings") or []],
         },
         "counts": counts,
         "duration": summary.get("duration_s"),

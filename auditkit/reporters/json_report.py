@@ -36,6 +36,7 @@ def build_report(session: Any) -> dict[str, Any]:
         },
         "models": [t.describe() for t in (session.target, *session.baselines)],
         "results": [r.to_json() for r in session.results],
+        **({"warnings": list(session.warnings)} if getattr(session, "warnings", None) else {}),
         **(
             {"comparison": {"previous": session.config.compare, "regressions": [r.to_json() for r in session.regressions]}}
             if session.config.compare

@@ -310,3 +310,27 @@ def test_training_is_deterministic_for_a_seed_and_leaves_the_global_rng_alone(sm
     assert runs[0].info["training"] == runs[1].info["training"] | {"seconds": runs[0].info["training"]["seconds"]}
     assert not torch.equal(runs[0].model.fc.weight, runs[2].model.fc.weight)
     assert torch.equal(torch.rand(3), expected_next)  # the caller's random stream continues untouched
+
+
+def test_a_baseline_that_crashes_is_left_out_and_the_audit_goes_on(small, tmp_path, monkeypatch):
+    real = training.train_classifier
+
+    def crash_googlenet(model, data, recipe, budget, **kwargs):
+        if kwargs.get("name") == "googlenet":
+            raise RuntimeError("simulated: CUDA out of memory")
+        return real(model, data, recipe, budget, **kwargs)
+
+    monkeypatch.setattr("auditkit.baselines.train_classifier", crash_googlenet)
+    run = auditkit.audit(
+        TinyGAPNet(num_classes=small.num_classes), small, ["accuracy.clean"], baselines=["googlenet", "resnet18"],
+        baseline_epochs=1, device="cpu", json=str(tmp_path / "r.json"), html=str(tmp_path / "s.html"),
+    )
+    assert run.exit_code == 0
+    assert sorted({r.model for r in run.results}) == ["resnet18", "target"]
+    assert "<li>baseline googlenet left out: it could not be trained or loaded" in (tmp_path / "s.html").read_text()
+    report = json.loads((tmp_path / "r.json").read_text())
+    jsonschema.validate(report, load_schema())
+    assert report["warnings"][0] == (
+        "baseline googlenet left out: it could not be trained or loaded (RuntimeError: simulated: CUDA out of memory)"
+    )
+    assert report["warnings"][1].startswith("baseline resnet18: validation accuracy")  # weak after one epoch
