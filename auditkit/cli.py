@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import traceback
@@ -192,6 +193,13 @@ def cmd_checks(argv: Sequence[str]) -> int:
     return ExitCode.OK
 
 
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package, an empty or relative name
+        return False
+
+
 def cmd_report(argv: Sequence[str]) -> int:
     from auditkit.compare import load_report
     from auditkit.plugin_manager import get_plugin_manager
@@ -199,7 +207,15 @@ def cmd_report(argv: Sequence[str]) -> int:
 
     args = build_parser().parse_args(["report", *argv])
     report = load_report(args.json_report, what="auditkit report")
-    plugins = [p for p in (report.get("config") or {}).get("plugins") or [] if isinstance(p, str)]
+    plugins = []
+    for name in (report.get("config") or {}).get("plugins") or []:  # as the audit ran, where they import here
+        if not isinstance(name, str):
+            continue
+        if name.startswith("no:") or _importable(name):
+            plugins.append(name)
+        else:
+            print(f"auditkit report: plugin {name!r} from the report is not importable here; "
+                  "its checks get the generic scorecard section", file=sys.stderr)
     pm = get_plugin_manager([*plugins, *args.plugins], confdir=Path.cwd())
     path = write_scorecard(scorecard_from_report(report, pm), args.html or Path(args.json_report).with_suffix(".html"))
     print(f"HTML scorecard: {path}")

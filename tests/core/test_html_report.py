@@ -709,3 +709,17 @@ def test_a_baseline_loaded_from_a_checkpoint_renders_its_source(tmp_path, monkey
         html=str(tmp_path / "s.html"),
     )
     assert f"checkpoint {tmp_path / 'r18.pt'}" in (tmp_path / "s.html").read_text()
+
+
+def test_auditkit_report_renders_without_plugins_that_do_not_import_here(tmp_path, capsys):
+    import json
+
+    from auditkit.cli import main
+
+    report = dict(REPORT, config={**REPORT["config"], "plugins": ["no_such_plugin_here", "no_such.pkg"]},
+                  results=[r.to_json() for r in every_kind_of_result()])
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    assert main(["report", str(tmp_path / "r.json")]) == 0
+    assert "plugin 'no_such.pkg' from the report is not importable here" in capsys.readouterr().err
+    page = (tmp_path / "r.html").read_text()
+    assert lint_html(page) == [] and "thirdparty.widget" in page
