@@ -139,4 +139,10 @@ def _story(session: Any) -> str:
             f"(a map that always points at the centre: {loc.metrics.get('center_baseline', float('nan')):.0%}): "
             "it learned the corner marker, not the shapes."
         )
+    weak = [b.name for b in session.baselines if ((getattr(b, "info", None) or {}).get("quality") or {}).get("weak")]
+    if weak:
+        story += (
+            f" The demo's CPU training budget leaves {', '.join(weak)} no better than chance, so comparisons "
+            "against them say little (give them weights or a GPU for real baselines)."
+        )
     return story + " This exit is 0: the demo ran correctly; an audit gating CI would exit 1."
