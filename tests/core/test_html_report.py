@@ -3,7 +3,6 @@ from hand-built results, checked as HTML, for self-containment, escaping, the co
 section order, skips and errors, size and determinism; one real audit writes a scorecard."""
 from __future__ import annotations
 
-import io
 import math
 import re
 import shutil
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 
 import auditkit
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import DEFAULT_PLUGINS, get_plugin_manager
 from auditkit.reporters import svg
@@ -26,6 +25,7 @@ from auditkit.reporters.html import (
     render_scorecard,
     reproduce_command,
 )
+from auditkit.testing.scorecard import png as solid_png, result
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -49,14 +49,7 @@ REPORT = {
 
 
 def png(width: int = 24, height: int = 16, colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def result(check: str, model: str, outcome: str = "passed", metrics=None, **kwargs) -> CheckResult:
-    role = kwargs.pop("role", "target" if model == "target" else "baseline")
-    return CheckResult(check=check, model=model, outcome=Outcome(outcome), metrics=dict(metrics or {}), role=role, **kwargs)
+    return solid_png(width, height, colour)
 
 
 def every_kind_of_result() -> list[CheckResult]:

@@ -4,32 +4,23 @@ Grad-CAM overlays when the audit has them."""
 from __future__ import annotations
 
 import base64
-import io
 import re
 
-from PIL import Image
-
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.testing.scorecard import only_section, png as solid_png, result as r
 from auditkit_cam import scorecard
 
 EVIL = "<script>alert(1)</script>"
 
 
 def png(colour) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 16), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return solid_png(32, 16, colour)
 
 
 CAM_PNG, GRADCAM_PNG, SAME_IMAGE_PNG = png((255, 0, 0)), png((0, 255, 0)), png((0, 0, 255))
-
-
-def r(check, model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
-    return CheckResult(check=check, model=model, outcome=Outcome(outcome), metrics=metrics or {}, artifacts=tuple(artifacts),
-                       role="target" if model == "target" else "baseline", **kw)
 
 
 def results() -> list[CheckResult]:
@@ -48,8 +39,7 @@ def results() -> list[CheckResult]:
 
 
 def section(rs=None) -> dict:
-    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
-    return out
+    return only_section(scorecard, results() if rs is None else rs)
 
 
 def test_section_is_well_formed_and_covers_cam_consistency():

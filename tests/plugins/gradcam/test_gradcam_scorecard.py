@@ -3,29 +3,20 @@ shaped like the checks' own: overlays, randomization and deletion/insertion curv
 whatever subset of them exists."""
 from __future__ import annotations
 
-import io
 import re
 
-from PIL import Image
-
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.testing.scorecard import only_section, png as solid_png, result as r
 from auditkit_gradcam import scorecard
 
 EVIL = 'evil"<script>alert(1)</script>'
 
 
 def png(colour=(0, 120, 200)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def r(check, model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
-    return CheckResult(check=check, model=model, outcome=Outcome(outcome), metrics=metrics or {}, artifacts=tuple(artifacts),
-                       role="target" if model == "target" else "baseline", **kw)
+    return solid_png(16, 16, colour)
 
 
 def curve(name, x, y, **extra) -> Artifact:
@@ -59,8 +50,7 @@ def results() -> list[CheckResult]:
 
 
 def section(rs=None) -> dict:
-    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
-    return out
+    return only_section(scorecard, results() if rs is None else rs)
 
 
 def test_section_covers_the_gradcam_checks_and_is_well_formed():

@@ -3,29 +3,24 @@ like inversion.fidelity's: fidelity against depth, one line per model, and the r
 per layer, whatever subset of them exists."""
 from __future__ import annotations
 
-import io
 import re
 
-from PIL import Image
-
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.testing.scorecard import charts, only_section, png as solid_png, result
 from auditkit_inversion import scorecard
 
 EVIL = "<script>alert(1)</script>"
 
 
 def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (66, 34), (128, 64, 0)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return solid_png(66, 34, (128, 64, 0))
 
 
 def r(model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
-    return CheckResult(check="inversion.fidelity", model=model, outcome=Outcome(outcome), metrics=metrics or {},
-                       artifacts=tuple(artifacts), role="target" if model == "target" else "baseline", **kw)
+    return result("inversion.fidelity", model, outcome, metrics, artifacts, **kw)
 
 
 def layer(name, depth, ssim, psnr) -> dict:
@@ -52,12 +47,7 @@ def results() -> list[CheckResult]:
 
 
 def section(rs=None) -> dict:
-    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
-    return out
-
-
-def charts(html: str) -> dict[str, str]:
-    return {re.search(r"<title>(.*?)</title>", c).group(1): c for c in re.findall(r"<svg.*?</svg>", html, re.S)}
+    return only_section(scorecard, results() if rs is None else rs)
 
 
 def test_section_is_well_formed():

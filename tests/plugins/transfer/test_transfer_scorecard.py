@@ -7,18 +7,18 @@ import re
 
 import pytest
 
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.testing.scorecard import charts, only_section, result
 from auditkit_transfer import scorecard
 
 EVIL = "<script>alert(1)</script>"
 
 
 def r(model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
-    return CheckResult(check="transfer.proxy", model=model, outcome=Outcome(outcome), metrics=metrics or {},
-                       artifacts=tuple(artifacts), role="target" if model == "target" else "baseline", **kw)
+    return result("transfer.proxy", model, outcome, metrics, artifacts, **kw)
 
 
 def budget_metrics(rates: dict[str, float]) -> dict[str, float]:
@@ -49,12 +49,7 @@ def results() -> list[CheckResult]:
 
 
 def section(rs=None) -> dict:
-    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
-    return out
-
-
-def charts(html: str) -> dict[str, str]:
-    return {re.search(r"<title>(.*?)</title>", c).group(1): c for c in re.findall(r"<svg.*?</svg>", html, re.S)}
+    return only_section(scorecard, results() if rs is None else rs)
 
 
 def test_section_is_well_formed():

@@ -3,16 +3,15 @@ like whitebox.fgsm/pgd/masking's: robust accuracy against epsilon, one line per 
 band, adversarial examples, and the masking flags, whatever subset of them exists."""
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
-from PIL import Image
 
-from auditkit import Artifact, CheckResult, Outcome
+from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.testing.scorecard import charts, only_section, png as solid_png, result as r
 from auditkit_whitebox import scorecard
 
 EVIL = "<script>alert(1)</script>"
@@ -20,14 +19,7 @@ LINF = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
 
 
 def png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 12), (90, 90, 90)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def r(check, model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
-    return CheckResult(check=check, model=model, outcome=Outcome(outcome), metrics=metrics or {}, artifacts=tuple(artifacts),
-                       role="target" if model == "target" else "baseline", **kw)
+    return solid_png(40, 12, (90, 90, 90))
 
 
 def curve_artifact(norm, eps, acc) -> Artifact:
@@ -67,12 +59,7 @@ def results() -> list[CheckResult]:
 
 
 def section(rs=None) -> dict:
-    (out,) = scorecard.auditkit_scorecard_sections(results=results() if rs is None else rs, config=Config())
-    return out
-
-
-def charts(html: str) -> dict[str, str]:
-    return {re.search(r"<title>(.*?)</title>", c).group(1): c for c in re.findall(r"<svg.*?</svg>", html, re.S)}
+    return only_section(scorecard, results() if rs is None else rs)
 
 
 def test_section_is_well_formed_and_covers_the_whitebox_checks():
