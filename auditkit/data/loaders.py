@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import inspect
 import json
 import re
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +19,7 @@ from PIL import Image, ImageDraw
 from auditkit.data.base import AuditData, Split
 from auditkit.data.synthetic import BACKGROUNDS, MAX_CLASSES, MIN_CLASSES, MIN_SIZE, make_shapes
 from auditkit.errors import UsageError
+from auditkit.importing import NotPythonSource, SourceFileRaised, import_source_file
 
 ACCEPTED_FORMS = (
     "synthetic:shapes[?n=..&size=..&classes=..&seed=..&spurious=..&train=..], "
@@ -648,22 +647,15 @@ def _load_factory(spec: str, target: str, attr: str, *, seed: int, size: int | N
 
 
 def _import_file(spec: str, path: Path) -> Any:
-    if not path.is_file():
-        raise UsageError(f"data factory file {str(path)!r} does not exist (data spec {spec!r}); expected a Python file")
-    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-    module_name = f"auditkit_data_factory_{path.stem}_{digest}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise UsageError(f"cannot import {str(path)!r} (data spec {spec!r}); expected a Python source file")
-    module = importlib.util.module_from_spec(module_spec)
-    # Registered before exec so dataclasses and pickling inside the file can find their module.
-    sys.modules[module_name] = module
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(module_name, None)
-        raise UsageError(f"importing {str(path)!r} for data spec {spec!r} raised {type(exc).__name__}: {exc}") from exc
-    return module
+        return import_source_file(path, "auditkit_data_factory")
+    except FileNotFoundError as exc:
+        raise UsageError(f"data factory file {str(path)!r} does not exist (data spec {spec!r}); expected a Python file") from exc
+    except NotPythonSource as exc:
+        raise UsageError(f"cannot import {str(path)!r} (data spec {spec!r}); expected a Python source file") from exc
+    except SourceFileRaised as exc:
+        cause = exc.__cause__
+        raise UsageError(f"importing {str(path)!r} for data spec {spec!r} raised {type(cause).__name__}: {cause}") from cause
 
 
 def _accepted_kwargs(function: Callable, candidates: dict[str, Any]) -> dict[str, Any]:

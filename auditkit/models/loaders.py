@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib
-import importlib.util
 import inspect
 import os
 import pickle
 import re
-import sys
 import urllib.parse
 import warnings
 import zipfile
@@ -25,6 +22,7 @@ import torch
 from torch import nn
 
 from auditkit.errors import UsageError
+from auditkit.importing import NotPythonSource, SourceFileRaised, import_source_file, on_sys_path
 from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target, reduce_to_logits
 
 __all__ = ["SPEC_FORMS", "ExportedProgramModule", "ModelOptions", "describe_spec_forms", "load_model"]
@@ -328,30 +326,23 @@ def _load_factory(spec: str, source: str, attr: str, options: ModelOptions) -> T
 
 
 def _import_file(spec: str, path: Path) -> ModuleType:
-    if not path.is_file():
-        raise UsageError(f"model {spec!r}: no such file {path}; expected path/to/file.py:factory")
-    path = path.resolve()
-    stem = re.sub(r"\W", "_", path.stem)
-    name = f"auditkit_user_model_{stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise UsageError(f"model {spec!r}: cannot import {path} as Python; expected path/to/file.py:factory")
-    module = importlib.util.module_from_spec(module_spec)
-    # Registered before executing so dataclasses, pickling and relative lookups see the module.
-    sys.modules[name] = module
     try:
-        with _on_sys_path(str(path.parent)):  # so the file can import its sibling modules
-            module_spec.loader.exec_module(module)
-    except Exception as exc:
-        sys.modules.pop(name, None)
-        raise UsageError(f"model {spec!r}: importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    return module
+        return import_source_file(path, "auditkit_user_model")
+    except FileNotFoundError as exc:
+        raise UsageError(f"model {spec!r}: no such file {path}; expected path/to/file.py:factory") from exc
+    except NotPythonSource as exc:
+        raise UsageError(f"model {spec!r}: cannot import {path.resolve()} as Python; expected path/to/file.py:factory") from exc
+    except SourceFileRaised as exc:
+        cause = exc.__cause__
+        raise UsageError(
+            f"model {spec!r}: importing {path.resolve()} failed: {type(cause).__name__}: {_first_line(cause)}"
+        ) from cause
 
 
 def _import_module(spec: str, name: str) -> ModuleType:
     try:
         # Console scripts do not put the working directory on sys.path; `python -m` does.
-        with _on_sys_path(os.getcwd()):
+        with on_sys_path(os.getcwd()):
             return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
@@ -362,19 +353,6 @@ def _import_module(spec: str, name: str) -> ModuleType:
         raise UsageError(f"model {spec!r}: importing {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     except Exception as exc:
         raise UsageError(f"model {spec!r}: importing {name} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-
-
-@contextlib.contextmanager
-def _on_sys_path(directory: str):
-    added = directory not in sys.path
-    if added:
-        sys.path.insert(0, directory)
-    try:
-        yield
-    finally:
-        if added:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(directory)
 
 
 def _accepts_parameter(func: Callable, name: str) -> bool:

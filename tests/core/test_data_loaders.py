@@ -507,3 +507,14 @@ def test_unknown_specs_list_the_accepted_forms(spec):
         load_data(spec)
     message = str(info.value)
     assert "synthetic:shapes" in message and "torchvision:NAME" in message and "file.py:factory" in message
+
+
+def test_a_factory_file_imports_its_sibling_modules(tmp_path):
+    # the same rule as model factory files (auditkit.importing): the file's folder is on sys.path while it runs
+    (tmp_path / "shapes_settings_for_auditkit.py").write_text("N = 6\n")
+    (tmp_path / "factory.py").write_text(
+        "from shapes_settings_for_auditkit import N\n"
+        "from auditkit.data.synthetic import make_shapes\n"
+        "def make():\n    return make_shapes(n=N, n_train=0, size=16)\n"
+    )
+    assert len(load_data(f"{tmp_path / 'factory.py'}:make").eval) == 6
