@@ -139,7 +139,7 @@ def _story(session: Any) -> str:
             f"(a map that always points at the centre: {loc.metrics.get('center_baseline', float('nan')):.0%}): "
             "it learned the corner marker, not the shapes."
         )
-    weak = [b.name for b in session.baselines if ((getattr(b, "info", None) or {}).get("quality") or {}).get("weak")]
+    weak = [b.name for b in session.weak_baselines()]
     if weak:
         story += (
             f" The demo's CPU training budget leaves {', '.join(weak)} no better than chance, so comparisons "

@@ -82,7 +82,4 @@ def auditkit_make_result(
 
 def _is_weak(ctx: Any, name: str) -> bool:
     session = getattr(ctx, "session", None)
-    for baseline in getattr(session, "baselines", ()):
-        if baseline.name == name:
-            return bool(((getattr(baseline, "info", None) or {}).get("quality") or {}).get("weak"))
-    return False
+    return session is not None and any(b.name == name for b in session.weak_baselines())

@@ -316,6 +316,11 @@ class AuditSession:
             return ExitCode.CHECKS_FAILED
         return ExitCode.OK
 
+    def weak_baselines(self) -> list[Any]:
+        """The baselines whose training left them no better than chance (``info["quality"]``,
+        set by :mod:`auditkit.baselines`): comparisons against them say little."""
+        return [b for b in self.baselines if ((getattr(b, "info", None) or {}).get("quality") or {}).get("weak")]
+
     def counts(self) -> dict[str, int]:
         counts = {o.value: 0 for o in Outcome}
         for r in self.results:

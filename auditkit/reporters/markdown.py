@@ -44,7 +44,7 @@ def build_markdown(session: Any) -> str:
     for (check, metric), values in by_key.items():
         icon = _ICONS.get(outcome.get(check, ""), "")
         lines.append(f"| {icon} `{check}` | {metric} | " + " | ".join(_cell(values.get(n)) for n in names) + " |")
-    weak = [b for b in session.baselines if (getattr(b, "info", None) or {}).get("quality", {}).get("weak")]
+    weak = session.weak_baselines()
     if weak:
         lines += ["", "⚠️ Weak baselines (validation accuracy not above chance; comparisons against them say little): "
                   + ", ".join(f"{b.name} ({b.info['quality']['val_acc']:.2f})" for b in weak)]
