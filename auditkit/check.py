@@ -247,7 +247,10 @@ class Check:
     such as ``"robust_acc@*"``) to ``"higher"`` or ``"lower"`` (which is better); reports use
     it to mark the better model and ``--compare`` to find regressions. ``Settings`` is a dataclass whose fields are the
     check's typed settings; config tables override them. ``thresholds`` are default pass
-    conditions, overridable from config.
+    conditions, overridable from config. ``needs_train_split`` (False, True, or a phrase such
+    as "for the transfer proxy's queries") declares that the check trains on the data's train
+    split; when the data has none, the host holds out a share of the evaluation images for it
+    and says so.
     """
 
     id: ClassVar[str] = ""
@@ -256,6 +259,7 @@ class Check:
     thresholds: ClassVar[tuple[Threshold, ...]] = ()
     directions: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ""
+    needs_train_split: ClassVar[bool | str] = False
 
     @dataclass
     class Settings:

@@ -3,7 +3,9 @@ outputs reduced to logits, capabilities detected once, and the user's model left
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -15,30 +17,202 @@ from auditkit.errors import TargetError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+NO_INPUT_GRADIENT = (
+    "no gradient reaches the input: the model's forward stops it (torch.no_grad(), .detach() or a "
+    "non-differentiable step inside forward); white-box checks need input gradients"
+)
+"""Why a white-box check is skipped on a :class:`Target` whose :attr:`Target.input_gradient` is False."""
+
+DATA_PARALLEL_TYPES: tuple[type[nn.Module], ...] = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+"""Wrappers that only replicate a network across devices; the Target runs their ``.module``."""
+
+DATA_PARALLEL_PREFIX = "module."
+"""The prefix a :data:`DATA_PARALLEL_TYPES` wrapper adds to every key of its network's state_dict."""
+
 _PASSTHROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.Identity)
+_POOLING = (
+    nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.LPPool2d, nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d, nn.AvgPool1d, nn.MaxPool1d,
+)
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm) + (
+    (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()  # torch >= 2.4
+)
 
 
-def reduce_to_logits(output: Any) -> torch.Tensor:
-    """Reduce a model's output to its logits tensor: a tensor as is; an object with
-    ``.logits`` (Hugging Face outputs, torchvision GoogLeNetOutputs); a dict's ``logits`` key
-    or its only tensor; a tuple's or list's first tensor."""
+def relative_tolerance(dtype: torch.dtype, floor: float = 1e-4) -> float:
+    """The relative error an exact identity between two computed quantities may show when the
+    model computes in ``dtype``: ``max(floor, 4 * torch.finfo(dtype).eps)``.
+
+    Each side of an identity such as CAM's ``logit_c = mean_ij CAM_c(i,j) + b_c`` is rounded
+    to ``dtype`` when the model stores it (the feature map, the logits): up to eps/2 relative
+    each time, and the two sides are rounded independently a couple of times, so a few eps is
+    what a correct model may miss by; 4 eps covers that without hiding a real departure
+    (which is of the order of the features themselves). ``floor`` is what float32 and float64
+    models get, where the order of accumulation, not the storage format, dominates. Values:
+    1e-4 for float32 (4 eps = 4.8e-7 is below the floor), 3.1e-2 for bfloat16 (eps 7.8e-3),
+    3.9e-3 for float16 (eps 9.8e-4).
+
+    :param dtype: a floating torch dtype, e.g. :attr:`Target.compute_dtype`.
+    :param floor: the smallest tolerance returned.
+    :raises TypeError: ``dtype`` is not a floating dtype.
+    """
+    return max(float(floor), 4.0 * float(torch.finfo(dtype).eps))
+
+
+def unwrap_data_parallel(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
+    """The network inside ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers (any
+    depth), and one step per wrapper removed, e.g. ``("DataParallel -> module",)``. A model
+    without such a wrapper is returned as is with no steps."""
+    steps: list[str] = []
+    while isinstance(model, DATA_PARALLEL_TYPES):
+        steps.append(f"{type(model).__name__} -> module")
+        model = model.module
+    return model, tuple(steps)
+
+
+def find_body(model: nn.Module) -> tuple[nn.Module, str, tuple[str, ...]]:
+    """Descend single-child wrappers for structure: a module with exactly one child, no
+    parameters or buffers of its own, and a child that has children of its own (so it is a
+    network, not a layer). Returns the innermost such child (the model itself when it is not
+    a wrapper), its qualified name inside ``model`` ("" for the model itself), and one step
+    per wrapper descended, e.g. ``("Wrapper.net",)``. Nothing is changed; the forward pass
+    still goes through the wrappers."""
+    body, names, steps = model, [], []
+    while True:
+        children = list(body.named_children())
+        if len(children) != 1:
+            break
+        if any(True for _ in body.parameters(recurse=False)) or any(True for _ in body.buffers(recurse=False)):
+            break
+        name, child = children[0]
+        if not any(True for _ in child.children()):
+            break
+        steps.append(f"{type(body).__name__}.{name}")
+        names.append(name)
+        body = child
+    return body, ".".join(names), tuple(steps)
+
+
+# -- outputs -> logits ---------------------------------------------------------------------------
+
+
+def reduce_to_logits(output: Any, num_classes: int | None = None) -> torch.Tensor:
+    """Reduce a model's output to its logits tensor [B,K].
+
+    A tensor is returned as is; so are an object's ``.logits`` (Hugging Face outputs,
+    torchvision's GoogLeNetOutputs) and a dict's ``"logits"``. Any other output holding several
+    tensors (a tuple or list, a dict without ``"logits"``, a dataclass or Hugging Face-style
+    output without logits) gives the one tensor of shape [B, ``num_classes``]; with
+    ``num_classes`` unknown, the one 2-D tensor among them. A container holding a single
+    tensor gives that tensor.
+
+    :raises TargetError: no tensor, or none or several that fit; the message lists every
+        tensor's shape and what was expected (an embedding is never taken for the logits).
+    """
+    return _select_logits(output, num_classes)[0]
+
+
+def _select_logits(output: Any, num_classes: int | None, batch: int | None = None) -> tuple[torch.Tensor, str | None]:
+    """The logits and, when they were chosen among a container's tensors, which ones
+    ("output 1 of a tuple of 2")."""
     if isinstance(output, torch.Tensor):
-        return output
+        return output, None
     logits = getattr(output, "logits", None)
     if isinstance(logits, torch.Tensor):
-        return logits
-    if isinstance(output, dict):
-        if isinstance(output.get("logits"), torch.Tensor):
-            return output["logits"]
-        tensors = [v for v in output.values() if isinstance(v, torch.Tensor)]
-        if len(tensors) == 1:
-            return tensors[0]
-        raise TargetError(f"model returned a dict without a 'logits' key (keys: {sorted(output)}); expected logits")
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise TargetError(f"model returned {type(output).__name__}; expected a logits tensor [batch, classes]")
+        return logits, None
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"], None
+    if isinstance(output, Mapping):
+        kind, items = "dict", [(repr(k), v) for k, v in output.items()]
+    elif isinstance(output, (tuple, list)):
+        kind, items = type(output).__name__, [(str(i), v) for i, v in enumerate(output)]
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        kind = type(output).__name__
+        items = [(repr(f.name), getattr(output, f.name)) for f in dataclasses.fields(output)]
+    else:
+        raise TargetError(f"model returned {type(output).__name__}; expected a logits tensor [batch, classes]")
+    tensors = [(label, v) for label, v in items if isinstance(v, torch.Tensor)]
+    if not tensors:
+        raise TargetError(
+            f"model returned a {kind} of {len(items)} without any tensor; expected a logits tensor [batch, classes]"
+        )
+    where = f"of a {kind} of {len(items)}"
+    if len(tensors) == 1:
+        return tensors[0][1], f"output {tensors[0][0]} {where}"
+
+    def fits(t: torch.Tensor) -> bool:
+        return (
+            t.ndim == 2
+            and (batch is None or t.shape[0] == batch)
+            and (num_classes is None or t.shape[1] == num_classes)
+        )
+
+    matches = [(label, t) for label, t in tensors if fits(t)]
+    if len(matches) == 1:
+        return matches[0][1], f"output {matches[0][0]} {where}"
+    shapes = ", ".join(f"{label}: {list(t.shape)}" for label, t in tensors)
+    b = "batch" if batch is None else f"batch={batch}"
+    if num_classes is None:
+        expected = (
+            f"expected logits [{b}, classes] in exactly one 2-D tensor; found {len(matches)}, and the number of "
+            "classes that would tell them apart is not known (Target.expect_classes)"
+        )
+    else:
+        expected = f"expected logits [{b}, {num_classes}] in exactly one tensor; found {len(matches)}"
+    raise TargetError(f"model returned a {kind} of {len(items)} with tensors {{{shapes}}}; {expected}")
+
+
+def contiguous_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged on the way forward; on the way back, its gradient in the default
+    contiguous (NCHW) memory format, whatever layout the model computed in.
+
+    Third-party attack and attribution code (torchattacks' L2 attacks, captum) flattens input
+    gradients with ``.view``, which fails on the channels_last gradient of a channels_last
+    model. :class:`Target` applies this to every input; wrap any other model handed to such
+    code (a proxy, an adapter) the same way."""
+    return _ContiguousGrad.apply(x)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity forward; the backward hands on the gradient in the default (contiguous NCHW)
+    layout, whatever memory format the model computed in. Third-party attack and attribution
+    code calls ``.view`` on input gradients, which fails on a channels_last gradient."""
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Any, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        return x.view_as(x), in_dims[0]
+
+
+def _input_gradient(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of each image's largest logit with respect to ``x``, or None when none
+    reaches it. Decided by what autograd produces, not by the wording of its errors; taken
+    w.r.t. ``x`` only, so the parameters' ``.grad`` stay as they are."""
+    if not (x.requires_grad and logits.requires_grad):
+        return None
+    try:
+        (grad,) = torch.autograd.grad(logits.float().max(dim=1).values.sum(), x, allow_unused=True)
+    except RuntimeError:  # the graph was cut inside forward
+        return None
+    return grad
+
+
+def _lowest_precision(dtypes: Sequence[torch.dtype]) -> torch.dtype:
+    floating = [d for d in dtypes if d.is_floating_point]
+    if not floating:
+        return torch.float32
+    return max(floating, key=lambda d: torch.finfo(d).eps)
 
 
 @dataclass(frozen=True)
@@ -71,9 +245,41 @@ class Target:
     """A white-box model under audit.
 
     Call it with images in [0,1] pixel space, float [B,3,H,W] on :attr:`device`; it
-    normalizes, runs the model and returns logits [B,K]. Gradients flow to the input, so
-    attacks and inversions work in pixel space. :meth:`query` is the black-box view of the
-    same model (no gradients, softmax scores, every image counted in :attr:`queries`).
+    normalizes, runs the model and returns float32 logits [B,K]. Gradients flow to the input
+    and come back contiguous (NCHW) whatever the model's memory format, so attacks and
+    inversions work in pixel space. :meth:`query` is the black-box view of the same model (no
+    gradients, softmax scores, every image counted in :attr:`queries`).
+
+    ``nn.DataParallel`` / ``DistributedDataParallel`` wrappers are removed when the Target is
+    built: :attr:`model` is the network inside, and layer names (:attr:`layers`,
+    :meth:`layer`, :meth:`capture`) are qualified names inside :attr:`model`. Single-child
+    wrappers stay in the forward pass but are seen through for structure (:attr:`body`).
+
+    Attributes set when the Target is built:
+
+    :ivar model: the module run by the forward pass (the user's model, DataParallel removed).
+    :ivar body: the innermost network of :attr:`model` whose children are the model's blocks
+        (single-child wrappers without parameters or buffers of their own descended).
+    :ivar body_name: :attr:`body`'s qualified name inside :attr:`model`; "" when the model is
+        its own body.
+    :ivar unwrapped: the steps taken to reach :attr:`body`, in words, e.g.
+        ``("DataParallel -> module", "Wrapper.net")``; empty when none.
+    :ivar num_classes_hint: the number of classes the data has (:meth:`expect_classes`), used
+        to pick the logits among several output tensors; None when unknown.
+
+    Attributes set by :meth:`probe`:
+
+    :ivar num_classes: K, the size of the logits.
+    :ivar output_choice: which of several output tensors are the logits, in words
+        ("output 1 of a tuple of 2"); None when the model returns the logits directly.
+    :ivar compute_dtype: the lowest-precision floating dtype among the recorded layer outputs
+        and the logits: float32 for an ordinary model, bfloat16 under bf16 autocast, float16
+        for a ``.half()`` model. Tolerances of exact identities: :func:`relative_tolerance`.
+    :ivar input_gradient: whether a gradient reached the input in the probe's backward pass
+        (autograd produced a tensor for it; its values, zero or not, are the white-box checks'
+        to judge); when False, ``"white_box"`` is not among :attr:`capabilities` (True until
+        the probe has tested it).
+    :ivar gap_head_reason: why no GAP head was found, in words; None when one was found.
     """
 
     white_box = True
@@ -91,10 +297,14 @@ class Target:
         input_size: Sequence[int] | None = None,
         hookable: bool = True,
         description: str = "",
+        num_classes_hint: int | None = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"Target needs a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        self._user_model = model  # what restore() puts back; DataParallel wrappers included
+        self.model, parallel_steps = unwrap_data_parallel(model)
+        self.body, self.body_name, body_steps = find_body(self.model)
+        self.unwrapped: tuple[str, ...] = parallel_steps + body_steps
         self.name = name
         self.role = role
         self.spec = spec or type(model).__name__
@@ -103,7 +313,18 @@ class Target:
         self.info: dict[str, Any] = {}  # provenance shown in reports (e.g. how a baseline was trained)
         self.hookable = hookable
         self.input_size = tuple(input_size) if input_size is not None else None
+        # The model's own evaluation preprocessing (an auditkit.data.preprocess.Preprocess, e.g.
+        # from its pretrained weights' transforms()), when the loader knows it; the data is
+        # brought to it (AuditData.fit_to). None: the images keep their native size if they can.
+        self.expected_preprocess: Any = None
         self.num_classes: int | None = None
+        self.num_classes_hint: int | None = None
+        if num_classes_hint is not None:
+            self.expect_classes(num_classes_hint)
+        self.output_choice: str | None = None
+        self.compute_dtype: torch.dtype = torch.float32
+        self.input_gradient = True
+        self.gap_head_reason: str | None = None
         self.queries = 0
         mean_t = torch.zeros(3) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
         std_t = torch.ones(3) if std is None else torch.as_tensor(std, dtype=torch.float32)
@@ -116,11 +337,21 @@ class Target:
         self._gap_head: GapHead | None = None
         self._saved: tuple[dict[str, bool], torch.device | None] | None = None
 
+    def expect_classes(self, num_classes: int) -> None:
+        """Tell the Target how many classes the data has, before :meth:`probe`: when the model
+        returns several tensors, the logits are the one of shape [B, ``num_classes``].
+
+        :raises ValueError: ``num_classes`` is not a positive integer.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes_hint = num_classes
+
     # -- lifecycle: enter puts the model in eval mode on the device, exit restores it ----------
 
     def __enter__(self) -> "Target":
-        modes = {n: m.training for n, m in self.model.named_modules()}
-        first = next(iter(self.model.parameters()), None)
+        modes = {n: m.training for n, m in self._user_model.named_modules()}
+        first = next(iter(self._user_model.parameters()), None)
         self._saved = (modes, None if first is None else first.device)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # torch.export modules refuse .eval()
             self.model.eval()
@@ -133,13 +364,14 @@ class Target:
         self.restore()
 
     def restore(self) -> None:
-        """Put the user's model back: training flags per module and the original device."""
+        """Put the user's model back: training flags per module (wrappers included) and the
+        original device."""
         if self._saved is None:
             return
         modes, device = self._saved
         if device is not None:
             self.model.to(device)
-        for n, m in self.model.named_modules():
+        for n, m in self._user_model.named_modules():
             if n in modes:
                 m.training = modes[n]
         self._saved = None
@@ -150,10 +382,22 @@ class Target:
         return (x - self._mean) / self._std
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)[0].float()
+
+    forward = __call__
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, str | None]:
+        """The model's logits in the dtype it computed them in, and which output they were."""
         if x.ndim != 4:
             raise TargetError(f"{self.name}: expected images [batch, 3, H, W], got shape {list(x.shape)}")
+        if x.requires_grad and torch.is_grad_enabled():
+            x = _ContiguousGrad.apply(x)
+        inputs = self.normalize(x)
+        dtype = self._parameter_dtype()
+        if dtype is not None and dtype != torch.float32 and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)  # a .half() / bfloat16 model takes inputs of its own dtype
         try:
-            out = self.model(self.normalize(x))
+            out = self.model(inputs.contiguous())
         except RuntimeError as exc:
             if self.input_size is not None and tuple(x.shape[1:]) != tuple(self.input_size):
                 raise TargetError(
@@ -163,14 +407,21 @@ class Target:
             raise TargetError(
                 f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {str(exc).splitlines()[0]}"
             ) from exc
-        logits = reduce_to_logits(out)
+        try:
+            logits, choice = _select_logits(out, self.num_classes_hint, batch=int(x.shape[0]))
+        except TargetError as exc:
+            raise TargetError(f"{self.name}: {exc}") from None
         if logits.ndim != 2 or logits.shape[0] != x.shape[0]:
             raise TargetError(
                 f"{self.name}: expected logits [batch={x.shape[0]}, classes], got shape {list(logits.shape)}"
             )
-        return logits
+        return logits, choice
 
-    forward = __call__
+    def _parameter_dtype(self) -> torch.dtype | None:
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return None
 
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +435,15 @@ class Target:
 
     def probe(self, example: torch.Tensor) -> torch.Tensor:
         """Run one forward pass on ``example`` (on the device), recording every module's output
-        shape in call order and detecting a GAP head. Returns the logits."""
-        calls: list[tuple[str, nn.Module, Any]] = []
+        shape in call order, the compute dtype and the GAP head (or why there is none), and
+        one backward pass from the largest logit of each image to test whether a gradient
+        reaches the input (:attr:`input_gradient`; the parameters' ``.grad`` are left
+        untouched). Returns the float32 logits, detached.
+
+        :raises TargetError: the model rejects the images or its output holds no logits (see
+            :func:`reduce_to_logits`).
+        """
+        calls: list[tuple[str, nn.Module, Any, Any]] = []
         handles = []
         if self.hookable:
             try:
@@ -194,12 +452,23 @@ class Target:
                         handles.append(module.register_forward_hook(_Recorder(calls, name)))
             except (RuntimeError, NotImplementedError, AttributeError):  # e.g. TorchScript modules
                 self.hookable = False
+        x = example.detach().clone().requires_grad_(True) if example.is_floating_point() else example
+        grad = None
         try:
-            with torch.no_grad():
-                logits = self(example)
+            try:
+                with torch.enable_grad():
+                    logits, self.output_choice = self._forward(x)
+                    grad = _input_gradient(logits, x)
+            except (RuntimeError, TargetError):
+                # A forward that cannot run with gradients on (e.g. .numpy() inside): no gradient
+                # reaches the input. Run it as the audit will, without them; its errors are real.
+                calls.clear()
+                with torch.no_grad():
+                    logits, self.output_choice = self._forward(example)
         finally:
             for h in handles:
                 h.remove()
+        logits = logits.detach()
         self.num_classes = int(logits.shape[1])
         if self.input_size is None:
             self.input_size = tuple(int(s) for s in example.shape[1:])
@@ -208,8 +477,17 @@ class Target:
             for i, (name, module, out, _) in enumerate(calls)
             if isinstance(out, torch.Tensor)
         ]
-        self._gap_head = _detect_gap_head(calls, self.num_classes)
-        return logits
+        self.compute_dtype = _lowest_precision([logits.dtype] + [out.dtype for _, _, out, _ in calls if out is not None])
+        if self.hookable:
+            self._gap_head, self.gap_head_reason = _detect_gap_head(calls, self.num_classes)
+        else:
+            self._gap_head = None
+            self.gap_head_reason = "its layers cannot be hooked (TorchScript or torch.export), so its head cannot be seen"
+        # A gradient that exists but is zero or non-finite (a quantizing step, a saturated or
+        # constant model) still reaches the input: that is gradient masking, which the white-box
+        # checks exist to measure and flag, not a reason to skip them.
+        self.input_gradient = grad is not None
+        return logits.float()
 
     @property
     def layers(self) -> list[LayerInfo]:
@@ -219,9 +497,15 @@ class Target:
         return self._layers
 
     def layer(self, name: str) -> nn.Module:
+        """The module named ``name`` inside :attr:`model` (DataParallel's ``module.`` prefix is
+        not part of the name).
+
+        :raises KeyError: no such module; the message suggests similar names."""
         modules = dict(self.model.named_modules())
         if name not in modules or not name:
             near = [n for n in modules if n and name.split(".")[-1] in n][:5]
+            if name.startswith(DATA_PARALLEL_PREFIX) and name[len(DATA_PARALLEL_PREFIX):] in modules:
+                near = [name[len(DATA_PARALLEL_PREFIX):]]  # a DataParallel-qualified name
             raise KeyError(f"{self.name} has no layer {name!r}" + (f"; similar: {near}" if near else ""))
         return modules[name]
 
@@ -231,7 +515,9 @@ class Target:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        caps = {"white_box", "scores"}
+        caps = {"scores"}
+        if self.input_gradient:
+            caps.add("white_box")
         if self.hookable and self._layers:
             caps.add("layers")
         if self._gap_head is not None:
@@ -242,6 +528,7 @@ class Target:
         return sum(p.numel() for p in self.model.parameters())
 
     def describe(self) -> dict[str, Any]:
+        probed = self._layers is not None
         return {
             "name": self.name,
             "role": self.role,
@@ -252,6 +539,11 @@ class Target:
             "input_size": list(self.input_size) if self.input_size else None,
             "num_classes": self.num_classes,
             "normalization": {"mean": list(self.mean_std[0]), "std": list(self.mean_std[1])},
+            "input_gradient": self.input_gradient,
+            **({"compute_dtype": str(self.compute_dtype).removeprefix("torch.")} if probed else {}),
+            **({"output": self.output_choice} if self.output_choice else {}),
+            **({"unwrapped": list(self.unwrapped)} if self.unwrapped else {}),
+            **({"gap_head_reason": self.gap_head_reason} if probed and self.gap_head_reason else {}),
             **({"info": self.info} if self.info else {}),
         }
 
@@ -283,6 +575,9 @@ class BlackBoxTarget:
     white_box = False
     hookable = False
     gap_head = None
+    gap_head_reason = "the model is a black box: its layers cannot be seen"
+    input_gradient = False
+    unwrapped: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -305,11 +600,22 @@ class BlackBoxTarget:
         self.role = role
         self.spec = spec or getattr(predict, "__name__", type(predict).__name__)
         self.num_classes = num_classes
+        self.num_classes_hint: int | None = None
         self.input_size = tuple(input_size) if input_size is not None else None
         self.device = torch.device(device)
         self.description = description
         self.queries = 0
         self.layers: list[LayerInfo] = []
+
+    def expect_classes(self, num_classes: int) -> None:
+        """The number of classes the data has (as :meth:`Target.expect_classes`); recorded in
+        :attr:`num_classes_hint`. A black box's scores are one tensor, so nothing is chosen by it.
+
+        :raises ValueError: ``num_classes`` is not a positive integer.
+        """
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes_hint = num_classes
 
     def __enter__(self) -> "BlackBoxTarget":
         return self
@@ -385,35 +691,116 @@ def _storer(store: dict[str, torch.Tensor], name: str) -> Callable:
     return hook
 
 
-def _detect_gap_head(calls: list[tuple[str, nn.Module, Any, Any]], num_classes: int) -> GapHead | None:
+def _detect_gap_head(
+    calls: list[tuple[str, nn.Module, Any, Any]], num_classes: int
+) -> tuple[GapHead | None, str | None]:
     """Structural detection: the last module called is a Linear producing the logits, and the
     only modules between it and a global average pool are pass-throughs (dropout, flatten,
-    identity). Numerical confirmation (does the CAM identity hold?) is the CAM check's job."""
+    identity). Returns the head, or None and why there is none. Numerical confirmation (does
+    the CAM identity hold?) is the CAM check's job."""
     # Only leaf modules matter: a container's call wraps its children's.
     leaves = [c for c in calls if not any(True for _ in c[1].children())]
     if not leaves:
-        return None
-    lin_name, lin, lin_out, _ = leaves[-1]
-    if not isinstance(lin, nn.Linear) or lin_out is None or lin_out.shape[-1] != num_classes:
-        return None
+        return None, "no layer ran as a module during the probe, so its head cannot be seen"
+    lin_name, lin, lin_out, lin_in = leaves[-1]
+    if not isinstance(lin, nn.Linear):
+        return None, f"the last layer is {type(lin).__name__} ('{lin_name}'), not Linear"
+    if lin_out is None or lin_out.ndim != 2 or lin_out.shape[-1] != num_classes:
+        shape = None if lin_out is None else list(lin_out.shape[1:])
+        return None, f"the last layer '{lin_name}' outputs {shape}, not the {num_classes} logits"
     between: list[str] = []
-    for name, module, out, feat in reversed(leaves[:-1]):
+    blocker = None
+    for position in range(len(leaves) - 2, -1, -1):
+        name, module, out, feat = leaves[position]
         if isinstance(module, _PASSTHROUGH):
             between.append(name)
             continue
-        if not _is_global_avg_pool(module, feat, out):
-            return None
-        if feat.shape[1] != lin.in_features:
-            return None
-        return GapHead(
-            pool=name,
-            linear=lin_name,
-            weight=lin.weight,
-            bias=lin.bias,
-            feature_shape=tuple(int(s) for s in feat.shape[1:]),
-            between=tuple(reversed(between)),
+        if _is_global_avg_pool(module, feat, out):
+            if feat.shape[1] != lin.in_features:
+                return None, (
+                    f"the pooled feature map of '{name}' has {feat.shape[1]} channels but the linear layer "
+                    f"'{lin_name}' takes {lin.in_features} inputs"
+                )
+            return GapHead(
+                pool=name,
+                linear=lin_name,
+                weight=lin.weight,
+                bias=lin.bias,
+                feature_shape=tuple(int(s) for s in feat.shape[1:]),
+                between=tuple(reversed(between)),
+            ), None
+        blocker = position
+        break
+    return None, _why_no_gap_head(calls, leaves, blocker)
+
+
+def _why_no_gap_head(calls: list[tuple[str, nn.Module, Any, Any]], leaves: list, blocker: int | None) -> str:
+    """Why the layers before the final Linear (``leaves[-1]``) are no GAP head; ``blocker`` is
+    the position in ``leaves`` of the last non-pass-through layer before it (None: none ran)."""
+    lin_name, lin, _, lin_in = leaves[-1]
+    # The head: the layers after the last spatial (or token) output, all working on vectors.
+    head = []
+    for name, module, out, _ in reversed(leaves):
+        if out is not None and out.ndim >= 3 and math.prod(out.shape[2:]) > 1:
+            break
+        head.append((name, module))
+    linears = [name for name, module in head if isinstance(module, nn.Linear)]
+    if len(linears) > 1:
+        return f"the head has {len(linears)} linear layers (a fully connected head, as AlexNet's)"
+
+    functional = _functional_pooling(calls, lin, lin_in)
+    if functional is not None:
+        return (
+            f"the pooling is functional (F.adaptive_avg_pool2d or a mean over H, W inside forward, after "
+            f"'{functional}'): there is no pooling module whose input is the feature map f_k(i,j) that CAM needs"
         )
-    return None
+    if blocker is None:
+        return f"nothing runs as a module before the linear layer '{lin_name}', so no pooling can be seen"
+    b_name, b_module, b_out, _ = leaves[blocker]
+    # A global average pool further back, with something other than a pass-through after it?
+    for name, module, out, feat in reversed(leaves[:blocker]):
+        if _is_global_avg_pool(module, feat, out):
+            kind = "norm" if isinstance(b_module, _NORMS) or "Norm" in type(b_module).__name__ else (
+                "nonlinearity" if type(b_module).__module__ == nn.modules.activation.__name__ else "layer"
+            )
+            return (
+                f"a {kind} ({type(b_module).__name__} '{b_name}') sits between the pooling '{name}' and the "
+                f"linear layer '{lin_name}'"
+            )
+        if isinstance(module, nn.Linear) or (out is not None and out.ndim >= 3 and math.prod(out.shape[2:]) > 1):
+            break
+    if isinstance(b_module, _POOLING):
+        shape = None if b_out is None else list(b_out.shape[1:])
+        return (
+            f"the pooling '{b_name}' is {type(b_module).__name__} with output {shape}, not global average "
+            "pooling to 1x1"
+        )
+    shape = None if b_out is None else list(b_out.shape[1:])
+    return (
+        f"the layer before the linear layer '{lin_name}' is {type(b_module).__name__} '{b_name}' (output "
+        f"{shape}), not global average pooling"
+    )
+
+
+def _functional_pooling(calls: list[tuple[str, nn.Module, Any, Any]], lin: nn.Linear, lin_in: Any) -> str | None:
+    """The name of the module whose feature map forward() pools without a module: the last
+    module output of shape [B,C,H,W] with H*W > 1, when the final Linear reads [B,C] and only
+    pass-throughs ran between the two. None when that is not what happened."""
+    if not isinstance(lin_in, torch.Tensor) or lin_in.ndim != 2:
+        return None
+    last = None
+    for position, (_, _, out, _) in enumerate(calls):
+        if out is not None and out.ndim == 4:
+            last = position
+    if last is None:
+        return None
+    name, _, out, _ = calls[last]
+    if math.prod(out.shape[2:]) <= 1 or out.shape[1] != lin_in.shape[1] or out.shape[1] != lin.in_features:
+        return None
+    after = [m for _, m, _, _ in calls[last + 1:] if m is not lin and not any(True for _ in m.children())]
+    if any(not isinstance(module, _PASSTHROUGH) for module in after):
+        return None
+    return name
 
 
 def _is_global_avg_pool(module: nn.Module, feat: Any, out: Any) -> bool:

@@ -21,9 +21,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from auditkit import weights as pretrained
 from auditkit.errors import UsageError
 from auditkit.importing import NotPythonSource, SourceFileRaised, import_source_file, on_sys_path
-from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target, reduce_to_logits
+from auditkit.target import DATA_PARALLEL_PREFIX, IMAGENET_MEAN, IMAGENET_STD, Target, unwrap_data_parallel
 
 __all__ = ["SPEC_FORMS", "ExportedProgramModule", "ModelOptions", "describe_spec_forms", "load_model"]
 
@@ -41,7 +42,7 @@ _BLACK_BOX_PREFIXES = ("http://", "https://")
 _FACTORY_SPEC = re.compile(r"^(?P<source>.+):(?P<attr>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
 _MODULE_NAME = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 # Key prefixes added by wrappers around a model: nn.DataParallel / DDP and torch.compile.
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_WRAPPER_PREFIXES = (DATA_PARALLEL_PREFIX, "_orig_mod.")
 _MAX_LISTED_KEYS = 5
 
 
@@ -59,6 +60,11 @@ class ModelOptions:
         std: per-channel normalization std applied inside the target; overrides the default.
         weights_dir: a directory searched, before the torch hub cache, for pretrained
             torchvision checkpoints (files named as in the weights' URL).
+        offline: never download pretrained weights (also ``AUDITKIT_OFFLINE=1``): a missing
+            checkpoint is then an error naming the file to put in the torch hub cache.
+        seed: seeds the random initialization of what the spec builds (a ``torchvision:``
+            architecture without weights, a factory's model), so the same seed gives the same
+            model; drawn on a forked generator, leaving the caller's random stream as it was.
     """
 
     weights: str | None = None
@@ -68,6 +74,8 @@ class ModelOptions:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     weights_dir: str | None = None
+    seed: int = 0
+    offline: bool = False
 
 
 def describe_spec_forms() -> str:
@@ -79,8 +87,9 @@ def load_model(spec: str, options: ModelOptions) -> Target:
     """Load the model named by ``spec`` and wrap it in a :class:`~auditkit.target.Target`.
 
     The target is built on ``options.device`` with ``spec`` and a human description set; it is
-    not entered or probed yet. Nothing is ever downloaded: pretrained torchvision weights must
-    already lie in ``options.weights_dir`` or the torch hub cache.
+    not entered or probed yet. Pretrained torchvision weights (``?weights=``) come from
+    ``options.weights_dir``, then the torch hub cache, else are downloaded into that cache the
+    way torchvision does it (:mod:`auditkit.weights`), unless ``options.offline``.
 
     Raises:
         UsageError: the spec cannot be loaded; the message says what was wrong and what was
@@ -89,6 +98,12 @@ def load_model(spec: str, options: ModelOptions) -> Target:
     spec = spec.strip()
     if not spec:
         raise UsageError(f"empty model spec; expected one of: {describe_spec_forms()}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        return _load_model(spec, options)
+
+
+def _load_model(spec: str, options: ModelOptions) -> Target:
     if spec.startswith(_TORCHVISION):
         return _load_torchvision(spec, options)
     if _is_black_box_spec(spec):
@@ -170,7 +185,8 @@ def _load_torchvision(spec: str, options: ModelOptions) -> Target:
             kwargs["input_size"] = tuple(min_size)
     user_state = _read_weights_option(options.weights) if options.weights else None
     aux_heads = name in ("googlenet", "inception_v3") and (
-        weights is not None or any(k.startswith(("aux1.", "AuxLogits.")) for k in user_state or ())
+        weights is not None
+        or any(k.startswith(("aux1.", "AuxLogits.")) for k in _strip_wrapper_prefixes(user_state or {}))
     )
     if name in ("googlenet", "inception_v3"):
         # Built with auxiliary heads only to load a checkpoint that holds them; dropped after.
@@ -186,8 +202,9 @@ def _load_torchvision(spec: str, options: ModelOptions) -> Target:
         raise UsageError(f"model {spec!r}: torchvision could not build it: {_first_line(exc)}") from exc
 
     if weights is not None:
-        path = _find_pretrained_checkpoint(spec, weights, options)
-        state = _read_state_dict(path, f"pretrained checkpoint {path}")
+        state, path = pretrained.load_state_dict(
+            weights, weights_dir=options.weights_dir, offline=options.offline, progress=True, what=f"model {spec!r}"
+        )
         if name.startswith("densenet"):
             state = _rename_legacy_densenet_keys(state)
         _load_state_dict(model, state, f"pretrained checkpoint {path}", spec)
@@ -208,7 +225,14 @@ def _load_torchvision(spec: str, options: ModelOptions) -> Target:
         input_size = (3, image_size, image_size)
     elif name.startswith("maxvit"):
         input_size = (3, *kwargs.get("input_size", (224, 224)))
-    return _make_target(model, spec, options, mean=mean, std=std, input_size=input_size, description=description)
+    target = _make_target(model, spec, options, mean=mean, std=std, input_size=input_size, description=description)
+    if weights is not None:
+        from auditkit.data.preprocess import Preprocess
+
+        # The evaluation transform the weights were measured with (e.g. resize 232, crop 224
+        # for ResNet50_Weights.IMAGENET1K_V2): real photographs of other sizes get exactly it.
+        target.expected_preprocess = Preprocess.coerce(weights.transforms())
+    return target
 
 
 def _torchvision_weights(spec: str, name: str, value: str) -> Any:
@@ -227,37 +251,6 @@ def _torchvision_weights(spec: str, name: str, value: str) -> Any:
     if member not in members:
         raise UsageError(f"model {spec!r}: {enum.__name__} has no {member!r}; expected DEFAULT or one of {members}")
     return enum[member]
-
-
-def pretrained_search_dirs(weights_dir: str | None = None) -> list[Path]:
-    """Where pretrained torchvision checkpoints are looked for, in order: ``weights_dir``
-    (``--weights-dir``), then the torch hub cache ($TORCH_HOME/hub/checkpoints). Nothing is
-    ever downloaded."""
-    dirs = [Path(weights_dir).expanduser()] if weights_dir else []
-    if dirs and not dirs[0].is_dir():
-        raise UsageError(f"--weights-dir {weights_dir!r} is not a directory; expected a folder of torchvision checkpoints")
-    return dirs + [Path(torch.hub.get_dir()) / "checkpoints"]
-
-
-def find_pretrained_file(weights: Any, weights_dir: str | None = None) -> Path | None:
-    """The local file of torchvision ``weights`` (named as in its URL), or None."""
-    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    for directory in pretrained_search_dirs(weights_dir):
-        if (directory / filename).is_file():
-            return directory / filename
-    return None
-
-
-def _find_pretrained_checkpoint(spec: str, weights: Any, options: ModelOptions) -> Path:
-    found = find_pretrained_file(weights, options.weights_dir)
-    if found is not None:
-        return found
-    filename = os.path.basename(urllib.parse.urlparse(weights.url).path)
-    searched = pretrained_search_dirs(options.weights_dir)
-    raise UsageError(
-        f"model {spec!r}: downloads are disabled and {filename} (for {weights}) is not in "
-        f"{', '.join(str(d) for d in searched)}; put the file there or pass --weights-dir DIR"
-    )
 
 
 def _rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -399,7 +392,7 @@ def _read_state_dict(file: Path, what: str) -> dict[str, torch.Tensor]:
             f"{what}: holds {type(obj).__name__}, not a state_dict; expected a dict of tensors, or a checkpoint "
             "dict with a 'state_dict' or 'model' key"
         )
-    return _strip_wrapper_prefixes(state)
+    return state
 
 
 def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -421,19 +414,35 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def _strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _strip_wrapper_prefixes(state: dict[str, Any], expected: Any = None) -> dict[str, Any]:
+    """``state`` without the key prefixes that wrappers add (DataParallel / DDP's ``module.``,
+    torch.compile's ``_orig_mod.``), one at a time while every key carries it. With the
+    model's own keys ``expected``, a prefix stays when the keys match the model better with it
+    (a network whose own child is named ``module``)."""
+    known = set(expected) if expected is not None else None
+
+    def matches(keys: Any) -> int:
+        return len(known.intersection(keys)) if known is not None else 0
+
     stripped = True
     while stripped:
         stripped = False
         for prefix in _WRAPPER_PREFIXES:
-            if state and all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                stripped = True
+            if not state or not all(k.startswith(prefix) for k in state):
+                continue
+            shorter = {k[len(prefix):]: v for k, v in state.items()}
+            if matches(state) > matches(shorter):
+                continue
+            state, stripped = shorter, True
     return state
 
 
 def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str, spec: str) -> None:
+    # A DataParallel-wrapped model loads into its network, as the Target runs it; the state's
+    # own DataParallel prefix goes the same way.
+    model, _ = unwrap_data_parallel(model)
     expected = model.state_dict()
+    state = _strip_wrapper_prefixes(state, expected.keys())
     mismatched = [
         f"{k} {list(v.shape)} (model has {list(expected[k].shape)})"
         for k, v in state.items()
@@ -628,8 +637,34 @@ class ExportedProgramModule(nn.Module):
             k = chunk.shape[0]
             if k < n:
                 chunk = torch.cat([chunk, chunk[-1:].expand(n - k, *chunk.shape[1:])])
-            outputs.append(reduce_to_logits(self._run(chunk))[:k])
-        return torch.cat(outputs)
+            outputs.append(_first_rows(self._run(chunk), k))
+        return _concat_rows(outputs)
+
+
+def _first_rows(output: Any, k: int) -> Any:
+    """``output`` (a tensor, or a tuple, list or dict of them) with each tensor's batch cut to ``k``."""
+    if isinstance(output, torch.Tensor):
+        return output[:k] if output.ndim else output
+    if isinstance(output, Mapping):
+        return {key: _first_rows(v, k) for key, v in output.items()}
+    if isinstance(output, (tuple, list)):
+        parts = [_first_rows(v, k) for v in output]
+        return type(output)(*parts) if hasattr(output, "_fields") else type(output)(parts)
+    return output
+
+
+def _concat_rows(outputs: list[Any]) -> Any:
+    """The chunks' outputs joined along the batch, keeping their structure (so the Target
+    chooses the logits among several outputs as it would for one run)."""
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outputs) if first.ndim else first
+    if isinstance(first, Mapping):
+        return {key: _concat_rows([o[key] for o in outputs]) for key in first}
+    if isinstance(first, (tuple, list)):
+        parts = [_concat_rows([o[i] for o in outputs]) for i in range(len(first))]
+        return type(first)(*parts) if hasattr(first, "_fields") else type(first)(parts)
+    return first
 
 
 def _load_exported(spec: str, path: Path, options: ModelOptions) -> Target:
@@ -767,15 +802,27 @@ def _exercise(module: nn.Module, example: torch.Tensor) -> tuple[int, bool]:
         # A program exported in training mode draws dropout masks: keep the caller's RNG as is.
         grad = None
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            logits = reduce_to_logits(module(x))
-            if differentiable and logits.requires_grad:
+            # Every floating output counts: which of several outputs are the logits is the Target's call.
+            outputs = [t for t in _tensors_in(module(x)) if t.is_floating_point() and t.requires_grad]
+            if differentiable and outputs:
                 # autograd.grad, not backward(): leave the parameters' .grad untouched.
-                (grad,) = torch.autograd.grad(logits.float().sum(), x, allow_unused=True)
+                total = sum(t.float().sum() for t in outputs)
+                (grad,) = torch.autograd.grad(total, x, allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
     gradient_ok = grad is not None and bool(torch.isfinite(grad).all())
     return len(fired), gradient_ok
+
+
+def _tensors_in(output: Any) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        return [t for v in output.values() for t in _tensors_in(v)]
+    if isinstance(output, (tuple, list)):
+        return [t for v in output for t in _tensors_in(v)]
+    return [v for v in vars(output).values() if isinstance(v, torch.Tensor)] if hasattr(output, "__dict__") else []
 
 
 # -- shared ---------------------------------------------------------------------------------------
@@ -799,7 +846,7 @@ def _make_target(
     except (RuntimeError, ValueError, TypeError) as exc:
         raise UsageError(f"device {options.device!r} is not a torch device; expected cpu, cuda or cuda:N") from exc
     try:
-        return Target(
+        target = Target(
             model,
             spec=spec,
             mean=mean,
@@ -813,6 +860,12 @@ def _make_target(
         raise UsageError(
             f"model {spec!r}: bad normalization mean={mean} std={std}; expected 1 or 3 values each, std > 0"
         ) from exc
+    if options.num_classes is not None:
+        try:
+            target.expect_classes(options.num_classes)
+        except ValueError as exc:
+            raise UsageError(f"model {spec!r}: {exc}") from exc
+    return target
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ __all__ = [
     "TinyFCNet",
     "TinyGAPNet",
     "TupleOutputNet",
+    "Wrapped",
     "tiny_factory",
 ]
 
@@ -114,6 +115,19 @@ class NaNNet(TinyGAPNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x) * float("nan")
+
+
+class Wrapped(nn.Module):
+    """A network held as the one child ``net`` of a wrapper without parameters of its own, as
+    users often write models: checks must see through it to the same blocks and verdicts as
+    for ``net`` alone (:attr:`auditkit.Target.body`)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 def tiny_factory(num_classes: int = 4) -> nn.Module:

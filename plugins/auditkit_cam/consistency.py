@@ -14,6 +14,7 @@ from auditkit import Artifact, Check, Findings, UsageError
 from auditkit.batching import oom_backoff
 from auditkit.localization import (
     POINTING_TOLERANCE_AT_224,
+    as_box_sets,
     box_masks,
     boxes_from_masks,
     center_hits,
@@ -22,6 +23,7 @@ from auditkit.localization import (
     pointing_tolerance_px,
 )
 from auditkit.saliency import upsample
+from auditkit.target import relative_tolerance
 
 from auditkit_cam.maps import (
     class_activation_maps,
@@ -32,10 +34,18 @@ from auditkit_cam.maps import (
 )
 from auditkit_cam.overlays import cam_overlay_png
 
-NO_GAP_HEAD_REASON = "spatial information is flattened into the FC layers, so CAM is undefined; use the gradcam checks"
+# Only for a target that reaches the check without a detected head and without a reason of
+# its own; normally the session skips such models, with the target's reason.
+NO_GAP_HEAD_REASON = (
+    "no global-average-pooling + single linear head was detected, so CAM is undefined for this model; "
+    "use the gradcam checks"
+)
 LOGIT_IDENTITY = "logit_c = mean_ij CAM_c(i,j) + b_c"
 GRAD_CAM_IDENTITY = "Grad-CAM_c = ReLU(CAM_c) / (H*W)"
 CAM_CLASSES = ("label", "predicted")
+# With the automatic tolerance, an identity off by more than the compute dtype's tolerance but
+# at most this many times it is put down to rounding in that dtype, not to the head's structure.
+PRECISION_FACTOR = 10
 
 
 class CamConsistency(Check):
@@ -51,13 +61,22 @@ class CamConsistency(Check):
     - Grad-CAM at the feature map equals ReLU(CAM_c) / (H*W) (``gradcam_max_abs_err``,
       ``cam_gradcam_corr``).
 
-    Either identity off by more than ``identity_rtol`` (relative to the magnitude of the summed
-    terms) fails the check, naming the identity and the error. It also reports ``flip_corr``:
+    Errors are relative to the magnitude of the summed terms. The tolerance follows the
+    precision the model computes in: ``relative_tolerance(dtype)`` = max(1e-4, 4 eps), with
+    dtype the coarser of ``target.compute_dtype`` and the feature map's own dtype (1e-4 for
+    float32, 0.031 for bfloat16 autocast). An identity within the tolerance holds; one off by
+    at most ``PRECISION_FACTOR`` (10) times it holds to that dtype's precision, which the
+    message says (rounding, not a structural defect), and passes; one off by more fails the
+    check, naming the identity and the error. A configured ``identity_rtol`` is a strict bar
+    instead. When no gradient reaches the feature map at all (``forward`` detaches it or
+    computes it under ``torch.no_grad()``), Grad-CAM is undefined and the check is skipped
+    with that reason, rather than reporting a broken identity. It also reports ``flip_corr``:
     the Pearson correlation of the raw CAM of the mirrored image with the mirrored CAM (1 for a
     model whose evidence mirrors with the image), and, when the data has boxes or masks, the
     pointing game, its center baseline and the energy in the box on ReLU(CAM), defined as for
     Grad-CAM so the two can be set side by side. Models without such a head (AlexNet's fully
-    connected head) are skipped: CAM is undefined for them.
+    connected head) are skipped by the session, with the target's reason why no head was
+    detected: CAM is undefined for them.
 
     Definitions. Correlations are Pearson per image at feature resolution, averaged over the
     images where neither map is constant (the others are counted in ``details``). Localization
@@ -70,9 +89,7 @@ class CamConsistency(Check):
     """
 
     id = "cam.consistency"
-    # No "gap_head" here: the check skips itself with the reason CAM is undefined, which says
-    # more than the session's generic missing-capability message.
-    requires = ("white_box", "layers")
+    requires = ("white_box", "layers", "gap_head")
     headline = ("logit_max_abs_err", "cam_gradcam_corr", "flip_corr")
     directions = {
         "*_err": "lower",
@@ -87,10 +104,12 @@ class CamConsistency(Check):
         """Settings of ``cam.consistency``.
 
         ``identity_rtol``: largest error allowed in either identity, relative to the magnitude
-        of the summed terms (sum_k |w_ck| mean_ij |f_k(i,j)| + |b_c| for a logit). Float32
-        rounding stays below about (C + H*W) epsilons of that, typically far less: 1e-4 is
-        about 840 float32 epsilons, while a planted scale or ReLU after the pool gives errors of
-        order 1/sqrt(C) or more. Raise it for half precision (about 1e-2) or TF32 matmuls.
+        of the summed terms (sum_k |w_ck| mean_ij |f_k(i,j)| + |b_c| for a logit). Unset (the
+        default): the compute dtype's tolerance, max(1e-4, 4 eps), with errors up to
+        ``PRECISION_FACTOR`` times it reported as rounding in that dtype. Float32 rounding
+        stays below about (C + H*W) epsilons of the terms, typically far less: 1e-4 is about
+        840 float32 epsilons, while a planted scale or ReLU after the pool gives errors of
+        order 1/sqrt(C) or more. Set it to make one strict bar (e.g. for TF32 matmuls).
         ``cam_class``: the class whose map is explained, the ground-truth ``label`` (as in the
         pointing game; the prediction is used when the data has no labels) or ``predicted``.
         ``pointing_tolerance``: pointing-game tolerance in pixels at 224 x 224, scaled by the
@@ -98,14 +117,16 @@ class CamConsistency(Check):
         ``overlays``: how many of the first evaluation images get a CAM overlay artifact.
         """
 
-        identity_rtol: float = 1e-4
+        identity_rtol: float | None = None
         cam_class: str = "label"
         pointing_tolerance: float = POINTING_TOLERANCE_AT_224
         overlays: int = 4
 
         def __post_init__(self) -> None:
             where = 'settings of "cam.consistency"'
-            if not (isinstance(self.identity_rtol, (int, float)) and 0 < self.identity_rtol < math.inf):
+            if self.identity_rtol is not None and not (
+                isinstance(self.identity_rtol, (int, float)) and 0 < self.identity_rtol < math.inf
+            ):
                 raise UsageError(f"{where}: identity_rtol must be a positive number, got {self.identity_rtol!r}")
             if self.cam_class not in CAM_CLASSES:
                 raise UsageError(f"{where}: cam_class must be one of {', '.join(CAM_CLASSES)}, got {self.cam_class!r}")
@@ -120,7 +141,7 @@ class CamConsistency(Check):
     def run(self, ctx: Any) -> Findings:
         head = ctx.target.gap_head
         if head is None:
-            auditkit.skip(NO_GAP_HEAD_REASON)
+            auditkit.skip(getattr(ctx.target, "gap_head_reason", None) or NO_GAP_HEAD_REASON)
         settings = self.settings
         clean = ctx.clean
         weight = head.weight.detach()
@@ -130,8 +151,10 @@ class CamConsistency(Check):
         else:
             classes, cam_class = clean.preds, "predicted"
 
+        feature_dtypes: set[torch.dtype] = set()
+
         def measure(images: torch.Tensor, cls: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
-            return _measure(ctx.target, head.pool, weight, bias, images, cls, reference)
+            return _measure(ctx.target, head.pool, weight, bias, images, cls, reference, feature_dtypes)
 
         tally = _Tally()
         overlays: list[Artifact] = []
@@ -144,6 +167,7 @@ class CamConsistency(Check):
             if boxes is None and batch.masks is not None:
                 boxes = boxes_from_masks(batch.masks)
             if boxes is not None:
+                boxes = as_box_sets(boxes)  # [B,M,4]: an image's object region is the union of its boxes
                 tally.add_localization(out["cam"], boxes, batch.images.shape[-2:], settings.pointing_tolerance)
             for row in range(len(batch)):
                 position = int(batch.index[row])
@@ -161,42 +185,63 @@ class CamConsistency(Check):
                         caption=(
                             f"image {position}: CAM for the {cam_class} class {_class_name(ctx, c)} "
                             f"(predicted {_class_name(ctx, pred)}, p={confidence:.2f})"
-                            + ("; white: object box" if box is not None and bool(torch.isfinite(box).all()) else "")
+                            + ("; white: object box" if box is not None and bool(torch.isfinite(box).all(-1).any()) else "")
                         ),
                     )
                 )
 
         metrics = tally.metrics()
         failures = []
-        rtol = settings.identity_rtol
+        # The feature map's own dtype counts too: functional code in forward (no module, so
+        # not in the probe's record) may have computed it in lower precision.
+        dtype = _coarsest(getattr(ctx.target, "compute_dtype", torch.float32), *feature_dtypes)
+        automatic = settings.identity_rtol is None
+        rtol = relative_tolerance(dtype) if automatic else float(settings.identity_rtol)
+        # Errors up to `bound` count as rounding: PRECISION_FACTOR x the dtype's tolerance, or
+        # exactly the configured identity_rtol.
+        bound = PRECISION_FACTOR * rtol if automatic else rtol
+        dtype_name = str(dtype).replace("torch.", "")
+        precision_limited = {
+            name: err for name, err in (("logit", tally.logit_rel), ("Grad-CAM", tally.gradcam_rel)) if rtol < err <= bound
+        }
+        precision_notes = [
+            f"the {name} identity holds to {dtype_name} precision only (max relative error {err:.3g} > "
+            f"{rtol:g}, the {dtype_name} tolerance, but within {PRECISION_FACTOR}x it: rounding, not a structural defect)"
+            for name, err in precision_limited.items()
+        ]
         where = f"'{head.pool}' -> '{head.linear}'"
-        if not tally.logit_rel <= rtol:
+        if not tally.logit_rel <= bound:
             failure = (
                 f"logit identity {LOGIT_IDENTITY} broken: max abs error {tally.logit_abs:.3g} "
                 f"(image {tally.logit_worst[0]}, class {tally.logit_worst[1]}; max relative error "
-                f"{tally.logit_rel:.3g} > identity_rtol={rtol:g}): the head {where} detected as global average "
+                f"{tally.logit_rel:.3g} > {_bar(automatic, dtype_name, rtol)}): the head "
+                f"{where} detected as global average "
                 "pooling + one linear layer is not one (forward() changes the pooled features between them, "
                 "e.g. a nonlinearity or a scaling), so CAM does not explain this model's logits"
             )
-            if tally.hooked_logit_rel <= rtol:
+            if tally.hooked_logit_rel <= bound:
                 failure += (
                     f"; the identity holds on the instrumented pass's own logits (relative error "
                     f"{tally.hooked_logit_rel:.3g}), so the model's forward pass is not deterministic"
                 )
             failures.append(failure + _tf32_hint(ctx.device))
-        if not tally.gradcam_rel <= rtol:
+        if not tally.gradcam_rel <= bound:
             failures.append(
                 f"Grad-CAM identity {GRAD_CAM_IDENTITY} at the input of '{head.pool}' broken: max abs error "
                 f"{tally.gradcam_abs:.3g} (image {tally.gradcam_worst}; max relative error {tally.gradcam_rel:.3g} "
-                f"> identity_rtol={rtol:g}): the gradient of the logit with respect to the features is not "
+                f"> {_bar(automatic, dtype_name, rtol)}): the gradient of the logit "
+                "with respect to the features is not "
                 "w_c / (H*W)" + _tf32_hint(ctx.device)
             )
+        tolerance = f"{dtype_name} tolerance {rtol:.2g}" if automatic else f"identity_rtol {rtol:g}"
         message = (
             f"GAP head {where} confirmed on {tally.n} images: logit identity max abs error "
-            f"{tally.logit_abs:.2g} (relative {tally.logit_rel:.2g}), Grad-CAM identity max abs error "
+            f"{tally.logit_abs:.2g} (relative {tally.logit_rel:.2g}; {tolerance}), Grad-CAM identity max abs error "
             f"{tally.gradcam_abs:.2g}; cam_gradcam_corr {metrics['cam_gradcam_corr']:.3f}, "
             f"flip_corr {metrics['flip_corr']:.3f}"
         )
+        if precision_notes and not failures:
+            message += "; " + "; ".join(precision_notes)
         if failures:
             message = f"CAM of {ctx.target.name} checked on {tally.n} images"
         if tally.n_localized:
@@ -212,7 +257,10 @@ class CamConsistency(Check):
                 "feature_shape": list(head.feature_shape),
             },
             "cam_class": cam_class,
-            "identity_rtol": rtol,
+            "identity_rtol": bound,
+            "compute_dtype": dtype_name,
+            "dtype_tolerance": rtol if automatic else None,
+            "precision_limited": [name.lower().replace("-", "") for name in precision_limited],
             "logit_identity_worst": {"image": tally.logit_worst[0], "class": tally.logit_worst[1]},
             "gradcam_identity_worst_image": tally.gradcam_worst,
             "cam_gradcam_corr_undefined": tally.cam_gradcam_undefined,
@@ -231,11 +279,21 @@ def _measure(
     images: torch.Tensor,
     classes: torch.Tensor,
     reference_logits: torch.Tensor,
+    feature_dtypes: set[torch.dtype],
 ) -> dict[str, torch.Tensor]:
     """Everything the check needs from one batch, as per-image tensors (so batch-size backoff
-    can split and concatenate it): two forward passes, the image and its mirror."""
+    can split and concatenate it): two forward passes, the image and its mirror. The feature
+    map's dtype is added to ``feature_dtypes``. Skips the check when no gradient reaches the
+    feature map."""
     feature_pass = pool_input_pass(target, pool, images, classes)
+    if not feature_pass.gradient_reaches_features:
+        auditkit.skip(
+            f"no gradient reaches the feature layer (the input of '{pool}', the map CAM is built from): "
+            "forward() detaches it or computes it under torch.no_grad(), so Grad-CAM and its identity with "
+            "CAM are undefined for this model"
+        )
     features = feature_pass.features
+    feature_dtypes.add(features.dtype)
     real = logit_identity_errors(features, weight, bias, reference_logits)
     hooked = logit_identity_errors(features, weight, bias, feature_pass.logits)
     grad_cam = grad_cam_identity_errors(feature_pass.grad_cam, features, weight, classes)
@@ -303,7 +361,7 @@ class _Tally:
 
     def add_localization(self, cam: torch.Tensor, boxes: torch.Tensor, size: Any, tolerance_at_224: float) -> None:
         height, width = int(size[0]), int(size[1])
-        keep = torch.isfinite(boxes).all(dim=1)
+        keep = torch.isfinite(boxes).all(dim=-1).any(dim=-1)  # images with at least one box
         if not bool(keep.any()):
             return
         self.tolerance_px = pointing_tolerance_px(height, width, tolerance_at_224)
@@ -352,6 +410,19 @@ def _replaces(value: float, current: float) -> bool:
 def _class_name(ctx: Any, c: int) -> str:
     names = ctx.data.class_names
     return names[c] if 0 <= c < len(names) else str(c)
+
+
+def _coarsest(*dtypes: torch.dtype) -> torch.dtype:
+    """The floating dtype with the largest machine epsilon among ``dtypes`` (float32 if none)."""
+    floating = [d for d in dtypes if d.is_floating_point]
+    return max(floating, key=lambda d: torch.finfo(d).eps, default=torch.float32)
+
+
+def _bar(automatic: bool, dtype_name: str, rtol: float) -> str:
+    """The bar an error failed, for messages."""
+    if not automatic:
+        return f"identity_rtol={rtol:g}"
+    return f"{PRECISION_FACTOR} x identity_rtol={rtol:g}, the {dtype_name} tolerance: more than rounding explains"
 
 
 def _tf32_hint(device: torch.device) -> str:

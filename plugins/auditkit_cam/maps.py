@@ -23,12 +23,16 @@ class FeaturePass:
 
     ``features`` [B,C,h,w] is the input of the pooling module (the f_k(i,j) of CAM), detached;
     ``logits`` [B,K] the target's logits, detached; ``grad_cam`` [B,h,w] float64 the Grad-CAM
-    maps at ``features`` for the requested classes, or None when no classes were given.
+    maps at ``features`` for the requested classes, or None when no classes were given or no
+    gradient reaches the features. ``gradient_reaches_features`` is False when classes were
+    given and autograd finds no path from the logits back to the features (a detach, or a
+    ``torch.no_grad()`` block, in ``forward``): Grad-CAM is then undefined, not zero.
     """
 
     features: torch.Tensor
     logits: torch.Tensor
     grad_cam: torch.Tensor | None = None
+    gradient_reaches_features: bool = True
 
 
 @dataclass
@@ -104,18 +108,14 @@ def pool_input_pass(
                 f"expected a feature map [batch={images.shape[0]}, channels, h, w]"
             )
         cam = None
-        if want_grad:
-            grads = None
-            if logits.requires_grad and features.requires_grad:
-                score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
-                (grads,) = torch.autograd.grad(score, features, allow_unused=True)
-            if grads is None:
-                # The logits do not depend on the features through autograd (a detach or a
-                # no_grad block in forward): the gradient, and so Grad-CAM, is zero.
-                grads = torch.zeros_like(features)
+        grads = None
+        if want_grad and logits.requires_grad and features.requires_grad:
+            score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
+            (grads,) = torch.autograd.grad(score, features, allow_unused=True)
+        if grads is not None:
             alpha = grads.double().mean(dim=(2, 3))
             cam = F.relu(torch.einsum("bc,bchw->bhw", alpha, features.detach().double()))
-    return FeaturePass(features.detach(), logits.detach(), cam)
+    return FeaturePass(features.detach(), logits.detach(), cam, gradient_reaches_features=not want_grad or grads is not None)
 
 
 def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

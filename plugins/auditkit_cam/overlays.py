@@ -27,8 +27,8 @@ def cam_overlay_png(image: torch.Tensor, cam: torch.Tensor, box: torch.Tensor | 
     :param image: float [3,H,W] in [0,1].
     :param cam: raw map [h,w] at feature resolution; ReLU'd, upsampled bilinearly to H x W
         and min-max normalized before colouring.
-    :param box: (x0, y0, x1, y1) x1/y1 exclusive, outlined in white on both panels; None or
-        NaN for no box.
+    :param box: (x0, y0, x1, y1) x1/y1 exclusive, or several [M,4], outlined in white on both
+        panels; None or NaN rows for no box.
     """
     image = image.detach().float().cpu().clamp(0, 1)
     height, width = image.shape[-2:]
@@ -40,9 +40,12 @@ def cam_overlay_png(image: torch.Tensor, cam: torch.Tensor, box: torch.Tensor | 
     scale = max(1, math.ceil(MIN_PANEL_SIDE / min(height, width)))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    if box is not None and bool(torch.isfinite(box).all()):
+    boxes = () if box is None else box.detach().cpu().reshape(-1, 4)
+    for row in boxes:
+        if not bool(torch.isfinite(row).all()):
+            continue
         draw = ImageDraw.Draw(picture)
-        x0, y0, x1, y1 = (float(v) * scale for v in box.detach().cpu())
+        x0, y0, x1, y1 = (float(v) * scale for v in row)
         for offset in (0, width * scale):
             draw.rectangle([x0 + offset, y0, x1 + offset - 1, y1 - 1], outline=(255, 255, 255))
     out = io.BytesIO()

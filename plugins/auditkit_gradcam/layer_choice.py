@@ -63,7 +63,10 @@ def choose_layer(
     spatial (``[B,C,h,w]`` with ``h*w > 1``), that runs once per forward pass (a module called
     twice, like torchvision's shared ReLU in a ResNet block, cannot be hooked unambiguously),
     that is not adaptive pooling (which resamples to a grid of its own), and on which the logits
-    depend (checked with one forward and backward pass on ``example``).
+    depend (checked with one forward and backward pass on ``example``). Only modules inside the
+    model's body (``target.body_name``) compete: the single-child wrappers around it and the
+    body itself are the whole network, never a layer of it, so a wrapped model gets the same
+    layer as the plain one, under its qualified name.
 
     :param target: a probed white-box ``auditkit.Target`` with hookable layers.
     :param example: one or more images [B,3,H,W] on the target's device, for the dependence test.
@@ -111,9 +114,11 @@ def _configured(target: Any, name: Any, source: str, calls: Counter, last_call: 
 def _automatic(target: Any, example: torch.Tensor, calls: Counter, last_call: dict) -> LayerChoice:
     passed_over: list[tuple[str, str]] = []
     candidates: list[str] = []
+    body = getattr(target, "body_name", "")
+    inside = f"{body}." if body else ""
     seen: set[str] = set()
     for info in reversed(target.layers):
-        if info.name in seen:
+        if info.name in seen or not info.name.startswith(inside):
             continue
         seen.add(info.name)
         if not _is_spatial(info.output_shape):

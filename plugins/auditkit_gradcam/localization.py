@@ -12,6 +12,7 @@ import auditkit
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
 from auditkit.localization import (  # noqa: F401  (re-exported for the check's users and tests)
     POINTING_TOLERANCE_AT_224,
+    as_box_sets,
     box_masks,
     boxes_from_masks,
     center_hits,
@@ -86,7 +87,13 @@ def largest_component_boxes(maps: torch.Tensor, fraction: float = 0.2) -> torch.
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU [B] of boxes (x0, y0, x1, y1), x1/y1 exclusive; 0 where either box is NaN."""
+    """IoU [B] of boxes (x0, y0, x1, y1), x1/y1 exclusive; 0 where either box is NaN.
+
+    ``b`` may hold several boxes per image, [B,M,4] (NaN rows where an image has fewer): the
+    IoU is then with the best-overlapping of them, as in ImageNet's localization protocol."""
+    if b.ndim == 3:
+        per_box = [box_iou(a, b[:, m]) for m in range(b.shape[1])]
+        return torch.stack(per_box, dim=1).amax(dim=1) if per_box else torch.zeros(a.shape[0], device=a.device)
     iw = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
     ih = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
     inter = iw * ih
@@ -109,9 +116,17 @@ class _WorstImages:
             return
         items["key"] = key
         if self.keep is not None:
-            items = {name: torch.cat([self.keep[name], value]) for name, value in items.items()}
+            items = {name: _cat_padded(self.keep[name], value) for name, value in items.items()}
         order = torch.argsort(items["key"], stable=True)[: self.k]
         self.keep = {name: value[order] for name, value in items.items()}
+
+
+def _cat_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a`` and ``b`` stacked along dim 0; box sets [B,M,4] of different M padded with NaN rows."""
+    if a.ndim == 3 and b.ndim == 3 and a.shape[1] != b.shape[1] and a.is_floating_point():
+        m = max(a.shape[1], b.shape[1])
+        a, b = (F.pad(t, (0, 0, 0, m - t.shape[1]), value=float("nan")) for t in (a, b))
+    return torch.cat([a, b])
 
 
 class GradCamLocalization(Check):
@@ -216,10 +231,12 @@ class GradCamLocalization(Check):
         for batch in explainer.batches("localization"):
             h, w = batch.images.shape[-2:]
             tolerance = pointing_tolerance_px(h, w, settings.pointing_tolerance)
+            # Every image's boxes [B,M,4]: the object region is their union, and the IoU is
+            # with the best-overlapping one.
             if batch.boxes is not None:
-                gt_boxes = batch.boxes.float()
+                gt_boxes = as_box_sets(batch.boxes.float())
             else:
-                gt_boxes = boxes_from_masks(batch.masks)
+                gt_boxes = as_box_sets(boxes_from_masks(batch.masks))
             region = batch.masks.bool() if settings.region == "mask" else box_masks(gt_boxes, h, w)
             scored = region.flatten(1).any(dim=1)
             if not bool(scored.any()):
@@ -309,7 +326,9 @@ class GradCamLocalization(Check):
             image = keep["images"][i]
             size = tuple(image.shape[-2:])
             picture = overlay_image(image, keep["maps"][i])
-            draw_box(picture, keep["boxes"][i].tolist(), size, "#00c000")
+            for box in keep["boxes"][i]:
+                if bool(torch.isfinite(box).all()):
+                    draw_box(picture, box.tolist(), size, "#00c000")
             if not torch.isnan(keep["predicted"][i]).any():
                 draw_box(picture, keep["predicted"][i].tolist(), size, "#ffffff")
             if keep["maps"][i].max() > keep["maps"][i].min():

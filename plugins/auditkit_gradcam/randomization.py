@@ -35,16 +35,19 @@ class Block:
     parameters: tuple[str, ...]
 
 
-def cascade_blocks(model: nn.Module, call_order: list[str]) -> list[Block]:
+def cascade_blocks(model: nn.Module, call_order: list[str], body: str = "") -> list[Block]:
     """The model's blocks with parameters, from the logits down.
 
-    Blocks are the model's children, with containers (``Sequential``, ``ModuleList``,
-    ``ModuleDict``) opened up into their children, recursively: ResNet's ``fc``, ``layer4.1``,
-    ``layer4.0``, ..., ``conv1``; AlexNet's classifier and feature layers one by one. They are
-    ordered by when their forward pass ends (``call_order``, module names in call order, as
-    ``Target.layers``), last first; blocks that do not run (auxiliary heads in eval mode) are
-    left out. Parameters held by the model itself come last. A parameter shared by two blocks
-    belongs to the first one randomized.
+    Blocks are the children of the model's body (``body``: the qualified name of the network
+    inside single-child wrappers, ``Target.body_name``; "" for the model itself), with
+    containers (``Sequential``, ``ModuleList``, ``ModuleDict``) opened up into their children,
+    recursively: ResNet's ``fc``, ``layer4.1``, ``layer4.0``, ..., ``conv1``; AlexNet's
+    classifier and feature layers one by one. Names are qualified inside ``model``, so a
+    wrapped ResNet gives ``net.fc``, ``net.layer4.1``, ... in the same order as the plain one.
+    They are ordered by when their forward pass ends (``call_order``, module names in call
+    order, as ``Target.layers``), last first; blocks that do not run (auxiliary heads in eval
+    mode) are left out. Parameters held by the body itself or by the wrappers around it come
+    last. A parameter shared by two blocks belongs to the first one randomized.
     """
     position: dict[str, int] = {}
     for i, name in enumerate(call_order):
@@ -55,7 +58,9 @@ def cascade_blocks(model: nn.Module, call_order: list[str]) -> list[Block]:
         hits = [i for n, i in position.items() if n == name or n.startswith(prefix)]
         return max(hits) if hits else -1
 
-    candidates = [(name, module) for name, module in _blocks_of(model, "") if any(True for _ in module.parameters())]
+    root = model.get_submodule(body) if body else model
+    prefix = f"{body}." if body else ""
+    candidates = [(name, module) for name, module in _blocks_of(root, prefix) if any(True for _ in module.parameters())]
     timed = sorted(((ran_at(name), name, module) for name, module in candidates if ran_at(name) >= 0), reverse=True)
     seen: set[int] = set()
     blocks = []
@@ -67,7 +72,15 @@ def cascade_blocks(model: nn.Module, call_order: list[str]) -> list[Block]:
                 owned.append(pname)
         if owned:
             blocks.append(Block(name, tuple(owned)))
-    own = [n for n, p in model.named_parameters(recurse=False) if id(p) not in seen]
+    # The body and the wrappers around it: "" and each prefix of the body's name.
+    parts = body.split(".") if body else []
+    holders = {".".join(parts[:i]) for i in range(len(parts) + 1)}
+    own = [
+        f"{holder}.{n}" if holder else n
+        for holder in sorted(holders, key=len, reverse=True)
+        for n, p in model.get_submodule(holder).named_parameters(recurse=False)
+        if id(p) not in seen
+    ]
     if own:
         blocks.append(Block("(model's own parameters)", tuple(own)))
     return blocks
@@ -135,7 +148,8 @@ class GradCamRandomization(Check):
 
     def run(self, ctx: Any) -> Findings:
         explainer = Explainer(ctx, self.settings)
-        blocks = cascade_blocks(ctx.target.model, [info.name for info in ctx.target.layers])
+        target = ctx.target
+        blocks = cascade_blocks(target.model, [info.name for info in target.layers], getattr(target, "body_name", ""))
         if not blocks:
             auditkit.skip(f"{ctx.target.name} has no parameters to randomize")
         steps = len(blocks)

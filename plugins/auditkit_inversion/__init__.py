@@ -187,7 +187,7 @@ class InversionFidelity(Check):
     def _select(self, target: Any) -> tuple[list[Stage], list[str], str]:
         if self.settings.layers:
             return configured_stages(self.settings.layers, target.layers), [], "configured"
-        stages, notes = default_stages(target.model, target.layers, target.num_classes)
+        stages, notes = default_stages(target.model, target.layers, target.num_classes, getattr(target, "body_name", ""))
         if not stages:
             auditkit.skip(
                 "no stage before the classifier head to invert"

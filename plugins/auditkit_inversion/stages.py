@@ -35,13 +35,23 @@ class LayerSelectionError(ValueError):
     """A configured layer cannot be inverted; the message says which and what was expected."""
 
 
-def default_stages(model: nn.Module, layers: Sequence[Any], num_classes: int | None) -> tuple[list[Stage], list[str]]:
+def default_stages(
+    model: nn.Module, layers: Sequence[Any], num_classes: int | None, body: str = ""
+) -> tuple[list[Stage], list[str]]:
     """The output of each stage of ``model``, in call order, and notes on what was left out.
 
-    The units are the model's top-level children (descending through a single wrapper
-    module). A ``nn.Sequential`` unit is split into its own children when they form more
-    than one stage, so ``features = Sequential(conv, relu, pool, conv, ...)`` yields one
-    stage per block while ResNet's ``layer1`` stays whole. Units are then grouped into stages:
+    Everything is read from the probe's record of calls (``layers``), not from which
+    containers a ``forward`` happens to call. The units are the children of the model's body
+    (``body``: the qualified name of the network inside single-child wrappers,
+    ``Target.body_name``; "" for the model itself; a lone called child is descended too) that
+    ran, in call order; a child that never ran itself but whose own children did (a
+    ``forward`` looping over ``self.backbone.children()`` or a ``ModuleList``) is replaced by
+    those children. A unit is then opened up into its own units when they form more than one
+    stage: a ``nn.Sequential`` (so ``features = Sequential(conv, relu, pool, conv, ...)`` yields
+    one stage per block while ResNet's ``layer1`` stays whole), and, outside a Sequential, any
+    other network whose stages each run once (a ``backbone`` ResNet in front of a ``head``
+    yields the ResNet's stages; a residual block, whose shared ReLU runs several times, stays
+    whole). Units are then grouped into stages:
 
     * a unit with weights or children (convolution, linear, residual block) starts a new
       stage unless it keeps the spatial size of the stage it follows: the stages of a CNN are
@@ -55,9 +65,10 @@ def default_stages(model: nn.Module, layers: Sequence[Any], num_classes: int | N
     * the last stage is dropped when it produces the logits (the classifier head), and so is
       a stage whose module runs more than once per forward (its output is ambiguous).
 
-    :param model: the raw model.
+    :param model: the raw model (``target.model``); stage names are qualified inside it.
     :param layers: ``target.layers`` (``LayerInfo(name, module, output_shape, order)`` in call order).
     :param num_classes: the logits' width, to recognize the classifier head.
+    :param body: ``target.body_name``.
     :returns: (stages, notes): the stages in call order and human-readable notes on what was skipped.
     """
     calls: dict[str, int] = {}
@@ -69,14 +80,17 @@ def default_stages(model: nn.Module, layers: Sequence[Any], num_classes: int | N
     leaf_orders = sorted(info.order for info in layers if not any(True for _ in info.module.children()))
 
     def called_children(prefix: str) -> list[str]:
-        parent = modules[prefix] if prefix else model
-        names = [f"{prefix}.{n}" if prefix else n for n, _ in parent.named_children()]
-        return sorted((n for n in names if n in first), key=lambda n: first[n].order)
+        names: list[str] = []
+        for child, _ in modules[prefix].named_children():
+            full = f"{prefix}.{child}" if prefix else child
+            # A container that never ran itself hands on the children the forward called.
+            names.extend([full] if full in first else called_children(full))
+        return sorted(names, key=lambda n: first[n].order)
 
-    units = called_children("")
+    units = called_children(body)
     while len(units) == 1 and called_children(units[0]):
         units = called_children(units[0])
-    units = _split_sequentials(units, modules, first, called_children)
+    units = _open_units(units, modules, first, calls, called_children, inside_sequential=False)
     groups = _group(units, modules, first)
 
     notes: list[str] = []
@@ -132,13 +146,30 @@ def configured_stages(names: Sequence[str], layers: Sequence[Any]) -> list[Stage
     return sorted(stages, key=lambda s: s.order)
 
 
-def _split_sequentials(units: list[str], modules: dict[str, nn.Module], first: dict[str, Any], called_children: Any) -> list[str]:
+def _open_units(
+    units: list[str],
+    modules: dict[str, nn.Module],
+    first: dict[str, Any],
+    calls: dict[str, int],
+    called_children: Any,
+    *,
+    inside_sequential: bool,
+) -> list[str]:
+    """Replace each unit by its own units where they form more than one stage: always for a
+    Sequential; for another module with children only outside Sequentials (a sub-network
+    such as a backbone, not a block of a stage) and only when each stage's output runs once,
+    which a residual block's shared activation does not."""
     out: list[str] = []
     for name in units:
         children = called_children(name)
-        if isinstance(modules[name], nn.Sequential) and children:
-            expanded = _split_sequentials(children, modules, first, called_children)
-            if len([g for g in _group(expanded, modules, first) if _group_output(g, modules)]) > 1:
+        sequential = isinstance(modules[name], nn.Sequential)
+        if children and (sequential or not inside_sequential):
+            expanded = _open_units(
+                children, modules, first, calls, called_children, inside_sequential=inside_sequential or sequential
+            )
+            outputs = [_group_output(g, modules) for g in _group(expanded, modules, first)]
+            outputs = [o for o in outputs if o is not None]
+            if len(outputs) > 1 and (sequential or all(calls[o] == 1 for o in outputs)):
                 out.extend(expanded)
                 continue
         out.append(name)

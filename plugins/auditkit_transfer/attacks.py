@@ -11,6 +11,7 @@ import torchattacks
 from torch import nn
 
 from auditkit.budgets import budget_label
+from auditkit.target import contiguous_gradient
 
 ATTACKS = ("fgsm", "pgd", "mifgsm")
 NORMS = ("linf", "l2")
@@ -50,14 +51,33 @@ def supported(attack: str, norm: str) -> bool:
     return not (attack == "mifgsm" and norm == "l2")
 
 
+class AttackView(nn.Module):
+    """The proxy as torchattacks sees it: input gradients always contiguous (NCHW).
+
+    A channels_last proxy (a factory's model, or one trained so on CUDA) hands back
+    channels_last input gradients, and torchattacks' L2 attacks flatten them with ``.view``,
+    which needs contiguous memory. The proxy is a submodule, so torchattacks reads its device
+    from it; the view starts in the proxy's own mode, because torchattacks puts the model it
+    is given back into the mode it found (a fresh module's training mode would reach the proxy)."""
+
+    def __init__(self, proxy: nn.Module):
+        super().__init__()
+        self.proxy = proxy
+        self.training = proxy.training
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proxy(contiguous_gradient(images))
+
+
 def make_attack(proxy: nn.Module, config: AttackConfig, steps: int, targeted: bool) -> torchattacks.attack.Attack:
-    """The torchattacks attack for ``config`` on ``proxy``.
+    """The torchattacks attack for ``config`` on ``proxy`` (seen through :class:`AttackView`).
 
     PGD uses Madry et al.'s step size 2.5 * eps / steps and a random start; MI-FGSM uses
     eps / steps and decay 1.0 (Dong et al.); FGSM in L2 is one PGD-L2 step of size eps from
     the clean image (the fast gradient method).
     """
     eps = float(config.eps)
+    proxy = proxy if isinstance(proxy, AttackView) else AttackView(proxy)
     if config.norm == "linf":
         if config.attack == "fgsm":
             atk = torchattacks.FGSM(proxy, eps=eps)
@@ -83,8 +103,10 @@ def make_attack(proxy: nn.Module, config: AttackConfig, steps: int, targeted: bo
 
 def craft(proxy: nn.Module, config: AttackConfig, images: torch.Tensor, labels: torch.Tensor, *, steps: int, targeted: bool) -> torch.Tensor:
     """Adversarial images crafted on ``proxy``: away from ``labels`` (untargeted) or toward
-    them (targeted), within the config's ball around ``images`` and inside [0, 1]."""
-    return make_attack(proxy, config, steps, targeted)(images, labels).detach()
+    them (targeted), within the config's ball around ``images`` and inside [0, 1]. Images in
+    any memory layout; the result is contiguous (torchattacks copies the layout it is given
+    and flattens with ``.view``)."""
+    return make_attack(proxy, config, steps, targeted)(images.contiguous(), labels).detach()
 
 
 def random_noise(images: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -118,8 +140,9 @@ class TransferMeasurement:
 
     :attr:`counts` maps ``(family, key)`` to ``[successes on the target, successes on the
     proxy, images]``, with family ``transfer_success`` (untargeted: the target's answer
-    leaves the reference class), ``targeted_success`` (the target answers the wanted class)
-    and ``noise_success`` (random noise of the same size moves the answer; key without the
+    leaves the reference class), ``targeted_success`` (the target answers the wanted class,
+    which must differ from the reference: a wanted class equal to it never counts) and
+    ``noise_success`` (random noise of the same size moves the answer; key without the
     attack name).
     """
 
@@ -162,7 +185,8 @@ class TransferMeasurement:
                     on_proxy = self.proxy(adv).argmax(1)
                 _, answers = self.oracle(adv)
                 if targeted:
-                    hits, proxy_hits = answers == goal, on_proxy == goal
+                    moved = goal != reference
+                    hits, proxy_hits = (answers == goal) & moved, (on_proxy == goal) & moved
                 else:
                     hits, proxy_hits = answers != goal, on_proxy != goal
                 family = "targeted_success" if targeted else "transfer_success"

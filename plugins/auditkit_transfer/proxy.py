@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditkit.errors import UsageError
-from auditkit.target import reduce_to_logits
+from auditkit.errors import TargetError, UsageError
+from auditkit.target import NO_INPUT_GRADIENT, reduce_to_logits
 
 BUILTIN_PROXY = "resnet"
 
@@ -112,6 +112,25 @@ def build_proxy(spec: str, num_classes: int, input_size: Sequence[int], *, width
     return model.to(device)
 
 
+def require_input_gradient(proxy: nn.Module, example: torch.Tensor, spec: str) -> None:
+    """Raise TargetError, with the session's message, when no gradient reaches the proxy's
+    input: it could neither grow the query set nor be attacked. Asked of autograd on
+    ``example[:1]`` in eval mode (``allow_unused``), not read from error messages."""
+    was_training = proxy.training
+    proxy.eval()
+    try:
+        x = example[:1].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = proxy(x)
+            grad = None
+            if logits.requires_grad:
+                (grad,) = torch.autograd.grad(logits.float().sum(), x, allow_unused=True)
+    finally:
+        proxy.train(was_training)
+    if grad is None:
+        raise TargetError(f"the proxy {spec!r}: {NO_INPUT_GRADIENT}")
+
+
 # -- training -------------------------------------------------------------------------------------
 
 
@@ -136,8 +155,9 @@ class TrainingLog:
 class TrainingPlan:
     """How to train the proxy each round: at most ``epochs`` epochs of Adam (``lr``) in batches
     of ``batch_size``, stopping once validation agreement has not improved for ``patience``
-    epochs (0: never; the best weights are kept), or when ``deadline`` (``time.monotonic()``)
-    passes."""
+    epochs (0: never; the best weights are kept). ``deadline`` (``time.monotonic()``) is a
+    safety cap checked before every step; when it passes, training stops ("time" in the log)
+    and the check says so, since its results then depend on machine speed."""
 
     epochs: int = 10
     batch_size: int = 64
@@ -169,7 +189,8 @@ def train_proxy(
 ) -> tuple[torch.optim.Optimizer, TrainingLog]:
     """Train ``proxy`` in place to imitate the target: ``targets`` are its scores [N,K]
     (probabilities) or labels [N]. Batched on the images' device, with AMP and channels_last
-    on CUDA. Early stopping uses agreement (argmax of the proxy against ``val_labels``) on the
+    on CUDA (the proxy is returned in contiguous memory, the layout every attack expects).
+    Early stopping uses agreement (argmax of the proxy against ``val_labels``) on the
     validation images, never the evaluation images. Deterministic for a ``generator``.
 
     Returns the optimizer (pass it back to continue training next round) and the log.
@@ -195,12 +216,14 @@ def train_proxy(
     if progress is not None:
         epochs = progress(epochs, plan.epochs, f"proxy training round {len(log.epochs) + 1}")
     for _ in epochs:
-        if plan.deadline is not None and time.monotonic() > plan.deadline:
-            stopped = "time"
-            break
         proxy.train()
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, plan.batch_size):
+            # The deadline is a safety cap, not a budget: checked every step, and the check
+            # reports it when it binds (results then depend on machine speed).
+            if plan.deadline is not None and time.monotonic() > plan.deadline:
+                stopped = "time"
+                break
             idx = order[start : start + plan.batch_size]
             if idx.numel() < 2 and n >= 2:
                 continue  # batch norm cannot train on a single image
@@ -214,6 +237,8 @@ def train_proxy(
             scaler.step(optimizer)
             scaler.update()
             log.images_seen += int(idx.numel())
+        if stopped == "time":
+            break
         epochs_run += 1
         if has_val:
             agreement, loss_value = evaluate_agreement(proxy, val_images, val_labels, plan.batch_size)
@@ -228,6 +253,9 @@ def train_proxy(
                 break
     if best_state is not None:
         proxy.load_state_dict(best_state)
+    # Whatever layout training used (channels_last on CUDA, or a factory's own), the proxy
+    # goes back to contiguous memory, the layout the attacks and augmentation expect.
+    proxy.to(memory_format=torch.contiguous_format)
     proxy.eval()
     log.epochs.append(epochs_run)
     log.stopped.append(stopped)

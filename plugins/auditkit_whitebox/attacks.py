@@ -13,6 +13,7 @@ from torch import nn
 from auditkit import TargetError
 from auditkit.batching import oom_backoff
 from auditkit.budgets import NORMS, budget_label, parse_budget  # noqa: F401  (re-exported for this plugin)
+from auditkit.target import NO_INPUT_GRADIENT, contiguous_gradient
 
 METHODS = ("fgsm", "pgd")
 TARGETED_MODES = ("random", "least_likely")
@@ -41,7 +42,12 @@ class TargetModule(nn.Module):
         self.device_anchor = nn.Parameter(torch.empty(0, device=target.device), requires_grad=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.target(images)
+        logits = self.target(contiguous_gradient(images))
+        # The session skips models whose probe found no input gradient; this guards direct
+        # callers, by autograd's own flag rather than by the wording of torch's errors.
+        if images.requires_grad and torch.is_grad_enabled() and not logits.requires_grad:
+            raise _no_gradient(self.target)
+        return logits
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,8 @@ def perturb(
     per_image = isinstance(eps, torch.Tensor)
     if per_image and spec.method == "pgd" and spec.random_start:
         raise ValueError("per-image budgets need a deterministic attack (random_start=False)")
+    # torchattacks clones the images with their strides and flattens with .view: NCHW only.
+    images = images.contiguous()
     # torchattacks broadcasts Linf budgets against [B,C,H,W] but L2 budgets against the
     # per-image norms [B], so per-image budgets take both shapes.
     eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
@@ -143,8 +151,9 @@ def run_attack(
     """Attack a batch with ``spec`` and score the result with one extra forward pass.
 
     Untargeted when ``targets`` is None (success: the prediction leaves ``labels``), targeted
-    otherwise (success: the prediction becomes ``targets``). Restarts attack only the images
-    not yet fooled, and an image counts as fooled when any restart fooled it. Batches halve on
+    otherwise (success: the prediction becomes ``targets``; a target equal to the label never
+    counts, since that would be success without any misclassification). Restarts attack only
+    the images not yet fooled, and an image counts as fooled when any restart fooled it. Batches halve on
     CUDA out-of-memory. Every perturbation is checked against its budget and the [0,1] box,
     since a budget overrun would silently overstate the attack's success.
     """
@@ -165,17 +174,14 @@ def run_attack(
                 return adv, module(adv)
 
         extra = (eps[todo],) if per_image else ()
-        try:
-            adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
-        except RuntimeError as exc:
-            if "does not require grad" not in str(exc):
-                raise
-            raise _no_gradient(module.target) from exc
+        adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
         _check_budget(spec.norm, images[todo], adv, eps[todo] if per_image else eps)
         if logits is None:
             logits = torch.empty(images.shape[0], out.shape[1], dtype=out.dtype, device=out.device)
         pred = out.argmax(1)
-        hit = pred != labels[todo] if targets is None else pred == targets[todo]
+        hit = pred != labels[todo]
+        if targets is not None:
+            hit &= pred == targets[todo]
         adversarial[todo] = adv
         logits[todo] = out
         success[todo] = hit
@@ -257,10 +263,7 @@ def input_gradient(target: Any, images: torch.Tensor, labels: torch.Tensor) -> t
 
 
 def _no_gradient(target: Any) -> TargetError:
-    return TargetError(
-        f"{getattr(target, 'name', 'the model')}: its logits carry no gradient with respect to the input "
-        "(the forward pass detaches or leaves torch); white-box attacks need one: audit it as a black box"
-    )
+    return TargetError(f"{getattr(target, 'name', 'the model')}: {NO_INPUT_GRADIENT}")
 
 
 def random_wrong_class(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -269,6 +272,9 @@ def random_wrong_class(labels: torch.Tensor, num_classes: int, generator: torch.
     return draw + (draw >= labels).long()
 
 
-def least_likely_class(logits: torch.Tensor) -> torch.Tensor:
-    """The class with the lowest clean logit (Kurakin et al. 2017's hardest target)."""
-    return logits.argmin(1)
+def least_likely_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The class with the lowest clean logit among those other than each label (Kurakin et
+    al. 2017's hardest target). Ties go to the lowest class index, so a model whose logits tie
+    (a constant model) gets a deterministic target that is never the label itself."""
+    masked = logits.float().scatter(1, labels.view(-1, 1).to(logits.device), math.inf)
+    return masked.argmin(1)

@@ -56,7 +56,8 @@ class FGSMSettings:
         to eight grey levels of an 8-bit image, the range used for CIFAR/ImageNet evaluations.
     :ivar l2_eps: L2 budgets in [0,1] pixel units.
     :ivar targeted: targeted variants to run besides the untargeted attack: ``random`` (a wrong
-        class drawn per image) and ``least_likely`` (the class with the lowest clean logit).
+        class drawn per image) and ``least_likely`` (the wrong class with the lowest clean logit,
+        the lowest index among ties).
     :ivar targeted_budgets: ``largest`` runs the targeted variants at the largest budget of each
         norm only (the curve is the untargeted one; this halves the cost of a default audit),
         ``all`` at every budget.
@@ -137,8 +138,8 @@ class _RobustAccuracy(Check):
     ``clean_acc``; per budget ``robust_acc@<budget>`` (share of all images still correct) and
     its 95% Wilson interval ``robust_acc_lo@<budget>``/``robust_acc_hi@<budget>``,
     ``attack_success@<budget>`` (share of the correctly classified images fooled) and
-    ``targeted_success_<mode>@<budget>`` (share driven to the target class; at the largest
-    budget of each norm unless ``targeted_budgets = "all"``);
+    ``targeted_success_<mode>@<budget>`` (share driven to the target class, which is never the
+    label; at the largest budget of each norm unless ``targeted_budgets = "all"``);
     ``attack_success`` at the largest Linf budget (largest L2 one without Linf budgets);
     ``median_min_eps`` / ``median_min_eps_l2``, the median over correctly classified images of
     the smallest budget that fools each, by bisection (``minimal_epsilon``; ``inf`` when more
@@ -202,7 +203,7 @@ class _RobustAccuracy(Check):
             if "random" in modes:
                 targets["random"] = random_wrong_class(labels, num_classes, ctx.generator)
             if "least_likely" in modes:
-                targets["least_likely"] = least_likely_class(clean_logits)
+                targets["least_likely"] = least_likely_class(clean_logits, labels)
             for norm, grid in budgets.items():
                 spec = self.attack_spec(norm)
                 broken, adversarial, adv_logits = [], [], []

@@ -358,6 +358,9 @@ def test_pretrained_weights_from_weights_dir(tmp_path, offline_hub):
         # From the weights' transforms(): the same values as the default, for these weights.
         assert target.mean_std[0] == pytest.approx(IMAGENET_MEAN) and target.mean_std[1] == pytest.approx(IMAGENET_STD)
         assert "pretrained ResNet18_Weights.IMAGENET1K_V1" in target.description
+        # Photographs reach it with the transform the weights were measured with.
+        preprocess = target.expected_preprocess
+        assert (preprocess.mode, preprocess.resize_size, preprocess.crop_size) == ("resize_center_crop", 256, (224, 224))
     assert not offline_hub.exists()  # nothing written to the hub cache
 
 
@@ -388,9 +391,38 @@ def test_pretrained_weights_absent_is_an_offline_error(tmp_path, offline_hub):
     with pytest.raises(UsageError) as err:
         load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions(weights_dir=str(tmp_path / "w")))
     message = str(err.value)
-    assert "downloads are disabled" in message
-    assert RESNET18_CHECKPOINT in message
-    assert str(tmp_path / "w") in message and str(offline_hub / "checkpoints") in message
+    assert "offline" in message and "AUDITKIT_OFFLINE=1" in message
+    assert f"put {offline_hub / 'checkpoints' / RESNET18_CHECKPOINT} in place" in message  # the exact file
+    assert "--weights-dir" in message and "\n" not in message
+
+
+def test_pretrained_weights_are_downloaded_into_the_hub_cache_the_way_torchvision_does(offline_hub, monkeypatch):
+    monkeypatch.delenv("AUDITKIT_OFFLINE", raising=False)
+    torch.manual_seed(3)
+    published = torchvision.models.resnet18().state_dict()
+    calls = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):  # stands for the network: nothing leaves the machine
+        calls.append((url, dst, hash_prefix))
+        torch.save(published, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    target = load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions())
+    cached = offline_hub / "checkpoints" / RESNET18_CHECKPOINT
+    # torchvision's own mechanism: its URL, into the hub cache, with the hash check asked for
+    assert calls == [(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url, str(cached), "f37072fd")]
+    torch.testing.assert_close(target.model.conv1.weight, published["conv1.weight"])
+    load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions())
+    assert len(calls) == 1  # the second time from the cache
+    cached.unlink()
+
+    monkeypatch.setenv("AUDITKIT_OFFLINE", "1")
+    with pytest.raises(UsageError, match="offline"):
+        load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions())
+    with pytest.raises(UsageError, match="offline"):
+        monkeypatch.delenv("AUDITKIT_OFFLINE")
+        load_model("torchvision:resnet18?weights=IMAGENET1K_V1", ModelOptions(offline=True))
+    assert len(calls) == 1  # offline never reached the download
 
 
 def test_a_weights_dir_that_is_not_a_directory_is_a_usage_error(tmp_path, offline_hub):
@@ -488,3 +520,16 @@ def test_tiny_models_have_the_advertised_heads_and_outputs(images):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="multiple of 4"):
             TinyFCNet(input_size=30)
+
+
+def test_random_initialization_follows_the_seed_and_leaves_the_callers_stream():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = load_model("torchvision:resnet18", ModelOptions(num_classes=4, seed=5))
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream did not move
+    again = load_model("torchvision:resnet18", ModelOptions(num_classes=4, seed=5))
+    other = load_model("torchvision:resnet18", ModelOptions(num_classes=4, seed=6))
+    for (name, a), b, c in zip(first.model.state_dict().items(), again.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs for the same seed"
+    assert not torch.equal(first.model.fc.weight, other.model.fc.weight)

@@ -16,7 +16,12 @@ from auditkit.testing.models import DictOutputNet, TinyFCNet, TinyGAPNet, TupleO
 def test_reduce_to_logits_handles_every_output_form():
     t = torch.randn(2, 3)
     assert reduce_to_logits(t) is t
-    assert reduce_to_logits((t, torch.zeros(2, 5))) is t
+    embedding = torch.zeros(2, 5)
+    assert reduce_to_logits((embedding, t), num_classes=3) is t  # chosen by shape, never by position
+    assert reduce_to_logits((t, embedding), num_classes=5) is embedding
+    assert reduce_to_logits((t, torch.zeros(2, 5, 7, 7))) is t  # the only 2-D tensor
+    with pytest.raises(TargetError, match=r"tensors \{0: \[2, 3\], 1: \[2, 5\]\}; expected logits \[batch, classes\]"):
+        reduce_to_logits((t, embedding))  # two candidates and no number of classes to tell them apart
     assert reduce_to_logits({"logits": t, "features": torch.zeros(2)}) is t
     assert reduce_to_logits({"out": t}) is t
     assert reduce_to_logits(SimpleNamespace(logits=t, hidden_states=None)) is t

@@ -10,11 +10,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+import auditkit
 import auditkit_cam
-from auditkit import AuditData, Outcome, Target, TensorSplit, UsageError
+from auditkit import AuditData, Check, Findings, Outcome, Target, TensorSplit, UsageError
 from auditkit.saliency import grad_cam, minmax_normalize, upsample
+from auditkit.target import NO_INPUT_GRADIENT
 from auditkit.testing.models import TinyFCNet, TinyGAPNet
-from auditkit_cam import NO_GAP_HEAD_REASON, CamConsistency, class_activation_maps, pool_input_pass
+from cam_models import SignedGAPNet
+from auditkit_cam import CamConsistency, class_activation_maps, pool_input_pass
 
 # The float32 tolerance the check uses by default (identity_rtol), asserted against here.
 RTOL = 1e-4
@@ -121,21 +124,60 @@ def test_grad_cam_at_the_pool_input_matches_peer_implementations(arch, shapes64)
     np.testing.assert_allclose(peer_maps, ours_scaled.numpy(), atol=1e-4)
 
 
-def test_alexnet_is_skipped_because_cam_is_undefined(shapes64, audit_cam):
+class _NeedsGapHead(Check):
+    """A check that only requires a GAP head: its skip message is the session's own."""
+
+    id = "probe.needs_gap_head"
+    requires = ("gap_head",)
+
+    def run(self, ctx):
+        return Findings()
+
+
+class _ProbePlugin:
+    @auditkit.hookimpl
+    def auditkit_collect_checks(self, config):
+        return [_NeedsGapHead]
+
+
+def _session_reason(model, data) -> str:
+    """Why the session skips a check that requires a GAP head on ``model``."""
+    run = auditkit.audit(model, data, checks=[_NeedsGapHead.id], plugins=[_ProbePlugin()], autoload=False)
+    result = run[_NeedsGapHead.id]
+    assert result.outcome is Outcome.SKIPPED
+    return result.message
+
+
+class _MLPHeadNet(TinyGAPNet):
+    """Global average pooling, then two linear layers: CAM is undefined, yet nothing spatial is
+    flattened into a fully connected layer."""
+
+    def __init__(self):
+        super().__init__(num_classes=4)
+        self.hidden = nn.Linear(16, 16)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.hidden(self.flatten(self.pool(self.features(x))))))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: torchvision.models.alexnet(num_classes=4), lambda: TinyFCNet(num_classes=4, input_size=64), _MLPHeadNet],
+    ids=["alexnet", "tiny_fc", "gap_then_mlp"],
+)
+def test_models_without_a_gap_head_are_skipped_with_the_sessions_reason(make, shapes64, audit_cam):
     torch.manual_seed(0)
-    result, run = audit_cam(torchvision.models.alexnet(num_classes=4), shapes64)
+    model = make()
+    result, run = audit_cam(model, shapes64)
     assert run.models[0]["gap_head"] is False
     assert result.outcome is Outcome.SKIPPED
-    assert result.message == NO_GAP_HEAD_REASON
-    assert result.message == (
-        "spatial information is flattened into the FC layers, so CAM is undefined; use the gradcam checks"
-    )
+    # the reason is the session's (from the target's detection), never one the check makes up
+    assert result.message == _session_reason(model, shapes64)
+    assert "flattened into the FC layers" not in result.message
 
 
-def test_tiny_fc_model_is_skipped_and_black_boxes_are_skipped_by_requirement(shapes64, audit_cam):
-    torch.manual_seed(0)
-    result, _ = audit_cam(TinyFCNet(num_classes=4, input_size=64), shapes64)
-    assert result.outcome is Outcome.SKIPPED and result.message == NO_GAP_HEAD_REASON
+def test_black_boxes_are_skipped_by_requirement(shapes64, audit_cam):
     model = TinyGAPNet(num_classes=4).eval()
 
     def predict(images):
@@ -149,38 +191,17 @@ def test_tiny_fc_model_is_skipped_and_black_boxes_are_skipped_by_requirement(sha
 # -- planted defects: models the structural detector takes for GAP + linear ------------------
 
 
-class _SignedGAPNet(nn.Module):
-    """conv-BN-ReLU then a plain conv, so the feature map (the pool's input) has both signs;
-    then pool -> flatten -> fc, which the structural detector accepts as a GAP head."""
-
-    def __init__(self, num_classes: int = 4, width: int = 16):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten(1)
-        self.fc = nn.Linear(width, num_classes)
-
-    def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flatten(self.pool(self.features(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pooled(x))
-
-
-class ScaledAfterPool(_SignedGAPNet):
+class ScaledAfterPool(SignedGAPNet):
     def forward(self, x):
         return self.fc(self.pooled(x) * 3)
 
 
-class ReluAfterPool(_SignedGAPNet):
+class ReluAfterPool(SignedGAPNet):
     def forward(self, x):
         return self.fc(F.relu(self.pooled(x)))
 
 
-class GradientScaledAfterPool(_SignedGAPNet):
+class GradientScaledAfterPool(SignedGAPNet):
     """Same values as GAP + linear, but the gradient through the pooled vector is tripled
     (a straight-through-style trick): only the Grad-CAM identity can see it."""
 
@@ -189,14 +210,14 @@ class GradientScaledAfterPool(_SignedGAPNet):
         return self.fc(p + (2 * p - (2 * p).detach()))
 
 
-class DetachedAfterPool(_SignedGAPNet):
+class DetachedAfterPool(SignedGAPNet):
     """Same values, no gradient from the logits to the features at all."""
 
     def forward(self, x):
         return self.fc(self.pooled(x).detach())
 
 
-class NoisyFeatures(_SignedGAPNet):
+class NoisyFeatures(SignedGAPNet):
     """A true GAP + linear head on features with fresh noise on every call: the identity holds
     within each forward pass, but no two passes agree."""
 
@@ -205,7 +226,7 @@ class NoisyFeatures(_SignedGAPNet):
         return self.fc(self.flatten(self.pool(f + 0.1 * torch.randn_like(f))))
 
 
-def _pieces(model: _SignedGAPNet, images: torch.Tensor):
+def _pieces(model: SignedGAPNet, images: torch.Tensor):
     """Features, pooled vector and the head's weights computed directly, in float64."""
     with torch.no_grad():
         f = model.features(images).double()
@@ -218,7 +239,7 @@ def _make(cls):
 
 
 def test_the_signed_base_model_passes(shapes64, audit_cam):
-    result, run = audit_cam(_make(_SignedGAPNet), shapes64)
+    result, run = audit_cam(_make(SignedGAPNet), shapes64)
     assert run.models[0]["gap_head"] is True
     assert result.outcome is Outcome.PASSED, result.message
     assert result.metrics["logit_rel_err"] < RTOL and result.metrics["gradcam_rel_err"] < RTOL
@@ -271,12 +292,55 @@ def test_a_gradient_only_defect_breaks_only_the_grad_cam_identity(shapes64, audi
     assert result.metrics["cam_gradcam_corr"] == pytest.approx(1.0, abs=1e-9)  # a factor, not a shape change
 
 
-def test_a_detached_head_has_zero_grad_cam_and_fails(shapes64, audit_cam):
-    model = _make(DetachedAfterPool)
-    result, _ = audit_cam(model, shapes64)
-    assert result.outcome is Outcome.FAILED
-    assert "logit identity" not in result.message and "Grad-CAM identity" in result.message
-    assert result.metrics["cam_gradcam_corr"] != result.metrics["cam_gradcam_corr"]  # NaN: Grad-CAM all zero
+NO_FEATURE_GRADIENT = "no gradient reaches the feature layer (the input of 'pool', the map CAM is built from)"
+
+
+class NoGradBackbone(SignedGAPNet):
+    """The backbone runs under torch.no_grad() inside forward, the head outside it."""
+
+    def forward(self, x):
+        with torch.no_grad():
+            f = self.features(x)
+        return self.fc(self.flatten(self.pool(f)))
+
+
+class NoGradBackboneWithPrior(NoGradBackbone):
+    """A frozen (no_grad) backbone beside a trainable colour prior that is zero at this
+    initialization: gradients reach the input through the prior, none reach the features,
+    and the logits are still exactly GAP + linear."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__(num_classes)
+        self.prior = nn.Linear(3, num_classes)
+        with torch.no_grad():
+            self.prior.weight.zero_()
+            self.prior.bias.zero_()
+
+    def forward(self, x):
+        prior = self.prior(x.mean(dim=(2, 3)))
+        return super().forward(x) + prior
+
+
+@pytest.mark.parametrize("cls", [DetachedAfterPool, NoGradBackbone])
+def test_no_gradient_to_the_features_is_a_skip_not_a_broken_identity(cls, shapes64, audit_cam):
+    result, _ = audit_cam(_make(cls), shapes64)
+    assert result.outcome is Outcome.SKIPPED
+    # No gradient reaches the input either, so the session may skip first, with its one message.
+    assert result.message == NO_INPUT_GRADIENT or result.message.startswith(NO_FEATURE_GRADIENT)
+
+
+def test_a_gradient_that_reaches_the_input_but_not_the_features_is_named(shapes64, audit_cam):
+    model = _make(NoGradBackboneWithPrior)
+    x = shapes64.eval.images[:2].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x).sum(), x)  # the input does get a gradient (through the prior)
+    assert grad is not None
+    result, run = audit_cam(model, shapes64)
+    assert run.models[0]["gap_head"] is True
+    assert result.outcome is Outcome.SKIPPED
+    assert result.message == (
+        f"{NO_FEATURE_GRADIENT}: forward() detaches it or computes it under torch.no_grad(), so Grad-CAM and its "
+        "identity with CAM are undefined for this model"
+    )
 
 
 def test_a_nondeterministic_forward_is_named_as_the_cause(shapes64, audit_cam):
@@ -300,9 +364,9 @@ def test_frozen_parameters_still_give_grad_cam_and_stay_frozen(shapes64, audit_c
 
 def test_settings_are_validated_and_configurable(shapes64, audit_cam):
     with pytest.raises(UsageError, match="identity_rtol must be a positive number, got -1"):
-        audit_cam(_make(_SignedGAPNet), shapes64, settings={"cam.consistency": {"identity_rtol": -1.0}})
+        audit_cam(_make(SignedGAPNet), shapes64, settings={"cam.consistency": {"identity_rtol": -1.0}})
     with pytest.raises(UsageError, match="cam_class must be one of label, predicted, got 'logit'"):
-        audit_cam(_make(_SignedGAPNet), shapes64, settings={"cam.consistency": {"cam_class": "logit"}})
+        audit_cam(_make(SignedGAPNet), shapes64, settings={"cam.consistency": {"cam_class": "logit"}})
     # a tolerance loose enough to accept the planted scale turns the failure into a pass
     result, _ = audit_cam(_make(ScaledAfterPool), shapes64, settings={"cam.consistency": {"identity_rtol": 10.0}})
     assert result.outcome is Outcome.PASSED

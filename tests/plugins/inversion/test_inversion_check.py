@@ -13,6 +13,7 @@ from torch import nn
 import auditkit
 from auditkit import Outcome, UsageError
 from auditkit.data.loaders import load_data
+from auditkit.testing.models import Wrapped
 from auditkit_inversion.fidelity import psnr
 
 FAST = {"steps": 100}  # the defaults' 200 steps change these results by < 0.3 dB
@@ -154,3 +155,20 @@ def test_default_layers_of_a_random_tiny_cnn_lose_fidelity_with_depth():
     ssims = [r.metrics[f"{name}.ssim"] for name in ("features.2", "features.8", "pool")]
     assert r.outcome is Outcome.PASSED
     assert ssims == sorted(ssims, reverse=True) and r.metrics["ssim_slope"] < 0
+
+
+def test_a_wrapped_model_inverts_the_same_layers_with_the_same_numbers(shapes16, staged_net_class):
+    torch.manual_seed(0)
+    plain_model = staged_net_class()
+    wrapped_model = Wrapped(staged_net_class())
+    wrapped_model.net.load_state_dict(plain_model.state_dict())
+    plain = fidelity(plain_model, shapes16, steps=20, max_images=2)
+    wrapped = fidelity(wrapped_model, shapes16, steps=20, max_images=2)
+    names = [layer["name"] for layer in plain.details["layers"]]
+    assert names == ["features.1", "features.3", "features.5", "pool"]
+    assert [layer["name"] for layer in wrapped.details["layers"]] == [f"net.{n}" for n in names]
+
+    def wrapped_name(metric: str) -> str:  # per-layer metrics are "<layer>.<metric>"
+        return f"net.{metric}" if any(metric.startswith(f"{n}.") for n in names) else metric
+
+    assert wrapped.metrics == {wrapped_name(k): v for k, v in plain.metrics.items()}

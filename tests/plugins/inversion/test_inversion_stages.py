@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from auditkit import Target
-from auditkit.testing.models import TinyFCNet, TinyGAPNet
+from auditkit.testing.models import TinyFCNet, TinyGAPNet, Wrapped
 from auditkit_inversion.stages import LayerSelectionError, configured_stages, default_stages
 
 
@@ -145,3 +145,108 @@ def test_duplicate_and_repeated_layers_are_rejected():
     twice = probed(Twice())
     with pytest.raises(LayerSelectionError, match="runs 2 times per forward"):
         configured_stages(["conv"], twice.layers)
+
+
+# -- stages from the recorded calls: wrappers, backbone + head, children called directly ------
+
+
+def _body_stages(model: nn.Module, size: int = 32) -> tuple[list[str], list[str]]:
+    """Stage names and notes as the check computes them: from the Target's body."""
+    target = probed(model, size)
+    stages, notes = default_stages(target.model, target.layers, target.num_classes, target.body_name)
+    return [s.name for s in stages], notes
+
+
+def test_plain_wrapped_and_data_parallel_models_get_the_same_stages():
+    import copy
+
+    torch.manual_seed(0)
+    tiny = TinyGAPNet()
+    plain, plain_notes = _body_stages(copy.deepcopy(tiny))
+    assert plain == ["features.2", "features.8", "pool"]
+    for model, prefix in (
+        (Wrapped(copy.deepcopy(tiny)), "net."),
+        (Wrapped(Wrapped(copy.deepcopy(tiny))), "net.net."),
+        (nn.DataParallel(copy.deepcopy(tiny)), ""),  # the Target runs DataParallel's module
+        (nn.DataParallel(Wrapped(copy.deepcopy(tiny))), "net."),
+    ):
+        names, notes = _body_stages(model)
+        assert names == [prefix + n for n in plain]
+        assert notes == [f"{prefix}fc skipped: it is the classifier head (outputs the logits)"]
+    # the depths (share of leaf modules run) do not depend on the wrapping either
+    target = probed(Wrapped(copy.deepcopy(tiny)))
+    wrapped = default_stages(target.model, target.layers, target.num_classes, target.body_name)[0]
+    target = probed(copy.deepcopy(tiny))
+    assert [s.depth for s in wrapped] == [s.depth for s in default_stages(target.model, target.layers, target.num_classes)[0]]
+
+
+class _BackboneHead(nn.Module):
+    """A ResNet-18 without its classifier as ``backbone``, and a separate linear ``head``."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = torchvision.models.resnet18(num_classes=4)
+        self.backbone.fc = nn.Identity()
+        self.head = nn.Linear(512, 4)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def test_a_backbone_plus_head_model_gets_the_backbones_stages():
+    names, notes = _body_stages(_BackboneHead(), size=64)
+    assert names == [
+        "backbone.maxpool", "backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4",
+        "backbone.avgpool",
+    ]
+    assert notes == ["head skipped: it is the classifier head (outputs the logits)"]
+
+
+class _ChildrenCalledDirectly(nn.Module):
+    """forward loops over ``self.backbone``'s children without ever calling ``self.backbone``."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = TinyGAPNet().features  # conv-bn-relu at 32 px, then two at 16 px
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        for block in self.backbone.children():
+            x = block(x)
+        return self.head(self.pool(x).flatten(1))
+
+
+class _BlocksInAModuleList(nn.Module):
+    """Blocks held in a ModuleList (which cannot be called), each a conv-BN-ReLU Sequential."""
+
+    def __init__(self):
+        super().__init__()
+
+        def block(c_in, c_out, stride):
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+        self.blocks = nn.ModuleList([block(3, 8, 1), block(8, 16, 2), block(16, 16, 1), block(16, 32, 2)])
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_children_called_directly_are_found_from_the_recorded_calls():
+    names, notes = _body_stages(_ChildrenCalledDirectly())
+    assert names == ["backbone.2", "backbone.8", "pool"]
+    assert notes == ["head skipped: it is the classifier head (outputs the logits)"]
+    names, notes = _body_stages(_BlocksInAModuleList())
+    # resolution levels 32, 16 (two blocks: the stride-2 one and the one after it) and 8
+    assert names == ["blocks.0", "blocks.2", "blocks.3"]
+    assert notes == ["head skipped: it is the classifier head (outputs the logits)"]
+
+
+def test_a_residual_block_stays_whole_though_its_children_change_resolution():
+    # torchvision's ResNet-50 bottleneck strides in conv2, so inside a block conv1 runs at the
+    # input resolution; its shared ReLU runs three times, which keeps the block whole
+    names, _ = _body_stages(torchvision.models.resnet50(num_classes=4), size=64)
+    assert names == ["maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]

@@ -143,10 +143,17 @@ def test_the_gap_to_white_box_success_when_white_box_results_exist(target_cnn, l
     assert alone.details["whitebox_sources"].startswith("no whitebox.fgsm/whitebox.pgd results for this model yet")
 
 
-def test_without_a_train_split_or_a_right_answer_the_check_skips(target_cnn, labelled_by_target):
+def test_without_a_train_split_a_share_is_held_out_and_said_so(target_cnn, labelled_by_target):
     eval_only = AuditData("eval-only", labelled_by_target.eval, num_classes=4)
-    result = _audit(target_cnn, eval_only)["transfer.proxy"]
-    assert result.outcome is Outcome.SKIPPED and "has no train split" in result.message
+    run = _audit(target_cnn, eval_only)
+    held_out = [w for w in run.report["warnings"] if "held out" in w]
+    assert len(held_out) == 1 and "for the transfer proxy's queries" in held_out[0], run.report["warnings"]
+    assert "6 of 32 images" in held_out[0]  # 20%, rounded
+    assert run["transfer.proxy"].outcome is not Outcome.SKIPPED
+    assert len(eval_only.eval) == 32 and eval_only.train is None  # the caller's data is left as it was
+
+
+def test_without_a_right_answer_the_check_skips(target_cnn, labelled_by_target):
     wrong = AuditData(
         "wrong", TensorSplit(labelled_by_target.eval.images, (labelled_by_target.eval.labels + 1) % 4), labelled_by_target.train, num_classes=4,
     )
@@ -184,3 +191,13 @@ def test_the_users_model_is_queried_only(target_cnn, labelled_by_target):
     # every forward pass is a probe, the clean pass or a query of this check
     assert sum(calls) == 2 + len(labelled_by_target.eval) + m["queries"] + m["attack_queries"]
     assert not math.isnan(m["proxy_agreement"])
+
+
+def test_a_binding_time_cap_is_reported_in_the_result(target_cnn, labelled_by_target):
+    # A cap of a nanosecond binds before the first step on any machine: deterministic.
+    result = _audit(target_cnn, labelled_by_target, max_train_seconds=1e-9)["transfer.proxy"]
+    assert result.details["training"]["time_cap_bound"] is True
+    assert "time" in result.details["training"]["stopped"]
+    assert "safety cap max_train_seconds=1e-09" in result.message and "depend on machine speed" in result.message
+    uncapped = _audit(target_cnn, labelled_by_target)["transfer.proxy"]
+    assert uncapped.details["training"]["time_cap_bound"] is False and "safety cap" not in uncapped.message
