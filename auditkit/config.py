@@ -29,8 +29,14 @@ class Config:
     keyword: str | None = None
     baselines: list[str] = field(default_factory=list)
     baseline_weights: dict[str, str] = field(default_factory=dict)
-    baseline_epochs: int = 15
-    baseline_seconds: float = 90.0
+    # The baselines' training budget, in optimizer steps (None: the default budget,
+    # auditkit.baselines.training.DEFAULT_STEPS), or in passes over the train split's size;
+    # baseline_seconds is only a safety cap on wall time per baseline.
+    baseline_steps: int | None = None
+    baseline_epochs: int | None = None
+    baseline_seconds: float = 600.0
+    baseline_init: str = "auto"  # auto | scratch | pretrained
+    offline: bool = False  # never download (also AUDITKIT_OFFLINE=1)
     device: str = "auto"
     seed: int = 0
     max_images: int | None = None
@@ -76,8 +82,11 @@ _FILE_KEYS: dict[str, Any] = {
     "keyword": str,
     "baselines": (list, str),
     "baseline_weights": dict,
+    "baseline_steps": int,
     "baseline_epochs": int,
     "baseline_seconds": (int, float),
+    "baseline_init": str,
+    "offline": bool,
     "device": str,
     "seed": int,
     "max_images": int,

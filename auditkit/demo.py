@@ -15,19 +15,22 @@ import torch.nn.functional as F
 from auditkit.config import Config
 from auditkit.session import ExitCode
 
-# The task: four shape classes at 32 px; half the images carry a small class-coloured marker
-# in a class-specific corner, away from the object (the spurious cue).
-DEMO_DATA = "synthetic:shapes?n=48&train=768&size=32&classes=4&seed=0&spurious=0.5&background=texture"
+# The task: two shape classes (circle, square) at 32 px; half the images carry a small
+# class-coloured marker in a class-specific corner, away from the object (the spurious cue).
+# Sized for two CPU cores: the classic baselines learn it from scratch, on fresh generated
+# images, within the demo's step budget (validation accuracy >= 0.80 each), so the scorecard
+# compares the demo model with baselines that learned the task.
+DEMO_DATA = "synthetic:shapes?n=48&train=512&size=32&classes=2&seed=0&spurious=0.5&background=texture"
 # What the demo model's developer trained on: the same task, but the marker on every image,
 # so the cheapest rule is "read the corner" and the model learns it.
-LEAKY_TRAINING_DATA = "synthetic:shapes?n=16&train=768&size=32&classes=4&seed=1&spurious=1.0&background=texture"
+LEAKY_TRAINING_DATA = "synthetic:shapes?n=16&train=768&size=32&classes=2&seed=1&spurious=1.0&background=texture"
 DEMO_BASELINES = ("alexnet", "googlenet", "resnet18")
 DEMO_MAX_IMAGES: int | None = 24
-# A budget for two CPU cores: enough to show the machinery, not to train the baselines well
-# (their clean accuracy is in every report, so a reader can tell). More epochs, or a GPU,
-# train them properly: `auditkit run ... --baseline-epochs 40`.
-DEMO_BASELINE_EPOCHS = 6
-DEMO_BASELINE_SECONDS = 30.0
+# The baselines' budget in optimizer steps (of each recipe's 128 images): the same baselines on
+# any machine, cached after the first run. The wall-time cap only guards a very slow machine;
+# when it binds, the report says so.
+DEMO_BASELINE_STEPS = 120
+DEMO_BASELINE_SECONDS = 240.0
 # Settings that keep the whole demo within minutes on two CPU cores; each is an ordinary
 # per-check config table, shown in the report's configuration.
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
@@ -99,7 +102,7 @@ def run_demo(out: Path, device: str = "auto", plugins: Sequence[str] = (), verbo
         data=DEMO_DATA,
         device=device,
         baselines=list(DEMO_BASELINES),
-        baseline_epochs=DEMO_BASELINE_EPOCHS,
+        baseline_steps=DEMO_BASELINE_STEPS,
         baseline_seconds=DEMO_BASELINE_SECONDS,
         max_images=DEMO_MAX_IMAGES,
         json=str(out / "report.json"),
@@ -142,7 +145,7 @@ def _story(session: Any) -> str:
     weak = [b.name for b in session.weak_baselines()]
     if weak:
         story += (
-            f" The demo's CPU training budget leaves {', '.join(weak)} no better than chance, so comparisons "
-            "against them say little (give them weights or a GPU for real baselines)."
+            f" The demo's training budget left {', '.join(weak)} without the task learned (no better than chance, "
+            "or one class for nearly every image), so comparisons against them say little; the scorecard marks them."
         )
     return story + " This exit is 0: the demo ran correctly; an audit gating CI would exit 1."

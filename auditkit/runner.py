@@ -38,7 +38,7 @@ def auditkit_make_result(
     metrics = {k: float(v) for k, v in findings.metrics.items()}
     failures = list(findings.failures)
     thresholds: dict[str, dict[str, Any]] = {}
-    weak_notes: list[str] = []
+    refused: list[str] = []
     for t in check.active_thresholds:
         reference = None
         key = t.metric if t.baseline is None else f"{t.metric}@{t.baseline}"
@@ -47,15 +47,23 @@ def auditkit_make_result(
             base = ctx.baseline_results().get(t.baseline)
             if ctx.target.role == "baseline":
                 continue  # relative thresholds gate the target only
+            if _is_weak(ctx, t.baseline):
+                # a baseline that did not learn the task is no yardstick: the threshold is
+                # refused, said in the message, and neither passes nor fails the check
+                entry["weak_baseline"] = True
+                entry["refused"] = True
+                thresholds[key] = entry
+                refused.append(
+                    f"threshold {t.describe()} not evaluated: {t.baseline} is a weak baseline "
+                    "(it did not learn the task; see its validation accuracy)"
+                )
+                continue
             reference = None if base is None else base.metrics.get(t.metric)
             if reference is None:
                 failures.append(f"threshold {t.describe()}: no {t.metric} from baseline {t.baseline!r} to compare with")
                 thresholds[key] = entry
                 continue
             entry["reference"] = reference
-            if _is_weak(ctx, t.baseline):
-                entry["weak_baseline"] = True
-                weak_notes.append(f"{t.baseline} is a weak baseline (validation accuracy not above chance)")
         thresholds[key] = entry
         value = metrics.get(t.metric)
         if value is None:
@@ -66,8 +74,8 @@ def auditkit_make_result(
     message = "; ".join(failures) if failures else findings.message
     if failures and findings.message:
         message = f"{message} ({findings.message})"
-    if weak_notes:  # a relative threshold against a baseline that did not learn the task gates on little
-        message = "; ".join([message, *dict.fromkeys(weak_notes)]) if message else "; ".join(dict.fromkeys(weak_notes))
+    if refused:
+        message = "; ".join([message, *dict.fromkeys(refused)]) if message else "; ".join(dict.fromkeys(refused))
     return CheckResult(
         outcome=Outcome.FAILED if failures else Outcome.PASSED,
         metrics=metrics,

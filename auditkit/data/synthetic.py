@@ -426,3 +426,73 @@ _SHAPES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "ellipse": _ellipse,
     "crescent": _crescent,
 }
+
+
+# --- a stream of fresh images, for training --------------------------------------------------
+
+
+class ShapesStream:
+    """An endless, deterministic supply of fresh images of one ``synthetic:shapes`` task: the
+    same classes, size, background and planted marker as the dataset, drawn from random
+    streams of their own (seeded from ``(seed, "stream:<name>")``), so they never coincide with
+    the dataset's eval or train images. Generated data is unlimited; training on a stream
+    instead of a fixed train split is what lets a network learn the shapes rather than
+    memorize a few hundred images.
+
+    :meth:`chunk` ``(index, n)`` is the ``index``-th block of ``n`` images; a chunk depends only
+    on the task, ``index`` and ``n``, so a training run that stops earlier sees a prefix of
+    what a longer one sees.
+    """
+
+    def __init__(
+        self,
+        size: int = 64,
+        classes: int = 4,
+        seed: int = 0,
+        spurious: float = 0.0,
+        spurious_classes: Sequence[int] | None = None,
+        background: str = "clutter",
+    ):
+        _check_arguments(1, 0, size, classes, spurious, spurious_classes, background)
+        self.size, self.classes, self.seed = size, classes, seed
+        self.spurious, self.background = spurious, background
+        self.marked_classes = list(range(classes)) if spurious_classes is None else sorted({int(c) for c in spurious_classes})
+
+    def chunk(self, index: int, n: int) -> ShapesSplit:
+        """The ``index``-th block of ``n`` fresh images, labels, boxes, masks and markers."""
+        return _generate_split(
+            n, self.size, self.classes, self.seed, f"stream:{index}", self.spurious, self.marked_classes, self.background
+        )
+
+    def describe(self) -> str:
+        marker = f", marker probability {self.spurious:g}" if self.spurious else ""
+        return (
+            f"fresh synthetic shapes ({self.classes} classes, {self.size} px, {self.background}{marker}, seed {self.seed}), "
+            "disjoint from the eval and train images"
+        )
+
+
+def shapes_stream(data: AuditData) -> ShapesStream | None:
+    """The :class:`ShapesStream` of the task ``data`` was generated from: the data's own
+    ``generator`` attribute when the loader set one, else rebuilt from the canonical spec that
+    :func:`make_shapes` records (``data.spec``); None for data that was not generated here."""
+    own = getattr(data, "generator", None)
+    if own is not None:
+        return own
+    if getattr(data, "name", None) != "synthetic:shapes" or not str(data.spec).startswith("synthetic:shapes?"):
+        return None
+    params = dict(part.partition("=")[::2] for part in str(data.spec).split("?", 1)[1].split("&"))
+    try:
+        stream = ShapesStream(
+            size=int(params["size"]),
+            classes=int(params["classes"]),
+            seed=int(params["seed"]),
+            spurious=float(params.get("spurious", 0.0)),
+            spurious_classes=[int(c) for c in params["spurious_classes"].split(",")] if "spurious_classes" in params else None,
+            background=params.get("background", "clutter"),
+        )
+    except (KeyError, ValueError, UsageError):
+        return None  # not a spec make_shapes wrote
+    if int(data.num_classes) != stream.classes or tuple(data.image_shape[-2:]) != (stream.size, stream.size):
+        return None
+    return stream

@@ -157,14 +157,19 @@ def thresholds_by_metric(result: CheckResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-def comparison_groups(results: Sequence[CheckResult], models: Sequence[str]) -> list[dict[str, Any]]:
+def comparison_groups(
+    results: Sequence[CheckResult], models: Sequence[str], weak: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """The comparison table as data for the template: one group per check (in run order), an
     outcome row, then one row per headline metric, plus one per gated metric that some model
     breaks (it says why the check failed; otherwise the outcome row says enough).
 
-    A cell is marked ``best`` when the metric's direction is known, at least two models have a
-    value, the values differ and this one is the best (ties are all marked); ``violates`` when
-    it breaks the threshold of its own result."""
+    A cell is marked ``best`` when the metric's direction is known, at least two models that
+    are not ``weak`` (baselines that did not learn the task: a constant predictor "wins" every
+    robustness metric, since no attack changes a constant output) have a value, the values
+    differ and this one is the best (ties are all marked); ``violates`` when it breaks the
+    threshold of its own result; ``weak-model`` on every cell of a weak baseline."""
+    weak = set(weak)
     by_check: dict[str, dict[str, CheckResult]] = {}
     for r in results:
         by_check.setdefault(r.check, {})[r.model] = r
@@ -185,7 +190,10 @@ def comparison_groups(results: Sequence[CheckResult], models: Sequence[str]) -> 
             threshold = next((gates[r.model][metric] for r in ordered if metric in gates[r.model]), None)
             declared = next((r.directions[metric] for r in ordered if metric in (getattr(r, "directions", None) or {})), None)
             direction = metric_direction(metric, threshold, declared)
-            present = {m: v for m in models if m in per_model and (v := _number(per_model[m].metrics.get(metric))) is not None}
+            present = {
+                m: v for m in models
+                if m in per_model and m not in weak and (v := _number(per_model[m].metrics.get(metric))) is not None
+            }
             best: set[str] = set()
             if direction is not None and len(present) >= 2 and len(set(present.values())) > 1:
                 top = max(present.values()) if direction == HIGHER else min(present.values())
@@ -197,11 +205,14 @@ def comparison_groups(results: Sequence[CheckResult], models: Sequence[str]) -> 
                 own = None if r is None else gates[model].get(metric)
                 violates = own is not None and raw is not None and _violates(own, raw)
                 notes = (["best of the models"] if model in best else []) + (
-                    [f"violates the threshold {describe_threshold(own)}"] if violates else [])
+                    [f"violates the threshold {describe_threshold(own)}"] if violates else []) + (
+                    ["weak baseline: not ranked"] if model in weak else [])
+                flags = (["best"] if model in best else []) + (["violates"] if violates else []) + (
+                    ["weak-model"] if model in weak else [])
                 cells.append({
                     "model": model,
                     "text": "\u2013" if raw is None else svg.format_number(raw, 3),
-                    "classes": " ".join(["value"] + (["best"] if model in best else []) + (["violates"] if violates else [])),
+                    "classes": " ".join(["value", *flags]),
                     "title": "; ".join(notes) or (f"{metric} = {raw!r}" if raw is not None else "no value"),
                 })
             rows.append({
@@ -417,6 +428,7 @@ def _models(results: Sequence[CheckResult], report: Mapping[str, Any] | None) ->
              "gap_head": None, "input_size": None, "num_classes": None, "info": None, **info.get(name, {})}
         params = m.get("params")
         m["params_text"] = "" if not params else (f"{params / 1e6:.2f}M" if params >= 1e5 else str(params))
+        m["weak"] = bool(((m.get("info") or {}).get("quality") or {}).get("weak"))
         models.append(m)
     return names, models
 
@@ -487,7 +499,9 @@ def render_scorecard(
         word, cls = f"EXIT CODE {exit_code}", "failed"
     gating = [r for r in target if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
     baseline_bad = [r for r in results if r.role != "target" and r.outcome in (Outcome.FAILED, Outcome.ERROR)]
-    sections = collect_sections(results, config, pm)
+    weak = [m["name"] for m in models if m["weak"]]
+    with svg.weak_models(weak):  # every chart of every section marks them
+        sections = collect_sections(results, config, pm)
     command, command_note = reproduce_command(config)
     environment = dict(report.get("environment", {})) if report else {}
     if not environment:
@@ -525,7 +539,8 @@ def render_scorecard(
         "data": data,
         "models": models,
         "columns": names,
-        "groups": comparison_groups(results, names),
+        "groups": comparison_groups(results, names, weak),
+        "weak_models": weak,
         "sections": sections,
         "skipped": [r for r in results if r.outcome in (Outcome.SKIPPED, Outcome.XFAILED)],
         "errors": [r for r in results if r.outcome is Outcome.ERROR],

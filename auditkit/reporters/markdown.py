@@ -32,7 +32,9 @@ def build_markdown(session: Any) -> str:
             lines.append(f"- 📉 regression: {reg.describe()}")
         lines.append("")
     names = [session.target.name] + [b.name for b in session.baselines]
-    lines.append("| check | metric | " + " | ".join(names) + " |")
+    weak = session.weak_baselines()
+    weak_names = {b.name for b in weak}
+    lines.append("| check | metric | " + " | ".join(f"{n} ⚠️ weak" if n in weak_names else n for n in names) + " |")
     lines.append("|---|---|" + "---|" * len(names))
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
     outcome: dict[str, str] = {}
@@ -44,16 +46,23 @@ def build_markdown(session: Any) -> str:
     for (check, metric), values in by_key.items():
         icon = _ICONS.get(outcome.get(check, ""), "")
         lines.append(f"| {icon} `{check}` | {metric} | " + " | ".join(_cell(values.get(n)) for n in names) + " |")
-    weak = session.weak_baselines()
     if weak:
-        lines += ["", "⚠️ Weak baselines (validation accuracy not above chance; comparisons against them say little): "
-                  + ", ".join(f"{b.name} ({b.info['quality']['val_acc']:.2f})" for b in weak)]
+        lines += ["", "⚠️ Weak baselines (validation accuracy not above chance, or one class predicted for nearly "
+                  "every image; comparisons against them say little, and no threshold is evaluated against them): "
+                  + ", ".join(f"{b.name} ({_weak_reason(b.info['quality'])})" for b in weak)]
     skipped = [r for r in session.results if r.role == "target" and r.outcome is Outcome.SKIPPED]
     if skipped:
         lines += ["", "<details><summary>skipped</summary>", ""]
         lines += [f"- `{r.check}`: {r.message}" for r in skipped]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _weak_reason(quality: dict[str, Any]) -> str:
+    text = f"validation accuracy {quality['val_acc']:.2f}"
+    if quality.get("constant"):
+        text += f", {quality['majority_fraction']:.0%} one class"
+    return text
 
 
 @hookimpl

@@ -3,7 +3,9 @@ line charts, embedded PNG images, figures, galleries and tables, all returned as
 built from escaped values, so a section stays self-contained and safe whatever its labels say.
 
 Everything here is deterministic: the same input gives byte-identical output (no random ids,
-no timestamps, coordinates rounded to fixed decimals), so scorecards can be diffed.
+no timestamps, coordinates rounded to fixed decimals), so scorecards can be diffed. The one
+context charts read is the scorecard's list of weak baselines (:func:`weak_models`), whose
+series they mark.
 
 Example, in a plugin's section hook::
 
@@ -18,9 +20,11 @@ Example, in a plugin's section hook::
 from __future__ import annotations
 
 import base64
+import contextlib
+import contextvars
 import html
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 __all__ = [
     "PALETTE",
@@ -35,12 +39,19 @@ __all__ = [
     "not_run_note",
     "outcome_badge",
     "table",
+    "weak_models",
 ]
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: unreadable on white). Dash patterns
 # cycle with a different period, so lines stay apart in greyscale print as well.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
+
+# Weak baselines (they did not learn the task) of the scorecard being rendered: charts mark
+# their series. Set by the scorecard around the section hooks (:func:`weak_models`), so every
+# plugin's charts mark them without knowing about it.
+_WEAK_MODELS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("auditkit_weak_models", default=frozenset())
+WEAK_SUFFIX = " (weak baseline)"
 
 _FONT = 12
 _CHAR_W = 6.6  # average glyph width of a 12 px sans-serif face, for laying out legends
@@ -211,6 +222,19 @@ def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:
     return {m: (PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]) for i, m in enumerate(models)}
 
 
+@contextlib.contextmanager
+def weak_models(names: Iterable[str]) -> Iterator[None]:
+    """Within the block, :func:`line_chart` marks the series labelled with one of ``names``
+    (baselines that did not learn the task): its legend entry reads "NAME (weak baseline)"
+    and its line is drawn faint, so nobody reads a constant predictor's flat robustness curve
+    as strength."""
+    token = _WEAK_MODELS.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _WEAK_MODELS.reset(token)
+
+
 def not_run_note(results: Iterable[Any]) -> str:
     """One paragraph listing the results that produced nothing to show (skipped, xfailed,
     error), with their reasons; empty string when there are none."""
@@ -338,6 +362,7 @@ def line_chart(
     :returns: an ``<svg>`` element as a string; deterministic for the same arguments.
     """
     prepared = []
+    weak = _WEAK_MODELS.get()
     for i, s in enumerate(series):
         xs = list(s.get("x") or [])
         n = len(xs)
@@ -351,9 +376,11 @@ def line_chart(
             x = [v if v is not None and v > 0 else None for v in x]
         names = list(s.get("names") or [])
         label = s.get("label")
+        faint = label is not None and str(label) in weak
         prepared.append(
             {
-                "label": f"series {i + 1}" if label is None else str(label),
+                "label": f"series {i + 1}" if label is None else str(label) + (WEAK_SUFFIX if faint else ""),
+                "opacity": 0.4 if faint else 1.0,
                 "x": x,
                 "y": column("y"),
                 "lo": column("lo"),
@@ -528,12 +555,13 @@ def line_chart(
     for s in prepared:
         points = [(sx(x), sy(y)) if x is not None and y is not None else None for x, y in zip(s["x"], s["y"])]
         dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
+        faint = f' stroke-opacity="{s["opacity"]}"' if s["opacity"] < 1 else ""
         for run in _runs(points):
             if len(run) >= 2:
                 d = " ".join(f"{_num(x)},{_num(y)}" for x, y in run)
-                out.append(f'<polyline points="{d}" fill="none" stroke="{esc(s["color"])}" stroke-width="2"{dash}/>')
+                out.append(f'<polyline points="{d}" fill="none" stroke="{esc(s["color"])}" stroke-width="2"{dash}{faint}/>')
         if s["markers"] or len([p for p in points if p]) == 1:
-            out.append(f'<g fill="{esc(s["color"])}">')
+            out.append(f'<g fill="{esc(s["color"])}"{faint.replace("stroke-opacity", "fill-opacity")}>')
             for j, p in enumerate(points):
                 if p is None:
                     continue
@@ -560,8 +588,9 @@ def line_chart(
                     out.append(f'<rect x="{_num(lx)}" y="{ly - 7}" width="22" height="10" '
                                f'fill="{esc(s["color"])}" fill-opacity="0.15"/>')
                 dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
+                faint = f' stroke-opacity="{s["opacity"]}"' if s["opacity"] < 1 else ""
                 out.append(f'<line x1="{_num(lx)}" x2="{_num(lx + 22)}" y1="{ly - 2}" y2="{ly - 2}" '
-                           f'stroke="{esc(s["color"])}" stroke-width="2"{dash}/>')
+                           f'stroke="{esc(s["color"])}" stroke-width="2"{dash}{faint}/>')
                 label = s["label"] if len(s["label"]) <= 60 else s["label"][:59] + "\u2026"
                 out.append(f'<text x="{_num(lx + 28)}" y="{ly + 2}" fill="#222">{esc(label)}</text>')
     out.append("</svg>")
