@@ -7,11 +7,45 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from auditkit.check import Artifact, Check, CheckResult, Findings, Outcome, Skipped, Threshold, XFailed, skip, xfail
-from auditkit.data.base import AuditData, Batch, TensorSplit
-from auditkit.errors import TargetError, UsageError
-from auditkit.plugin_manager import hookimpl
-from auditkit.target import BlackBoxTarget, Target
+import importlib
+from typing import Any
+
+# Public names and the modules that define them. Imported on first use (PEP 562), so that
+# ``auditkit`` (the command's entry point) starts without importing torch: a Ctrl-C during
+# start-up then reaches the command's own handler instead of printing an import traceback.
+_EXPORTS = {
+    "Artifact": "auditkit.check",
+    "Check": "auditkit.check",
+    "CheckResult": "auditkit.check",
+    "Findings": "auditkit.check",
+    "Outcome": "auditkit.check",
+    "Skipped": "auditkit.check",
+    "Threshold": "auditkit.check",
+    "XFailed": "auditkit.check",
+    "skip": "auditkit.check",
+    "xfail": "auditkit.check",
+    "AuditData": "auditkit.data.base",
+    "Batch": "auditkit.data.base",
+    "TensorSplit": "auditkit.data.base",
+    "TargetError": "auditkit.errors",
+    "UsageError": "auditkit.errors",
+    "hookimpl": "auditkit.plugin_manager",
+    "BlackBoxTarget": "auditkit.target",
+    "Target": "auditkit.target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auditkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
 
 def audit(*args, **kwargs):

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import logging
+import signal
 import sys
 import traceback
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from auditkit.config import DEFAULT_BASELINES, Config, find_config_file, parse_baselines, validate_file_table
-from auditkit.errors import UsageError
-from auditkit.session import ExitCode
+from auditkit.errors import ExitCode, UsageError
 
 DEFAULT_REPORT_DIR = Path("reports")
 
@@ -37,7 +38,7 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     run.add_argument("--weights", help="state_dict for the model (loaded with weights_only=True)")
     run.add_argument("--weights-dir", dest="weights_dir", metavar="DIR",
                      help="a folder of pretrained torchvision checkpoints, searched before the torch hub cache "
-                     "(for ?weights= models and the baselines; nothing is downloaded)")
+                     "(for ?weights= models and the baselines)")
     run.add_argument("--data", help="synthetic:shapes[?n=..&size=..], an ImageFolder dir, a COCO JSON, file.py:factory")
     run.add_argument("--checks", help="comma-separated check ids or family.* patterns")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="select checks whose id matches EXPR (and/or/not)")
@@ -45,8 +46,20 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
                      "(default alexnet,googlenet,resnet18; resnet50 available) or none")
     run.add_argument("--baseline-weights", action="append", default=[], metavar="NAME=PATH",
                      help="a state_dict checkpoint for a baseline instead of training it (repeatable)")
-    run.add_argument("--baseline-epochs", type=int, help="training budget per baseline in epochs (default 15)")
-    run.add_argument("--baseline-seconds", type=float, help="training time budget per baseline in seconds (default 90)")
+    run.add_argument("--baseline-steps", type=int, dest="baseline_steps", metavar="N",
+                     help="training budget per baseline in optimizer steps (default 1500); the same budget gives "
+                     "the same baseline on any machine")
+    run.add_argument("--baseline-epochs", type=int, metavar="N",
+                     help="the budget as N passes over the train split's size instead of --baseline-steps")
+    run.add_argument("--baseline-seconds", type=float, metavar="S",
+                     help="safety cap on each baseline's training time (default 600); when it binds, the report "
+                     "says so and the result depends on the machine's speed")
+    run.add_argument("--baseline-init", choices=("auto", "scratch", "pretrained"), dest="baseline_init",
+                     help="how trained baselines start: from scratch, or fine-tuned from torchvision's ImageNet "
+                     "weights (default auto: scratch on generated data, pretrained on any other)")
+    run.add_argument("--offline", action="store_true", default=None,
+                     help="never download (pretrained weights must be in --weights-dir or the torch hub cache); "
+                     "also AUDITKIT_OFFLINE=1 or offline = true")
     run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
     run.add_argument("--seed", type=int)
     run.add_argument("--max-images", type=int, dest="max_images", help="audit at most N evaluation images")
@@ -138,10 +151,19 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
         if not sep or not name or not path:
             raise UsageError(f"--baseline-weights {item!r}: expected NAME=PATH, e.g. resnet18=resnet18.pt")
         config.baseline_weights[name] = path
+    # The command line's budget replaces the config file's, whichever unit either uses.
+    if args.baseline_steps is not None and args.baseline_epochs is not None:
+        raise UsageError("--baseline-steps and --baseline-epochs both set the training budget; give one")
+    if args.baseline_steps is not None:
+        config.baseline_steps, config.baseline_epochs = args.baseline_steps, None
     if args.baseline_epochs is not None:
-        config.baseline_epochs = args.baseline_epochs
+        config.baseline_steps, config.baseline_epochs = None, args.baseline_epochs
     if args.baseline_seconds is not None:
         config.baseline_seconds = args.baseline_seconds
+    if args.baseline_init is not None:
+        config.baseline_init = args.baseline_init
+    if args.offline:
+        config.offline = True
     config.plugins = list(config.plugins) + list(args.plugins)
     config.verbosity = args.verbose - args.quiet
     if config.json is None:
@@ -229,7 +251,36 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return run_demo(out=Path(args.out), device=args.device, plugins=args.plugins, verbosity=-args.quiet)
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (what a CI cancellation or ``kill`` sends) as Ctrl-C while the command
+    runs: the audit stops at the next Python instruction, writes the results gathered so far
+    and exits 2. The previous handler is put back afterwards."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the main thread (e.g. embedded): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        with _sigterm_as_interrupt():
+            return _main(argv)
+    except KeyboardInterrupt:  # outside the command's own handling (e.g. while importing)
+        print("auditkit: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.simplefilter("default", UserWarning)

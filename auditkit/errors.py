@@ -13,3 +13,15 @@ class TargetError(Exception):
 
     Inside a check it becomes that check's error outcome, with this message and no traceback noise.
     """
+
+
+class ExitCode:
+    """Exit codes, as pytest's: 0 all passed, 1 a check failed or errored, 2 interrupted,
+    3 internal error, 4 usage error, 5 no checks collected."""
+
+    OK = 0
+    CHECKS_FAILED = 1
+    INTERRUPTED = 2
+    INTERNAL_ERROR = 3
+    USAGE_ERROR = 4
+    NO_CHECKS_COLLECTED = 5

@@ -1,8 +1,10 @@
 """Localization geometry and scores shared by checks that score saliency maps against
-objects: boxes (x0, y0, x1, y1), x1/y1 exclusive, and their pixel masks; the pointing game
-(Zhang et al. 2016) with its center-point baseline; the energy-based pointing game (Wang et
-al. 2020). Scores take the object as a bool region [B,H,W] (a segmentation mask, or
-:func:`box_masks` of a box) and maps [B,H,W] at image resolution."""
+objects: boxes (x0, y0, x1, y1), x1/y1 exclusive, one or several per image, and their pixel
+masks; the pointing game (Zhang et al. 2016) with its center-point baseline; the
+energy-based pointing game (Wang et al. 2020). Scores take the object as a bool region
+[B,H,W] (a segmentation mask, or :func:`box_masks` of an image's boxes: their union) and
+maps [B,H,W] at image resolution, so an image with several objects counts a pointing-game
+hit on any of them and its energy in all of them."""
 from __future__ import annotations
 
 import torch
@@ -19,16 +21,61 @@ def pointing_tolerance_px(height: int, width: int, at_224: float = POINTING_TOLE
     return at_224 * min(height, width) / 224.0
 
 
+def as_box_sets(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes as float [B,M,4], M boxes per image (NaN rows where an image has fewer): [B,4]
+    (one box per image) becomes [B,1,4]; [B,M,4] is returned as is.
+
+    Raises:
+        ValueError: ``boxes`` is neither [B,4] nor [B,M,4].
+    """
+    if boxes.ndim == 2 and boxes.shape[-1] == 4:
+        return boxes[:, None, :]
+    if boxes.ndim == 3 and boxes.shape[-1] == 4:
+        return boxes
+    raise ValueError(f"boxes must be [B,4] or [B,M,4] (x0, y0, x1, y1), got shape {list(boxes.shape)}")
+
+
 def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bool [B,height,width]: the pixels whose centers lie in each box (x0, y0, x1, y1),
-    x1/y1 exclusive (pixel x is inside when x0 <= x + 0.5 < x1). NaN boxes give empty masks."""
-    lo = torch.ceil(boxes[:, :2] - 0.5)
-    hi = torch.ceil(boxes[:, 2:] - 0.5) - 1
+    """Bool [B,height,width]: the pixels whose centers lie in any box of each image, the union
+    of its boxes. ``boxes`` is [B,4] (one box per image) or [B,M,4] (NaN rows where an image
+    has fewer than M), each (x0, y0, x1, y1) in pixels, x1/y1 exclusive: pixel x is inside
+    when x0 <= x + 0.5 < x1. NaN boxes add nothing; an image with none has an empty mask."""
+    sets = as_box_sets(boxes)
+    lo = torch.ceil(sets[..., :2] - 0.5)
+    hi = torch.ceil(sets[..., 2:] - 0.5) - 1
     cols = torch.arange(width, device=boxes.device, dtype=boxes.dtype)
     rows = torch.arange(height, device=boxes.device, dtype=boxes.dtype)
-    in_cols = (cols[None, :] >= lo[:, 0:1]) & (cols[None, :] <= hi[:, 0:1])
-    in_rows = (rows[None, :] >= lo[:, 1:2]) & (rows[None, :] <= hi[:, 1:2])
-    return in_rows[:, :, None] & in_cols[:, None, :]
+    union = torch.zeros(sets.shape[0], height, width, dtype=torch.bool, device=boxes.device)
+    for m in range(sets.shape[1]):  # M is small; one [B,H,W] at a time keeps memory flat
+        in_cols = (cols[None, :] >= lo[:, m, 0:1]) & (cols[None, :] <= hi[:, m, 0:1])
+        in_rows = (rows[None, :] >= lo[:, m, 1:2]) & (rows[None, :] <= hi[:, m, 1:2])
+        union |= in_rows[:, :, None] & in_cols[:, None, :]
+    return union
+
+
+def polygon_mask(polygons: list[torch.Tensor], height: int, width: int) -> torch.Tensor:
+    """Bool [height,width]: the union of polygons, each float [V,2] of (x, y) vertices in pixel
+    coordinates; a pixel is inside when its center (x + 0.5, y + 0.5) is (even-odd rule), the
+    same convention as :func:`box_masks`, so a rectangle's polygon gives its box's mask.
+    Polygons of fewer than 3 vertices add nothing."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    px = torch.arange(width, dtype=torch.float64) + 0.5
+    py = torch.arange(height, dtype=torch.float64) + 0.5
+    for polygon in polygons:
+        xy = torch.as_tensor(polygon, dtype=torch.float64).reshape(-1, 2)
+        if xy.shape[0] < 3:
+            continue
+        inside = torch.zeros(height, width, dtype=torch.bool)
+        x0, y0 = xy[:, 0], xy[:, 1]
+        x1, y1 = xy.roll(-1, dims=0)[:, 0], xy.roll(-1, dims=0)[:, 1]
+        for k in range(xy.shape[0]):
+            crosses = (y0[k] > py) != (y1[k] > py)  # [H]: the edge spans this row's center line
+            if not bool(crosses.any()):
+                continue
+            at_x = x0[k] + (py - y0[k]) * (x1[k] - x0[k]) / (y1[k] - y0[k])
+            inside ^= crosses[:, None] & (at_x[:, None] > px[None, :])
+        mask |= inside
+    return mask
 
 
 def boxes_from_masks(masks: torch.Tensor) -> torch.Tensor:

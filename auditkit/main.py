@@ -2,10 +2,12 @@
 data and models through hooks, collect and select checks, run, report."""
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -13,10 +15,10 @@ from torch import nn
 from auditkit.check import Check
 from auditkit.compare import find_regressions, load_report
 from auditkit.config import Config, configure_check
-from auditkit.data.base import AuditData
+from auditkit.data.base import DEFAULT_TRAIN_FRACTION, AuditData
 from auditkit.errors import TargetError, UsageError
 from auditkit.reporters.json_report import build_report
-from auditkit.session import AuditRun, AuditSession, ExitCode, resolve_device
+from auditkit.session import AuditRun, AuditSession, ExitCode, preserved_random_state, resolve_device
 from auditkit.target import BlackBoxTarget, Target
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ def load_target(config: Config, pm: Any, data: AuditData, device: torch.device) 
         mean=tuple(config.mean) if config.mean else None,
         std=tuple(config.std) if config.std else None,
         weights_dir=config.weights_dir,
+        seed=config.seed,
+        offline=config.offline,
     )
     target = pm.hook.auditkit_load_model(spec=config.model, options=options, config=config)
     if target is None:
@@ -89,15 +93,59 @@ def as_target(model: Any, *, device: torch.device, mean: Any = None, std: Any = 
     raise UsageError(f"model must be a spec string, an nn.Module, a Target or a callable; got {type(model).__name__}")
 
 
+def fit_data(target: Any, data: AuditData) -> str | None:
+    """Bring the data's images to a size ``target`` takes (:meth:`AuditData.fit_to`), from
+    what the target declares: ``expected_preprocess`` (its own evaluation preprocessing, when
+    the model loader knows it) and ``input_size`` (when fixed before the first forward pass).
+    Returns the line to show when images are resized by auditkit's choice, else None."""
+    name = getattr(target, "spec", None) or getattr(target, "name", "the model")
+    return data.fit_to(
+        getattr(target, "input_size", None), getattr(target, "expected_preprocess", None), f"as {name} expects"
+    )
+
+
+def train_split_purposes(config: Config, checks: Sequence[Check], data: AuditData, *, baselines_given: bool = False) -> list[str]:
+    """Why this audit needs a train split, each as it reads after "held out": the baselines it
+    will train on the data (:func:`auditkit.baselines.needs_train_split`: not those with a
+    checkpoint, pretrained weights used as they are, or generated data), and the selected
+    checks that declare ``needs_train_split`` (True, or a phrase such as "to train the
+    transfer proxy"). Empty when nothing is trained."""
+    purposes = []
+    if not baselines_given:
+        trained = [arch for arch in config.baselines if _baseline_trains(arch, config, data)]
+        if trained:
+            purposes.append(f"to train the baselines ({', '.join(trained)})")
+    for check in checks:
+        need = getattr(check, "needs_train_split", False)
+        if need:
+            purposes.append(need if isinstance(need, str) else f"for {check.id}")
+    return purposes
+
+
+def _baseline_trains(arch: str, config: Config, data: AuditData) -> bool:
+    from auditkit.baselines import needs_train_split
+
+    return needs_train_split(arch, data, checkpoint=config.baseline_weights.get(arch), init=config.baseline_init)
+
+
 def probe(target: Any, data: AuditData, device: torch.device) -> None:
     """Run the target once on real images to learn its classes, layers and head; a model that
-    rejects the data's images is a usage error, reported with expected and actual shapes."""
+    rejects the data's images is a usage error, reported with expected and actual shapes.
+    Drawing the batch checks its pixels: images outside [0,1] are a usage error here, before
+    any check runs."""
     example = next(data.batches("eval", batch_size=2)).images.to(device)
+    expect_classes = getattr(target, "expect_classes", None)  # a plugin's own target may lack it
+    if expect_classes is not None:
+        expect_classes(data.num_classes)
     with target:
         try:
             target.probe(example)
         except TargetError as exc:
-            raise UsageError(f"{exc} (data {data.spec!r} gives images of shape {list(example.shape[1:])})") from exc
+            size = data.preprocessing.get("description", "")
+            raise UsageError(
+                f"{exc} (data {data.spec!r} gives images of shape {list(example.shape[1:])}, {size}; "
+                "give ?crop=N or ?size=N in the data spec to resize them)"
+            ) from exc
     if target.num_classes is not None and target.num_classes < data.num_classes:
         raise UsageError(
             f"{target.name} outputs {target.num_classes} classes but data {data.spec!r} has {data.num_classes}; "
@@ -123,8 +171,14 @@ def load_baselines(
     A mistake in what the user asked for (an unknown baseline, a bad checkpoint) is a
     ``UsageError``. A baseline that fails otherwise (training crashed, out of memory) is left
     out with a warning, so it never costs the audit of the user's model; ``notes`` collects
-    those and the weak-baseline notes for the report's ``warnings``."""
-    from auditkit.baselines import Budget, available, load_baseline
+    those, the weak-baseline notes and the trainings stopped by the wall-time cap for the
+    report's ``warnings``.
+
+    The budget: ``baseline_steps`` optimizer steps (default
+    :data:`auditkit.baselines.training.DEFAULT_STEPS`), or ``baseline_epochs`` passes over the
+    train split's size; ``baseline_seconds`` only caps each training's wall time."""
+    from auditkit.baselines import INITS, Budget, available, load_baseline
+    from auditkit.baselines.training import DEFAULT_STEPS
     from auditkit.session import progress_bar
 
     unknown = [b for b in config.baselines if b not in available()]
@@ -133,12 +187,17 @@ def load_baselines(
     extra = set(config.baseline_weights) - set(config.baselines)
     if extra:
         raise UsageError(f"baseline_weights names {', '.join(sorted(extra))}, which are not among the baselines {config.baselines}")
-    if config.baseline_epochs < 1 or not config.baseline_seconds > 0:
+    steps, epochs = config.baseline_steps, config.baseline_epochs
+    if steps is not None and epochs is not None:
+        raise UsageError(f"baseline budget: give baseline_steps ({steps}) or baseline_epochs ({epochs}), not both")
+    if (steps is not None and steps < 1) or (epochs is not None and epochs < 1) or not config.baseline_seconds > 0:
         raise UsageError(
-            f"baseline budget: epochs must be at least 1 and seconds above 0, got "
-            f"baseline_epochs={config.baseline_epochs}, baseline_seconds={config.baseline_seconds}"
+            f"baseline budget: steps and epochs must be at least 1 and the seconds cap above 0, got "
+            f"baseline_steps={steps}, baseline_epochs={epochs}, baseline_seconds={config.baseline_seconds}"
         )
-    budget = Budget(max_epochs=config.baseline_epochs, max_seconds=float(config.baseline_seconds))
+    if config.baseline_init not in INITS:
+        raise UsageError(f"baseline_init {config.baseline_init!r}: expected one of {', '.join(INITS)}")
+    budget = Budget(steps=steps or DEFAULT_STEPS, epochs=epochs, max_seconds=float(config.baseline_seconds))
     progress = progress_bar(config)
     loaded = []
     notes = [] if notes is None else notes
@@ -147,7 +206,8 @@ def load_baselines(
         try:
             target = load_baseline(
                 arch, data, device=device, seed=config.seed, checkpoint=config.baseline_weights.get(arch),
-                budget=budget, progress=progress, weights_dir=config.weights_dir,
+                budget=budget, progress=progress, weights_dir=config.weights_dir, init=config.baseline_init,
+                offline=config.offline,
             )
         except UsageError:
             raise
@@ -158,15 +218,52 @@ def load_baselines(
                 announce(f"warning: {notes[-1]}; the audit goes on without it")
             continue
         loaded.append(target)
+        training = target.info.get("training") or {}
+        warned = []
+        if training.get("stopped") == "time_cap":
+            warned.append(
+                f"the wall-time cap (baseline_seconds={training.get('max_seconds', config.baseline_seconds):g}) stopped "
+                f"its training after {training['steps']} of {training['steps_budget']} steps: the result depends on "
+                "this machine's speed; give a smaller --baseline-steps, a larger --baseline-seconds, or a GPU"
+            )
         weak = target.info.get("quality", {}).get("note")
         if weak:
-            notes.append(f"baseline {arch}: {weak}")
+            warned.append(weak)
+        notes.extend(f"baseline {arch}: {w}" for w in warned)
         if announce is not None:
-            training = target.info.get("training") or {}
             acc = f", validation accuracy {training['val_acc']:.2f}" if "val_acc" in training else ""
+            steps_run = f", {training['steps']} steps" if "steps" in training else ""
             init = f" ({target.info['init']})" if target.info.get("init") else ""
-            announce(f"baseline {arch}: {target.info['source']}{init}{acc} ({time.perf_counter() - t0:.1f}s)" + (f"\n  warning: {weak}" if weak else ""))
+            announce(
+                f"baseline {arch}: {target.info['source']}{init}{steps_run}{acc} ({time.perf_counter() - t0:.1f}s)"
+                + "".join(f"\n  warning: {w}" for w in warned)
+            )
     return loaded
+
+
+@contextlib.contextmanager
+def warnings_to_report(notes: list[str], announce: Callable[[str], None] | None) -> Iterator[None]:
+    """Route Python warnings raised while the block runs (by auditkit, a plugin or a library)
+    to the user the way auditkit's own warnings go: a ``warning:`` line on the terminal and an
+    entry in the report's ``warnings`` (appended to ``notes``), each distinct message once,
+    instead of a raw ``UserWarning`` with its source line on stderr."""
+    seen: set[str] = set()
+
+    def route(message: Warning | str, category: type[Warning], filename: str, lineno: int, *args: Any) -> None:
+        text = str(message).strip()
+        if text in seen:
+            return
+        seen.add(text)
+        notes.append(text)
+        if announce is not None:
+            announce(f"warning: {text}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        warnings.showwarning = route
+        yield
 
 
 def run_audit(
@@ -180,47 +277,69 @@ def run_audit(
 ) -> AuditSession:
     """Run one audit end to end and return the finished session (``session.exitstatus``).
 
-    Usage errors (bad spec, bad config, a model that rejects the data) raise ``UsageError``
-    before any check runs.
+    Usage errors (bad spec, bad config, a model that rejects the data, images outside
+    [0,1]) raise ``UsageError`` before any check runs.
+
+    The data, in order: loaded (or copied, when given, so the caller's object is left as it
+    was); once the model is loaded and the checks collected, when something must be trained
+    (:func:`train_split_purposes`) and the data has no train split, a hash-chosen share is
+    held out of the evaluation images (:meth:`AuditData.carve_train`; said on the terminal
+    and in the report's warnings); then its images are brought to a size the model takes
+    (:func:`fit_data`, said on the terminal when auditkit chose to resize); the baselines are
+    built for that size and trained on the train split; then the first batch is drawn by
+    :func:`probe`, which also checks its pixels.
     """
-    config.pluginmanager = pm
-    if reporter is not None:
-        pm.register(reporter, name="terminalreporter")
-    pm.hook.auditkit_configure(config=config)
-    device = resolve_device(config.device)
-    if data is None:
-        data = pm.hook.auditkit_load_data(spec=config.data, config=config)
-        if data is None:
-            raise UsageError(f"--data {config.data!r}: no loader accepted this spec")
-    if model is None:
-        target = load_target(config, pm, data, device)
-    else:
-        target = as_target(model, device=device, mean=config.mean, std=config.std)
-    target.name, target.role = "target", "target"
-    checks = collect_checks(config, pm)
-    previous = load_report(config.compare) if config.compare else None  # a bad path fails before any training
     announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
-    notes: list[str] = []
-    baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
-    for t in [target, *baselines]:
-        t.device = device
-        probe(t, data, device)
-    session = AuditSession(config, pm, data=data, target=target, baselines=baselines)
-    session.warnings = notes
-    session.checks = checks
-    if reporter is not None:
-        reporter.session_start(session)
-    if checks:
-        session.run(checks)
-    else:
-        session.exitstatus = ExitCode.NO_CHECKS_COLLECTED
-    if previous is not None and not session.interrupted:
-        session.regressions = find_regressions(
-            build_report(session), previous, abs_tol=config.compare_abs_tolerance, rel_tol=config.compare_rel_tolerance
-        )
-        if session.regressions and session.exitstatus == ExitCode.OK:
-            session.exitstatus = ExitCode.CHECKS_FAILED
-    session.finish()
+    notes: list[str] = []  # the report's warnings; the session's list, so later ones land there too
+    with warnings_to_report(notes, announce):
+        config.pluginmanager = pm
+        if reporter is not None:
+            pm.register(reporter, name="terminalreporter")
+        pm.hook.auditkit_configure(config=config)
+        device = resolve_device(config.device)
+        if data is None:
+            data = pm.hook.auditkit_load_data(spec=config.data, config=config)
+            if data is None:
+                raise UsageError(f"--data {config.data!r}: no loader accepted this spec")
+        else:
+            data = copy.copy(data)  # fit_to and carve_train replace its splits; the caller's object stays as given
+        if model is None:
+            target = load_target(config, pm, data, device)
+        else:
+            target = as_target(model, device=device, mean=config.mean, std=config.std)
+        target.name, target.role = "target", "target"
+        checks = collect_checks(config, pm)
+        previous = load_report(config.compare) if config.compare else None  # a bad path fails before any training
+        if data.train is None or len(data.train) == 0:
+            purposes = train_split_purposes(config, checks, data, baselines_given=bool(baselines))
+            held_out = data.carve_train(DEFAULT_TRAIN_FRACTION, " and ".join(purposes)) if purposes else None
+            if held_out:
+                notes.append(held_out)
+                if announce is not None:
+                    announce(f"warning: {held_out}")
+        resized = fit_data(target, data)  # after any carving: the size rule reads the evaluation split
+        if resized and announce is not None:
+            announce(resized)
+        baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
+        for t in [target, *baselines]:
+            t.device = device
+            probe(t, data, device)
+        session = AuditSession(config, pm, data=data, target=target, baselines=baselines)
+        session.warnings = notes
+        session.checks = checks
+        if reporter is not None:
+            reporter.session_start(session)
+        if checks:
+            session.run(checks)
+        else:
+            session.exitstatus = ExitCode.NO_CHECKS_COLLECTED
+        if previous is not None and not session.interrupted:
+            session.regressions = find_regressions(
+                build_report(session), previous, abs_tol=config.compare_abs_tolerance, rel_tol=config.compare_rel_tolerance
+            )
+            if session.regressions and session.exitstatus == ExitCode.OK:
+                session.exitstatus = ExitCode.CHECKS_FAILED
+        session.finish()
     return session
 
 
@@ -232,8 +351,11 @@ def audit(
     keyword: str | None = None,
     baselines: Sequence[str] = (),
     baseline_weights: dict[str, str] | None = None,
-    baseline_epochs: int = 15,
-    baseline_seconds: float = 90.0,
+    baseline_steps: int | None = None,
+    baseline_epochs: int | None = None,
+    baseline_seconds: float = 600.0,
+    baseline_init: str = "auto",
+    offline: bool = False,
     weights_dir: str | None = None,
     device: str = "auto",
     seed: int = 0,
@@ -262,7 +384,13 @@ def audit(
         ``"googlenet"``, ``"resnet18"``, ``"resnet50"``); none by default here (the command
         line defaults to the three classics). Trained once per data and cached.
     :param baseline_weights: state_dict checkpoints by baseline name, instead of training.
-    :param baseline_epochs, baseline_seconds: the training budget of each baseline.
+    :param baseline_steps: each baseline's training budget in optimizer steps (default
+        :data:`auditkit.baselines.training.DEFAULT_STEPS`), or ``baseline_epochs`` passes over
+        the train split instead (not both); ``baseline_seconds`` is only a safety cap on wall
+        time, reported when it binds.
+    :param baseline_init: ``"auto"`` (from scratch on generated data, fine-tuned from
+        ImageNet-pretrained torchvision weights on yours), ``"scratch"`` or ``"pretrained"``.
+    :param offline: never download pretrained weights (also ``AUDITKIT_OFFLINE=1``).
     :param weights_dir: a folder of pretrained torchvision checkpoints, searched before the
         torch hub cache (for ``?weights=`` specs and the baselines).
     :param settings: per-check settings and thresholds, as the config's per-check tables:
@@ -286,8 +414,11 @@ def audit(
         keyword=keyword,
         baselines=list(baselines),
         baseline_weights=dict(baseline_weights or {}),
+        baseline_steps=baseline_steps,
         baseline_epochs=baseline_epochs,
         baseline_seconds=baseline_seconds,
+        baseline_init=baseline_init,
+        offline=offline,
         weights_dir=weights_dir,
         device=device,
         seed=seed,
@@ -306,11 +437,12 @@ def audit(
     )
     pm = get_plugin_manager(autoload=autoload, extra=plugins)
     reporter = TerminalReporter(verbosity=verbose) if verbose >= 0 else None
-    session = run_audit(
-        config,
-        pm,
-        model=None if isinstance(model, str) else model,
-        data=None if isinstance(data, str) else data,
-        reporter=reporter,
-    )
+    with preserved_random_state():  # the caller's own shuffles and draws go on as if no audit ran
+        session = run_audit(
+            config,
+            pm,
+            model=None if isinstance(model, str) else model,
+            data=None if isinstance(data, str) else data,
+            reporter=reporter,
+        )
     return AuditRun(session, session.report or {})

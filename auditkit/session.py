@@ -2,6 +2,7 @@
 Owns the device, the seeds, the shared clean forward pass and the guard around each check."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ from auditkit.batching import oom_backoff
 from auditkit.check import Check, CheckResult, Outcome
 from auditkit.config import Config
 from auditkit.data.base import AuditData, Batch
-from auditkit.errors import TargetError, UsageError
+from auditkit.errors import ExitCode, TargetError, UsageError  # noqa: F401  (ExitCode re-exported)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
     from auditkit.target import BlackBoxTarget, Target
 
 log = logging.getLogger(__name__)
-
-
-class ExitCode:
-    OK = 0
-    CHECKS_FAILED = 1
-    INTERRUPTED = 2
-    INTERNAL_ERROR = 3
-    USAGE_ERROR = 4
-    NO_CHECKS_COLLECTED = 5
 
 
 def resolve_device(device: str) -> torch.device:
@@ -173,9 +165,26 @@ def check_seed(seed: int, check_id: str, model: str) -> int:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Leave the caller's random generators as they were: Python's ``random``, NumPy's global
+    generator and torch's CPU and CUDA generators are saved on entry and restored on exit,
+    whatever the block seeds or draws (an audit inside a training loop must not change the
+    loop's shuffles)."""
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 class AuditSession:
@@ -334,10 +343,18 @@ class AuditSession:
 
 
 def _missing_reason(missing: list[str], target: Any) -> str:
+    from auditkit.target import NO_INPUT_GRADIENT
+
+    no_gap_head = "the model has no global-average-pooling + single linear head"
+    gap_head_reason = getattr(target, "gap_head_reason", None)
     reasons = {
-        "white_box": "the model is a black box (no gradients)",
+        "white_box": (
+            NO_INPUT_GRADIENT
+            if getattr(target, "white_box", False) and not getattr(target, "input_gradient", True)
+            else "the model is a black box (no gradients)"
+        ),
         "layers": "the model has no hookable layers (TorchScript, torch.export or black box)",
-        "gap_head": "the model has no global-average-pooling + single linear head",
+        "gap_head": f"{no_gap_head}: {gap_head_reason}" if gap_head_reason else no_gap_head,
         "scores": "the model returns labels only, not scores",
         "labels": "the data has no labels",
         "localization": "the data has no boxes or masks",

@@ -7,6 +7,21 @@ import os
 # small tensor ops many times slower. Must be set before torch starts its thread pool.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import atexit
+import shutil
+import tempfile
+
+# The suite never writes to the user's home: auditkit's training cache and torch's hub cache
+# point at a folder of this run's own, removed when the run ends. Set before anything
+# imports torch, so subprocesses and the pytester runs inherit it too.
+_SCRATCH = tempfile.mkdtemp(prefix="auditkit-tests-")
+os.environ["AUDITKIT_CACHE_DIR"] = os.path.join(_SCRATCH, "auditkit-cache")
+os.environ["TORCH_HOME"] = os.path.join(_SCRATCH, "torch-home")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_SCRATCH, "xdg-cache")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+# Nothing in the suite may download: pretrained weights come from checkpoints tests make.
+os.environ["AUDITKIT_OFFLINE"] = "1"
+
 import pytest
 import torch
 

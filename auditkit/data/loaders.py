@@ -2,7 +2,7 @@
 directory, a COCO-style JSON file, a torchvision dataset on disk, or a user factory."""
 from __future__ import annotations
 
-import hashlib
+import copy
 import importlib
 import inspect
 import json
@@ -14,12 +14,14 @@ from urllib.parse import unquote
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from auditkit.data.base import AuditData, Split
+from auditkit.data.base import MAX_SIZE_SCAN, AuditData, PixelRangeError, Split
+from auditkit.data.preprocess import STANDARD_CROP, STANDARD_RESIZE, Preprocess
 from auditkit.data.synthetic import BACKGROUNDS, MAX_CLASSES, MIN_CLASSES, MIN_SIZE, make_shapes
 from auditkit.errors import UsageError
 from auditkit.importing import NotPythonSource, SourceFileRaised, import_source_file
+from auditkit.localization import polygon_mask
 
 ACCEPTED_FORMS = (
     "synthetic:shapes[?n=..&size=..&classes=..&seed=..&spurious=..&train=..], "
@@ -28,8 +30,6 @@ ACCEPTED_FORMS = (
     "path/to/file.py:factory or package.module:factory"
 )
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
-DEFAULT_IMAGE_SIZE = 64
-DEFAULT_EVAL_FRACTION = 0.2
 DEFAULT_TORCHVISION_ROOT = "data"
 EVAL_FOLDER_NAMES = ("val", "valid", "validation", "test")
 TRAIN_SPLIT_VALUES = frozenset({"train", "training"})
@@ -44,34 +44,55 @@ def load_data(spec: str, *, seed: int = 0, size: int | None = None) -> AuditData
     - ``synthetic:shapes[?n=..&train=..&size=..&classes=..&seed=..&spurious=..&spurious_classes=..&background=..]``:
       the built-in dataset (:func:`auditkit.data.synthetic.make_shapes`); ``seed`` defaults
       to the ``seed`` argument and ``size`` to the ``size`` argument, else 64.
-    - ``DIR[?size=..&eval_fraction=..]``: an ImageFolder directory, either ``DIR/train/<class>/*``
-      with ``DIR/val/<class>/*`` (or ``valid/``, ``validation/``, ``test/``), or ``DIR/<class>/*``,
-      split into disjoint train and eval parts by a hash of each file's relative path (about
-      ``eval_fraction`` = 20% eval). Images load lazily, as RGB in [0,1], resized to ``size`` x ``size``.
-    - ``FILE.json[?size=..&root=..&eval_fraction=..]``: a COCO-style file. Each annotated image is one
-      sample labelled with the category of its largest annotation, whose box (and mask, when
-      every kept image has polygon segmentation) is scaled to the resized image. Images are
-      found under ``root`` (default: the JSON's folder). A per-image ``split`` field
-      (``"train"``/``"val"``) decides the split; otherwise a hash of the image id does.
-    - ``torchvision:NAME[?root=..&size=..]``: a torchvision dataset already on disk (never
-      downloaded), ``train=True``/``split="train"`` as the train split and the test split for
-      evaluation; default root ``./data``; images keep their native size unless ``size`` is given.
+    - ``DIR[?size=..|crop=..&resize=..][&eval_fraction=..|train_fraction=..]``: an ImageFolder
+      directory, either ``DIR/train/<class>/*`` with ``DIR/val/<class>/*`` (or ``valid/``,
+      ``validation/``, ``test/``), or ``DIR/<class>/*`` (or only one of ``train/``, ``val/``):
+      without both train and val folders every image is evaluated and there is no train
+      split. ``train_fraction=F`` (or ``eval_fraction=1-F``) holds out the share F, chosen by
+      a hash of each file's relative path, as the train split. Images load lazily, as RGB in
+      [0,1], at their native size (see "Image size" below).
+    - ``FILE.json[?size=..|crop=..&resize=..&root=..&eval_fraction=..|train_fraction=..]``: a
+      COCO-style file. Each annotated image is one sample labelled with the category of its
+      largest annotation; its boxes are every annotation of that category (the objects the
+      label names; the pointing game hits any of them) and its mask, when every kept
+      annotation has polygon segmentation, is the union of their polygons. Images are found
+      under ``root`` (default: the JSON's folder). A per-image ``split`` field
+      (``"train"``/``"val"``) decides the split; images without one are evaluated, or split
+      by ``train_fraction`` (a hash of the image id) when no image has one.
+    - ``torchvision:NAME[?root=..&size=..|crop=..&resize=..]``: a torchvision dataset already
+      on disk (never downloaded), ``train=True``/``split="train"`` as the train split and the
+      test split for evaluation; default root ``./data``.
     - ``path/to/file.py:factory`` or ``package.module:factory``: ``factory()`` (given ``seed``
       and ``size`` when it accepts them by those names) returns an AuditData, or a
       ``(train_dataset, eval_dataset, num_classes)`` tuple whose datasets yield ``(image, label)``
-      pairs or dicts as described in :class:`auditkit.data.base.Split`.
+      pairs or dicts as described in :class:`auditkit.data.base.Split`; ``train_dataset`` may
+      be None.
+
+    Image size (files and datasets): ``size=N`` resizes every image to N x N (the ``size``
+    argument is its default); ``crop=N[&resize=M]`` resizes the shorter side to M (default
+    N * 256/224, rounded) and keeps the central N x N, torchvision's ImageNet evaluation
+    transform at M=256, N=224. Otherwise, once the model is known (:meth:`AuditData.fit_to`):
+    the model's own evaluation transform when it declares one (pretrained torchvision
+    weights); else the native size when the evaluation images share one the model takes;
+    else the model's fixed input size, resized and center-cropped; else 256 -> 224.
+    ``data.preprocessing`` says what was done, and the terminal says it when auditkit chose.
+
+    Pixels: every route yields float images in [0,1]; uint8 images are divided by 255, and
+    values outside [0,1] (already normalized, or 0-255 floats) are a UsageError, never clamped.
 
     Args:
         spec: the data SPEC.
         seed: the default seed for generated data.
-        size: the default image side for data that is resized; a ``?size=`` in the spec wins.
+        size: the default square side for data that is resized; ``?size=`` or ``?crop=`` in
+            the spec wins. None: native sizes.
 
     Returns:
         The loaded AuditData.
 
     Raises:
         UsageError: the spec is malformed, a path is missing, a parameter is unknown or has a
-            bad value, the data cannot be read, or the evaluation split is empty.
+            bad value, the data cannot be read, images lie outside [0,1], or the evaluation
+            split is empty.
     """
     spec = spec.strip()
     if not spec:
@@ -162,19 +183,57 @@ def _bad_value(spec: str, name: str, raw: str, expected: str) -> UsageError:
     return UsageError(f"bad value {raw!r} for parameter {name!r} in data spec {spec!r}; expected {expected}")
 
 
-def _fraction_param(spec: str, params: dict[str, str], name: str, default: float, *, open_ends: bool = False) -> float:
+def _fraction_param(
+    spec: str, params: dict[str, str], name: str, default: float, *, open_low: bool = False, open_high: bool = False
+) -> float:
     if name not in params:
         return default
     raw = params[name]
-    expected = "a number strictly between 0 and 1" if open_ends else "a number from 0 to 1"
+    low = "above 0" if open_low else "from 0"
+    high = "below 1" if open_high else "at most 1"
+    expected = f"a number {low} and {high}" if (open_low or open_high) else "a number from 0 to 1"
     try:
         value = float(raw)
     except ValueError:
         raise _bad_value(spec, name, raw, expected) from None
-    inside = 0.0 < value < 1.0 if open_ends else 0.0 <= value <= 1.0
+    inside = (0.0 < value if open_low else 0.0 <= value) and (value < 1.0 if open_high else value <= 1.0)
     if not inside:
         raise _bad_value(spec, name, raw, expected)
     return value
+
+
+def _train_fraction_param(spec: str, params: dict[str, str]) -> float | None:
+    """The share to hold out for training that ``train_fraction`` or ``eval_fraction``
+    (= 1 - train_fraction) asks for; None when neither is given, 0 for "evaluate all"."""
+    if "eval_fraction" in params and "train_fraction" in params:
+        raise UsageError(f"data spec {spec!r} gives both 'eval_fraction' and 'train_fraction'; expected one of them")
+    if "eval_fraction" in params:
+        return 1.0 - _fraction_param(spec, params, "eval_fraction", 1.0, open_low=True)
+    if "train_fraction" in params:
+        return _fraction_param(spec, params, "train_fraction", 0.0, open_high=True)
+    return None
+
+
+def _preprocess_param(spec: str, params: dict[str, str], size: int | None) -> Preprocess | None:
+    """The image size the spec asks for (``size=N``, or ``crop=N[&resize=M]``), else the
+    ``size`` argument as a square, else None (decided from the images)."""
+    if "size" in params and ("crop" in params or "resize" in params):
+        raise UsageError(
+            f"data spec {spec!r} gives both 'size' and 'crop'/'resize'; expected size=N (resize to N x N) "
+            "or crop=N[&resize=M] (shorter side to M, then the central N x N)"
+        )
+    if "resize" in params and "crop" not in params:
+        raise UsageError(
+            f"parameter 'resize' in data spec {spec!r} needs 'crop'; expected resize=M&crop=N "
+            "(shorter side to M, then the central N x N), e.g. resize=256&crop=224"
+        )
+    if "crop" in params:
+        crop = _int_param(spec, params, "crop", STANDARD_CROP, minimum=8, maximum=4096)
+        default_resize = round(crop * STANDARD_RESIZE / STANDARD_CROP)
+        resize = _int_param(spec, params, "resize", default_resize, minimum=crop, maximum=8192)
+        return Preprocess.center_crop(crop, resize)
+    side = _size_param(spec, params, size, None)
+    return None if side is None else Preprocess.resized(side)
 
 
 def _size_param(spec: str, params: dict[str, str], size: int | None, default: int | None) -> int | None:
@@ -236,46 +295,88 @@ def _load_synthetic(spec: str, *, seed: int, size: int | None) -> AuditData:
 
 
 class ImageFileSplit:
-    """A split of image files, loaded lazily: each item is read, converted to RGB and resized
-    to ``size`` x ``size`` when it is asked for.
+    """A split of image files, loaded lazily: each item is read, converted to RGB in [0,1] and
+    brought to size by ``preprocess`` (default: native size) when it is asked for.
 
-    ``boxes`` (float [4] each, in original pixel coordinates) and ``polygons`` (COCO
-    ``segmentation`` lists, original coordinates) are optional per item; when given they are
-    scaled to the resized image and returned as ``box`` and ``mask``.
+    ``boxes`` (per item, float [M,4] as (x0, y0, x1, y1), x1/y1 exclusive, in the file's pixel
+    coordinates) and ``polygons`` (per item, a list of COCO polygons, flat [x0, y0, x1, y1, ...]
+    lists in the file's pixel coordinates, whose union is the object mask) are optional; when
+    given they move with exactly the image's geometry and are returned as ``boxes`` (float
+    [M',4], clipped to the image, boxes cropped away dropped) and ``mask`` (bool [H,W]).
+    ``item_keys`` name each item stably (default: its path) for hash-chosen train splits.
     """
 
     def __init__(
         self,
         paths: Sequence[Path],
         labels: Sequence[int],
-        size: int,
-        boxes: Sequence[Sequence[float]] | None = None,
+        preprocess: Preprocess | None = None,
+        boxes: Sequence[Any] | None = None,
         polygons: Sequence[list[list[float]]] | None = None,
+        item_keys: Sequence[str] | None = None,
+        item_key_name: str = "file path",
     ):
-        self.paths = list(paths)
+        self.paths = [Path(p) for p in paths]
         self.labels = list(labels)
-        self.size = size
-        self.boxes = None if boxes is None else [list(map(float, b)) for b in boxes]
+        self.preprocess = preprocess or Preprocess.native()
+        self.boxes = None if boxes is None else [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes]
         self.polygons = None if polygons is None else list(polygons)
+        self.item_keys = list(item_keys) if item_keys is not None else [p.as_posix() for p in self.paths]
+        self.item_key_name = item_key_name
+        self._sizes: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def max_boxes(self) -> int:
+        return max((int(b.shape[0]) for b in self.boxes), default=0) if self.boxes is not None else 0
+
+    def native_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of each file, read from its header (no decoding); cached."""
+        if self._sizes is None:
+            sizes = []
+            for path in self.paths:
+                try:
+                    with Image.open(path) as raw:
+                        sizes.append((int(raw.size[0]), int(raw.size[1])))
+                except OSError as exc:
+                    raise UsageError(f"cannot read image {str(path)!r}: {exc}; expected a readable image file") from exc
+            self._sizes = sizes
+        return list(self._sizes)
+
+    def with_preprocess(self, preprocess: Preprocess) -> "ImageFileSplit":
+        """A copy that brings its images to size with ``preprocess``."""
+        out = copy.copy(self)
+        out.preprocess = preprocess
+        return out
+
+    def subset(self, indices: Sequence[int]) -> "ImageFileSplit":
+        """The items at ``indices``, in that order, with the same preprocessing."""
+        idx = list(indices)
+        out = copy.copy(self)
+        out.paths = [self.paths[i] for i in idx]
+        out.labels = [self.labels[i] for i in idx]
+        out.item_keys = [self.item_keys[i] for i in idx]
+        out.boxes = None if self.boxes is None else [self.boxes[i] for i in idx]
+        out.polygons = None if self.polygons is None else [self.polygons[i] for i in idx]
+        out._sizes = None if self._sizes is None else [self._sizes[i] for i in idx]
+        return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         path = self.paths[i]
         try:
             with Image.open(path) as raw:
-                original_size = raw.size
-                image = raw.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                image = pil_to_tensor(raw)
         except OSError as exc:
             raise UsageError(f"cannot read image {str(path)!r}: {exc}; expected a readable image file") from exc
-        item: dict[str, Any] = {"image": pil_to_tensor(image), "label": self.labels[i]}
-        sx, sy = self.size / original_size[0], self.size / original_size[1]
+        geometry = self.preprocess.geometry(int(image.shape[-1]), int(image.shape[-2]))
+        item: dict[str, Any] = {"image": self.preprocess.apply_image(image, geometry), "label": self.labels[i]}
         if self.boxes is not None:
-            x0, y0, x1, y1 = self.boxes[i]
-            item["box"] = torch.tensor([x0 * sx, y0 * sy, x1 * sx, y1 * sy], dtype=torch.float32)
+            item["boxes"] = geometry.boxes(self.boxes[i])
         if self.polygons is not None:
-            item["mask"] = _rasterise_polygons(self.polygons[i], sx, sy, self.size)
+            moved = [geometry.points(torch.tensor(flat[: len(flat) // 2 * 2]).reshape(-1, 2)) for flat in self.polygons[i]]
+            item["mask"] = polygon_mask(moved, geometry.out_height, geometry.out_width)
         return item
 
 
@@ -283,21 +384,6 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as float [3,H,W] RGB in [0,1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-def _rasterise_polygons(polygons: list[list[float]], sx: float, sy: float, size: int) -> torch.Tensor:
-    canvas = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(canvas)
-    for flat in polygons:
-        points = [(flat[k] * sx, flat[k + 1] * sy) for k in range(0, len(flat) - 1, 2)]
-        if len(points) >= 3:
-            draw.polygon(points, fill=1)
-    return torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()).bool()
-
-
-def _hash_fraction(key: str) -> float:
-    """A stable number in [0, 1) for ``key``: the same on every machine and Python run."""
-    return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") / 2**64
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -309,29 +395,37 @@ def _class_folders(folder: Path) -> list[str]:
 
 
 def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: int | None) -> AuditData:
-    _reject_unknown(spec, params, ("size", "eval_fraction"))
-    side = _size_param(spec, params, size, DEFAULT_IMAGE_SIZE)
-    eval_fraction = _fraction_param(spec, params, "eval_fraction", DEFAULT_EVAL_FRACTION, open_ends=True)
+    _reject_unknown(spec, params, ("size", "resize", "crop", "eval_fraction", "train_fraction"))
+    preprocess = _preprocess_param(spec, params, size)
+    train_fraction = _train_fraction_param(spec, params)
 
     train_dir = root / "train"
     eval_dir = next((root / name for name in EVAL_FOLDER_NAMES if (root / name).is_dir()), None)
-    if train_dir.is_dir() or eval_dir is not None:
-        layout = "train/eval folders"
-        sources = [d for d in (train_dir if train_dir.is_dir() else None, eval_dir) if d is not None]
-        class_names = sorted({name for d in sources for name in _class_folders(d)})
+    train_items: list[tuple[Path, int]] = []
+    if train_dir.is_dir() and eval_dir is not None:
+        if train_fraction is not None:
+            given = "eval_fraction" if "eval_fraction" in params else "train_fraction"
+            raise UsageError(
+                f"parameter {given!r} in data spec {spec!r} does not apply: {root} has train/ and "
+                f"{eval_dir.name}/ folders, which decide the split; expected no {given}"
+            )
+        layout = f"train/ and {eval_dir.name}/ folders"
+        class_names = sorted({name for d in (train_dir, eval_dir) for name in _class_folders(d)})
         index = {name: k for k, name in enumerate(class_names)}
-        train_items = _folder_items(train_dir, index) if train_dir.is_dir() else []
-        if eval_dir is not None:
-            eval_items = _folder_items(eval_dir, index)
-        else:
-            # Only train/ exists: hold out a hashed share of it, as for a single folder.
-            layout = "train folder split by path hash"
-            train_items, eval_items = _hash_split(train_items, train_dir, eval_fraction)
+        train_items = _folder_items(train_dir, index)
+        eval_items = _folder_items(eval_dir, index)
+    elif train_dir.is_dir() or eval_dir is not None:
+        # One split folder only: it is the data to audit, all of it.
+        folder = eval_dir if eval_dir is not None else train_dir
+        layout = f"{folder.name}/ folder only, every image evaluated"
+        class_names = _class_folders(folder)
+        index = {name: k for k, name in enumerate(class_names)}
+        eval_items = _folder_items(folder, index)
     else:
-        layout = f"class folders split by path hash ({eval_fraction:.0%} eval)"
+        layout = "class folders, every image evaluated"
         class_names = _class_folders(root)
         index = {name: k for k, name in enumerate(class_names)}
-        train_items, eval_items = _hash_split(_folder_items(root, index), root, eval_fraction)
+        eval_items = _folder_items(root, index)
 
     if not train_items and not eval_items:
         raise UsageError(
@@ -339,19 +433,31 @@ def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: i
             f"or {root}/train/<class>/* and {root}/val/<class>/*"
         )
     if not eval_items:
-        raise UsageError(
-            f"data {spec!r} has no evaluation images; expected a non-empty val/ or test/ folder, "
-            "or enough images for a hashed evaluation share"
+        raise UsageError(f"data {spec!r} has no evaluation images; expected a non-empty val/ or test/ folder")
+
+    def to_split(items: list[tuple[Path, int]]) -> ImageFileSplit:
+        return ImageFileSplit(
+            [p for p, _ in items],
+            [c for _, c in items],
+            preprocess,
+            item_keys=[p.relative_to(root).as_posix() for p, _ in items],
         )
-    return AuditData(
+
+    data = AuditData(
         name=spec,
         spec=spec,
-        eval=ImageFileSplit([p for p, _ in eval_items], [c for _, c in eval_items], side),
-        train=ImageFileSplit([p for p, _ in train_items], [c for _, c in train_items], side) if train_items else None,
+        eval=to_split(eval_items),
+        train=to_split(train_items) if train_items else None,
         num_classes=len(class_names),
         class_names=class_names,
-        description=f"ImageFolder {root} ({layout}), {len(class_names)} classes, resized to {side}x{side}",
+        preprocess=preprocess,
+        train_split_hint=f"Give {root}/train and {root}/val to evaluate every image.",
     )
+    if train_fraction:
+        n_train = data._carve(train_fraction)
+        layout = f"class folders, {n_train} of {len(eval_items)} images held out for training by a hash of each file path"
+    data.description = f"ImageFolder {root} ({layout}), {len(class_names)} classes"
+    return data
 
 
 def _folder_items(folder: Path, index: dict[str, int]) -> list[tuple[Path, int]]:
@@ -362,20 +468,10 @@ def _folder_items(folder: Path, index: dict[str, int]) -> list[tuple[Path, int]]
     return items
 
 
-def _hash_split(
-    items: list[tuple[Path, int]], root: Path, eval_fraction: float
-) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]:
-    train, evaluation = [], []
-    for path, label in items:
-        key = path.relative_to(root).as_posix()
-        (evaluation if _hash_fraction(key) < eval_fraction else train).append((path, label))
-    return train, evaluation
-
-
 def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int | None) -> AuditData:
-    _reject_unknown(spec, params, ("size", "root", "eval_fraction"))
-    side = _size_param(spec, params, size, DEFAULT_IMAGE_SIZE)
-    eval_fraction = _fraction_param(spec, params, "eval_fraction", DEFAULT_EVAL_FRACTION, open_ends=True)
+    _reject_unknown(spec, params, ("size", "resize", "crop", "root", "eval_fraction", "train_fraction"))
+    preprocess = _preprocess_param(spec, params, size)
+    train_fraction = _train_fraction_param(spec, params)
     image_root = Path(params["root"]).expanduser() if "root" in params else json_path.parent
     if not image_root.is_dir():
         raise UsageError(f"image root {str(image_root)!r} for data spec {spec!r} does not exist; expected a directory")
@@ -395,25 +491,25 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
         categories = sorted(document["categories"], key=lambda c: c["id"])
         class_of = {c["id"]: k for k, c in enumerate(categories)}
         class_names = [str(c.get("name", c["id"])) for c in categories]
-        largest: dict[Any, dict[str, Any]] = {}
+        annotations_of: dict[Any, list[dict[str, Any]]] = {}
         for ann in document["annotations"]:
             x, y, w, h = (float(v) for v in ann["bbox"])
-            area = float(ann.get("area", w * h))
             if ann["category_id"] not in class_of:
                 raise UsageError(
                     f"COCO file {str(json_path)!r} has an annotation with category_id {ann['category_id']!r} "
                     "that is not in 'categories'; expected every category to be listed"
                 )
-            best = largest.get(ann["image_id"])
-            if best is None or area > best["_area"]:
-                largest[ann["image_id"]] = {**ann, "_area": area, "_box": (x, y, x + w, y + h)}
+            area = float(ann.get("area", w * h))
+            annotations_of.setdefault(ann["image_id"], []).append({**ann, "_area": area, "_box": (x, y, x + w, y + h)})
         images = list(document["images"])
         records = []
         for image in images:
-            ann = largest.get(image["id"])
-            if ann is None:
+            anns = annotations_of.get(image["id"])
+            if not anns:
                 continue
-            records.append((image, ann, str(image["file_name"])))
+            # The label is the largest object's category; the boxes are every object of it.
+            category = max(anns, key=lambda a: a["_area"])["category_id"]
+            records.append((image, [a for a in anns if a["category_id"] == category], str(image["file_name"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(
             f"COCO file {str(json_path)!r} is malformed ({type(exc).__name__}: {exc}); expected images with "
@@ -426,36 +522,47 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
         warnings.warn(f"COCO file {json_path}: {skipped} image(s) without annotations were left out", stacklevel=3)
     if not records:
         raise UsageError(f"COCO file {str(json_path)!r} has no annotated images; expected annotations with 'image_id'")
+    declared = any(image.get("split") is not None for image, _, _ in records)
+    if declared and train_fraction is not None:
+        given = "eval_fraction" if "eval_fraction" in params else "train_fraction"
+        raise UsageError(
+            f"parameter {given!r} in data spec {spec!r} does not apply: COCO file {json_path.name} gives images a "
+            f"\"split\" field, which decides the split; expected no {given}"
+        )
 
-    # Masks only when every kept image has polygons: a batch has masks for all items or none.
-    with_masks = all(isinstance(ann.get("segmentation"), list) and ann["segmentation"] for _, ann, _ in records)
-    splits: dict[str, list[tuple[Path, int, tuple, list]]] = {"train": [], "eval": []}
-    for image, ann, file_name in records:
+    # Masks only when every kept annotation has polygons: a batch has masks for all items or none.
+    with_masks = all(
+        isinstance(ann.get("segmentation"), list) and ann["segmentation"] for _, anns, _ in records for ann in anns
+    )
+    splits: dict[str, list[tuple[Path, int, list, list | None, str]]] = {"train": [], "eval": []}
+    for image, anns, file_name in records:
         path = image_root / file_name
         if not path.is_file():
             raise UsageError(
                 f"COCO file {str(json_path)!r} lists image {str(path)!r}, which does not exist; "
                 "expected it under the image root (pass ?root=DIR if the images live elsewhere)"
             )
-        splits[_coco_split(json_path, image, eval_fraction)].append(
-            (path, class_of[ann["category_id"]], ann["_box"], ann.get("segmentation") if with_masks else None)
+        polygons = [poly for ann in anns for poly in _as_polygon_list(ann["segmentation"])] if with_masks else None
+        splits[_coco_split(json_path, image)].append(
+            (path, class_of[anns[0]["category_id"]], [a["_box"] for a in anns], polygons, f"coco-image:{image['id']}")
         )
 
-    def to_split(entries: list[tuple[Path, int, tuple, list]]) -> ImageFileSplit:
+    def to_split(entries: list[tuple[Path, int, list, list | None, str]]) -> ImageFileSplit:
         return ImageFileSplit(
             [e[0] for e in entries],
             [e[1] for e in entries],
-            side,
+            preprocess,
             boxes=[e[2] for e in entries],
-            polygons=[_as_polygon_list(e[3]) for e in entries] if with_masks else None,
+            polygons=[e[3] for e in entries] if with_masks else None,
+            item_keys=[e[4] for e in entries],
+            item_key_name="image id",
         )
 
     if not splits["eval"]:
         raise UsageError(
-            f"data {spec!r} has no evaluation images; expected images with \"split\": \"val\" "
-            "or enough images for a hashed evaluation share"
+            f"data {spec!r} has no evaluation images; expected images with \"split\": \"val\" (or no split field)"
         )
-    return AuditData(
+    data = AuditData(
         name=spec,
         spec=spec,
         eval=to_split(splits["eval"]),
@@ -464,10 +571,19 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
         class_names=class_names,
         has_boxes=True,
         has_masks=with_masks,
-        description=(
-            f"COCO-style {json_path.name}: {len(records)} images, {len(class_names)} classes, resized to {side}x{side}"
-        ),
+        preprocess=preprocess,
+        train_split_hint=f"Give each image in {json_path.name} a \"split\" field (\"train\" or \"val\") to evaluate every image.",
     )
+    n_boxes = sum(len(anns) for _, anns, _ in records)
+    several = sum(len(anns) > 1 for _, anns, _ in records)
+    held_out = ""
+    if train_fraction:
+        held_out = f", {data._carve(train_fraction)} held out for training by a hash of each image id"
+    data.description = (
+        f"COCO-style {json_path.name}: {len(records)} images{held_out}, {len(class_names)} classes, "
+        f"{n_boxes} boxes ({several} images with several)"
+    )
+    return data
 
 
 def _as_polygon_list(segmentation: list) -> list[list[float]]:
@@ -477,10 +593,10 @@ def _as_polygon_list(segmentation: list) -> list[list[float]]:
     return [[float(v) for v in poly] for poly in segmentation]
 
 
-def _coco_split(json_path: Path, image: dict[str, Any], eval_fraction: float) -> str:
+def _coco_split(json_path: Path, image: dict[str, Any]) -> str:
     declared = image.get("split")
     if declared is None:
-        return "eval" if _hash_fraction(f"coco-image:{image['id']}") < eval_fraction else "train"
+        return "eval"
     value = str(declared).lower()
     if value in TRAIN_SPLIT_VALUES:
         return "train"
@@ -491,36 +607,102 @@ def _coco_split(json_path: Path, image: dict[str, Any], eval_fraction: float) ->
     )
 
 
-# --- torchvision ----------------------------------------------------------------------------
+# --- torchvision and other datasets ---------------------------------------------------------
 
 
 class DatasetSplit:
-    """Adapts a map-style dataset to :class:`Split`: items may be ``(image, label)`` pairs
-    (PIL image, uint8 or float tensor [C,H,W] or [H,W], or array) or dicts with ``image``;
-    grey images become three channels, and images are resized to ``size`` when it is given."""
+    """Adapts a map-style dataset to :class:`Split`: items may be ``(image, label)`` pairs or
+    dicts with ``image`` (and optionally ``label``, ``box`` [4] or ``boxes`` [M,4], ``mask``
+    [H,W]). Images may be PIL images, tensors [C,H,W] or [H,W] (uint8 are divided by 255,
+    floats kept as they are: the pixel check rejects values outside [0,1]), or arrays
+    (channels-last when the last axis has 1 or 3 entries); grey becomes three channels.
+    ``preprocess`` (default: native size) brings each image, its boxes and mask to size.
+    ``indices`` restricts the split to those dataset items, in that order."""
 
-    def __init__(self, dataset: Any, size: int | None = None):
+    item_key_name = "position"
+
+    def __init__(self, dataset: Any, preprocess: Preprocess | None = None, indices: Sequence[int] | None = None):
         self.dataset = dataset
-        self.size = size
+        self.preprocess = preprocess or Preprocess.native()
+        self.indices = None if indices is None else list(indices)
+        self._sizes: list[tuple[int, int]] | None = None
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.dataset) if self.indices is None else len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        raw = self.dataset[i]
+    def _position(self, i: int) -> int:
+        return i if self.indices is None else self.indices[i]
+
+    @property
+    def item_keys(self) -> list[str]:
+        return [f"item:{self._position(i)}" for i in range(len(self))]
+
+    def with_preprocess(self, preprocess: Preprocess) -> "DatasetSplit":
+        out = copy.copy(self)
+        out.preprocess = preprocess
+        return out
+
+    def subset(self, indices: Sequence[int]) -> "DatasetSplit":
+        return DatasetSplit(self.dataset, self.preprocess, [self._position(i) for i in indices])
+
+    def native_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) per item before preprocessing, cached: from file headers for an
+        ImageFolder-like dataset without transforms (``samples``), one size for data held in
+        one array (``data``, ``tensors``), else by loading the first :data:`MAX_SIZE_SCAN`
+        items (later ones are checked when batched)."""
+        if self._sizes is None:
+            self._sizes = self._read_sizes()
+        return list(self._sizes)
+
+    def _read_sizes(self) -> list[tuple[int, int]]:
+        ds, n = self.dataset, len(self)
+        plain = getattr(ds, "transform", None) is None and getattr(ds, "transforms", None) is None
+        samples = getattr(ds, "samples", None) or getattr(ds, "imgs", None)
+        if plain and isinstance(samples, list) and len(samples) == len(ds):
+            return ImageFileSplit([samples[self._position(i)][0] for i in range(n)], [0] * n).native_sizes()
+        arrays = [getattr(ds, "data", None), *(getattr(ds, "tensors", None) or ())[:1]]
+        if any(isinstance(a, (np.ndarray, torch.Tensor)) and a.ndim >= 3 for a in arrays):
+            first = self._raw_image(0)
+            return [(int(first.shape[-1]), int(first.shape[-2]))] * n
+        sizes = []
+        for i in range(min(n, MAX_SIZE_SCAN)):
+            image = self._raw_image(i)
+            sizes.append((int(image.shape[-1]), int(image.shape[-2])))
+        return sizes
+
+    def _raw(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        raw = self.dataset[self._position(i)]
         if isinstance(raw, dict):
             item = dict(raw)
-            item["image"] = self._image(raw["image"])
+            image = self._image(item.pop("image"))
             if "label" in item:
                 item["label"] = int(item["label"])
-            return item
-        image, label = raw[0], raw[1]
-        return {"image": self._image(image), "label": int(label)}
+            return image, item
+        return self._image(raw[0]), {"label": int(raw[1])}
 
-    def _image(self, image: Any) -> torch.Tensor:
+    def _raw_image(self, i: int) -> torch.Tensor:
+        return self._raw(i)[0]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, item = self._raw(i)
+        boxes = item.pop("boxes", None)
+        if boxes is None:
+            boxes = item.pop("box", None)
+        item.pop("box", None)
+        boxes = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        mask = item.pop("mask", None)
+        mask = None if mask is None else torch.as_tensor(mask).bool()
+        image, boxes, mask = self.preprocess.apply(image, boxes, mask)
+        item["image"] = image
+        if boxes is not None:
+            item["boxes"] = boxes
+        if mask is not None:
+            item["mask"] = mask
+        return item
+
+    @staticmethod
+    def _image(image: Any) -> torch.Tensor:
         if isinstance(image, Image.Image):
-            if self.size is not None:
-                image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
             return pil_to_tensor(image)
         if isinstance(image, torch.Tensor):
             tensor = image
@@ -529,20 +711,14 @@ class DatasetSplit:
             # Arrays come channels-last, as PIL and NumPy image code writes them.
             if tensor.ndim == 3 and tensor.shape[-1] in (1, 3) and tensor.shape[0] not in (1, 3):
                 tensor = tensor.permute(2, 0, 1)
-        if tensor.dtype == torch.uint8:
-            tensor = tensor.float() / 255.0
-        tensor = tensor.float()
+        tensor = tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
         if tensor.ndim == 2:
             tensor = tensor[None]
-        if tensor.shape[0] == 1:
+        if tensor.ndim == 3 and tensor.shape[0] == 1:
             tensor = tensor.expand(3, -1, -1)
         if tensor.ndim != 3 or tensor.shape[0] != 3:
             raise UsageError(f"dataset image has shape {list(tensor.shape)}; expected [3,H,W], [1,H,W] or [H,W]")
-        if self.size is not None and tuple(tensor.shape[1:]) != (self.size, self.size):
-            tensor = torch.nn.functional.interpolate(
-                tensor[None], size=(self.size, self.size), mode="bilinear", align_corners=False
-            )[0]
-        return tensor.clamp(0, 1).contiguous()
+        return tensor.contiguous()
 
 
 def _load_torchvision(spec: str, *, size: int | None) -> AuditData:
@@ -551,8 +727,8 @@ def _load_torchvision(spec: str, *, size: int | None) -> AuditData:
     head, query = _split_query(spec)
     name = head.removeprefix("torchvision:")
     params = _parse_query(spec, query)
-    _reject_unknown(spec, params, ("root", "size"))
-    side = _size_param(spec, params, size, None)
+    _reject_unknown(spec, params, ("root", "size", "resize", "crop"))
+    preprocess = _preprocess_param(spec, params, size)
     root = Path(params.get("root", DEFAULT_TORCHVISION_ROOT)).expanduser()
 
     available = {n.lower(): n for n in dir(torchvision.datasets) if isinstance(getattr(torchvision.datasets, n), type)}
@@ -600,11 +776,12 @@ def _load_torchvision(spec: str, *, size: int | None) -> AuditData:
     return AuditData(
         name=f"torchvision:{cls.__name__}",
         spec=spec,
-        eval=DatasetSplit(eval_set, side),
-        train=DatasetSplit(train_set, side),
+        eval=DatasetSplit(eval_set),
+        train=DatasetSplit(train_set) if len(train_set) else None,
         num_classes=len(class_names),
         class_names=class_names,
-        description=f"torchvision {cls.__name__} from {root}" + (f", resized to {side}x{side}" if side else ""),
+        description=f"torchvision {cls.__name__} from {root}",
+        preprocess=preprocess,
     )
 
 
@@ -639,6 +816,8 @@ def _load_factory(spec: str, target: str, attr: str, *, seed: int, size: int | N
     kwargs = _accepted_kwargs(factory, {"seed": seed, "size": size})
     try:
         result = factory(**kwargs)
+    except PixelRangeError as exc:  # raised where the factory built its AuditData: name the spec
+        raise exc.for_source(spec) from None
     except UsageError:
         raise
     except Exception as exc:
@@ -700,7 +879,8 @@ def _wrap_factory_result(spec: str, result: Any) -> AuditData:
         train=DatasetSplit(train_set) if train_set is not None and len(train_set) else None,
         num_classes=num_classes,
         has_labels="label" in first,
-        has_boxes="box" in first,
+        has_boxes="boxes" in first,
         has_masks="mask" in first,
         description=f"datasets from factory {spec}",
+        train_split_hint=f"Return a train dataset from {spec} to evaluate every image.",
     )

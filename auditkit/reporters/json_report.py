@@ -33,6 +33,7 @@ def build_report(session: Any) -> dict[str, Any]:
             "num_classes": session.data.num_classes,
             "class_names": session.data.class_names,
             "has_localization": session.data.has_localization,
+            **({"preprocessing": dict(session.data.preprocessing)} if getattr(session.data, "preprocessing", None) else {}),
         },
         "models": [t.describe() for t in (session.target, *session.baselines)],
         "results": [r.to_json() for r in session.results],

@@ -76,6 +76,9 @@ class TerminalReporter:
         n_train = 0 if data.train is None else len(data.train)
         extras = ", boxes/masks" if data.has_localization else ""
         self.write(f"data: {data.spec} ({session.n_eval} eval / {n_train} train images, {data.num_classes} classes{extras})")
+        preprocessing = getattr(data, "preprocessing", None) or {}
+        if preprocessing.get("description"):
+            self.write(f"images: {preprocessing['description']}")
         for t in session.all_targets:
             self.write(f"{t.role}: {t.name} = {t.spec} ({_describe_target(t)})")
         n_models = len(session.all_targets)
@@ -164,11 +167,14 @@ class TerminalReporter:
             return
         self.write()
         self.rule("target beside baselines")
+        weak = {b.name for b in session.weak_baselines()}
         first = max(len(f"{c} {m}") for c, m in table) + 2
-        self.write(f"{'':<{first}}" + "".join(f"{n:>12}" for n in names))
+        self.write(f"{'':<{first}}" + "".join(f"{n + ('*' if n in weak else ''):>12}" for n in names))
         for (check, metric), values in table.items():
             cells = "".join(f"{_short(values.get(n)):>12}" for n in names)
             self.write(f"{check + ' ' + metric:<{first}}{cells}")
+        if weak:
+            self.write("* weak baseline: it did not learn the task; its numbers are no yardstick")
 
 
 def _short(value: float | None) -> str:

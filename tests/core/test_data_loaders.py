@@ -1,6 +1,7 @@
 """Tests for data SPEC loading (auditkit.data.loaders): every spec form and every bad input."""
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import textwrap
@@ -12,6 +13,7 @@ from PIL import Image
 
 from auditkit.data.base import AuditData, TensorSplit
 from auditkit.data.loaders import ImageFileSplit, load_data
+from auditkit.localization import box_masks
 from auditkit.data.synthetic import make_shapes
 from auditkit.errors import UsageError
 
@@ -113,21 +115,40 @@ def test_unknown_parameter_error_lists_the_accepted_ones():
 # --- ImageFolder ----------------------------------------------------------------------------
 
 
-def test_image_folder_single_directory_is_split_by_path_hash(tmp_path):
+def _hash_chosen(keys: list[str], n: int) -> set[str]:
+    """The n keys with the smallest SHA-1 prefix, computed here independently of auditkit."""
+    def rank(key: str) -> int:
+        return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big")
+
+    return set(sorted(keys, key=rank)[:n])
+
+
+def test_image_folder_single_directory_evaluates_every_image(tmp_path):
     _class_tree(tmp_path / "pets", per_class=12)
     data = load_data(str(tmp_path / "pets") + "?size=16")
     assert data.class_names == ["cat", "dog", "fox"] and data.num_classes == 3
-    assert isinstance(data.eval, ImageFileSplit) and isinstance(data.train, ImageFileSplit)
+    assert isinstance(data.eval, ImageFileSplit) and data.train is None
     assert data.image_shape == (3, 16, 16)
+    assert len(data.eval) == 36 and len(set(data.eval.paths)) == 36
+    _assert_labels_match_colours(data.eval, data.class_names)
+    assert "every image evaluated" in data.description
+
+
+def test_image_folder_train_fraction_holds_out_a_hash_chosen_share(tmp_path):
+    _class_tree(tmp_path / "pets", per_class=12)
+    data = load_data(str(tmp_path / "pets") + "?size=16&train_fraction=0.2")
     eval_paths, train_paths = set(data.eval.paths), set(data.train.paths)
     assert not eval_paths & train_paths
     assert len(eval_paths | train_paths) == 36
-    assert 2 <= len(eval_paths) <= 14  # about 20% of 36
+    assert len(train_paths) == 7  # round(0.2 * 36)
+    keys = [f"{c}/img_{k:02d}.png" for c in CLASS_COLOURS for k in range(12)]
+    assert {p.relative_to(tmp_path / "pets").as_posix() for p in train_paths} == _hash_chosen(keys, 7)
     _assert_labels_match_colours(data.eval, data.class_names)
     _assert_labels_match_colours(data.train, data.class_names)
+    assert "7 of 36 images held out for training" in data.description
     # The split depends only on relative paths: a copy elsewhere splits the same way.
     _class_tree(tmp_path / "elsewhere" / "pets", per_class=12)
-    copy = load_data(str(tmp_path / "elsewhere" / "pets"))
+    copy = load_data(str(tmp_path / "elsewhere" / "pets") + "?train_fraction=0.2")
     assert sorted(p.name + p.parent.name for p in copy.eval.paths) == sorted(p.name + p.parent.name for p in eval_paths)
 
 
@@ -152,7 +173,9 @@ def test_image_folder_train_and_val_layout(tmp_path):
     _class_tree(tmp_path / "ds" / "train", per_class=3)
     _class_tree(tmp_path / "ds" / "val", per_class=2)
     data = load_data(str(tmp_path / "ds"))
-    assert data.image_shape == (3, 64, 64)  # default size
+    # val/ holds 20x12 and 21x12 images: two sizes, so the standard resize 256 + center crop 224
+    assert data.image_shape == (3, 224, 224)
+    assert data.preprocessing["mode"] == "resize_center_crop" and data.preprocessing["native_sizes"] == 2
     assert len(data.train) == 9 and len(data.eval) == 6
     assert all(p.parent.parent.name == "val" for p in data.eval.paths)
     assert sorted(data.eval.labels) == [0, 0, 1, 1, 2, 2]
@@ -169,9 +192,31 @@ def test_image_folder_test_folder_and_spec_size_beats_argument(tmp_path):
 def test_image_folder_eval_fraction_parameter(tmp_path):
     _class_tree(tmp_path / "pets", per_class=12)
     most = load_data(str(tmp_path / "pets") + "?eval_fraction=0.9&size=8")
-    assert len(most.eval) > 24
-    with pytest.raises(UsageError, match="parameter 'eval_fraction'"):
-        load_data(str(tmp_path / "pets") + "?eval_fraction=1.5")
+    assert len(most.eval) == 32 and len(most.train) == 4  # round(0.1 * 36) held out
+    same = load_data(str(tmp_path / "pets") + "?train_fraction=0.1&size=8")
+    assert same.train.paths == most.train.paths
+    everything = load_data(str(tmp_path / "pets") + "?eval_fraction=1&size=8")
+    assert len(everything.eval) == 36 and everything.train is None
+    assert load_data(str(tmp_path / "pets") + "?train_fraction=0&size=8").train is None
+    for bad in ("eval_fraction=1.5", "eval_fraction=0", "train_fraction=1", "train_fraction=-0.1"):
+        with pytest.raises(UsageError, match=f"parameter '{bad.split('=')[0]}'"):
+            load_data(str(tmp_path / "pets") + "?" + bad)
+    with pytest.raises(UsageError, match="gives both 'eval_fraction' and 'train_fraction'"):
+        load_data(str(tmp_path / "pets") + "?eval_fraction=0.5&train_fraction=0.5")
+
+
+def test_image_folder_fraction_does_not_apply_to_train_and_val_folders(tmp_path):
+    _class_tree(tmp_path / "ds" / "train", per_class=2)
+    _class_tree(tmp_path / "ds" / "val", per_class=1)
+    with pytest.raises(UsageError, match="'train_fraction'.*does not apply.*train/ and val/ folders"):
+        load_data(str(tmp_path / "ds") + "?train_fraction=0.2")
+
+
+def test_image_folder_with_only_a_train_folder_evaluates_it(tmp_path):
+    _class_tree(tmp_path / "ds" / "train", per_class=2)
+    data = load_data(str(tmp_path / "ds"), size=8)
+    assert len(data.eval) == 6 and data.train is None
+    assert all(p.parent.parent.name == "train" for p in data.eval.paths)
 
 
 def test_image_folder_errors(tmp_path):
@@ -189,7 +234,9 @@ def test_image_folder_errors(tmp_path):
         load_data(str(tmp_path / "noval"))
 
     _class_tree(tmp_path / "pets", per_class=2)
-    with pytest.raises(UsageError, match="unknown parameter 'seed'.*one of the parameters size, eval_fraction"):
+    with pytest.raises(
+        UsageError, match="unknown parameter 'seed'.*one of the parameters size, resize, crop, eval_fraction, train_fraction"
+    ):
         load_data(str(tmp_path / "pets") + "?seed=1")
     with pytest.raises(UsageError, match="bad value 'big' for parameter 'size'"):
         load_data(str(tmp_path / "pets") + "?size=big")
@@ -244,28 +291,45 @@ def test_coco_with_split_field(tmp_path):
     # The largest annotation decides the label: category 7 (boat, index 1) on odd k.
     assert data.eval.labels == [0, 1, 0, 1]
     item = data.eval[1]
-    # bbox [20, 10, 40, 30] on a 100x50 image, resized to 20x20: x * 0.2, y * 0.4.
-    assert torch.allclose(item["box"], torch.tensor([4.0, 4.0, 12.0, 16.0]))
+    # Odd k: only the large annotation is a boat. bbox [20, 10, 40, 30] = box (20, 10, 60, 40)
+    # on a 100x50 image, resized to 20x20: x * 0.2, y * 0.4.
+    assert torch.allclose(item["boxes"], torch.tensor([[4.0, 4.0, 12.0, 16.0]]))
     mask = item["mask"]
     assert mask.shape == (20, 20) and mask.dtype == torch.bool
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    assert (int(xs.min()), int(ys.min())) == (4, 4)
-    assert (int(xs.max()), int(ys.max())) in {(11, 15), (12, 16)}  # PIL fills the polygon's edge pixels
-    assert int(mask.sum()) >= 8 * 12
+    # The polygon is the box's rectangle: its mask is exactly the box's pixels (centers inside).
+    assert torch.equal(mask, box_masks(item["boxes"][None], 20, 20)[0])
+    assert int(mask.sum()) == 8 * 12
     assert torch.allclose(item["image"][:, 0, 0], torch.tensor([60 / 255, 0, 0]), atol=1e-6)
+    # Even k: both annotations are cars, so both boxes are kept and the mask is their union.
+    both = data.eval[0]
+    assert torch.allclose(both["boxes"], torch.tensor([[0.0, 0.0, 2.0, 4.0], [4.0, 4.0, 12.0, 16.0]]))
+    assert torch.equal(both["mask"], box_masks(both["boxes"][None], 20, 20)[0])
+    assert int(both["mask"].sum()) == 2 * 4 + 8 * 12
     batch = next(data.batches(batch_size=4))
-    assert batch.boxes.shape == (4, 4) and batch.masks.shape == (4, 20, 20)
+    assert batch.boxes.shape == (4, 2, 4) and batch.masks.shape == (4, 20, 20)
+    assert torch.isnan(batch.boxes[1, 1]).all() and not torch.isnan(batch.boxes[0]).any()  # padding row
 
 
-def test_coco_without_split_field_uses_image_id_hash(tmp_path):
+def test_coco_without_split_field_evaluates_every_image(tmp_path):
     path = _coco_file(tmp_path, with_split=False, segmentation=False, n_images=30)
     data = load_data(str(path), size=16)
     assert data.has_boxes and not data.has_masks
     assert "mask" not in data.eval[0]
-    assert 1 <= len(data.eval) <= 12 and len(data.eval) + len(data.train) == 30
+    assert len(data.eval) == 30 and data.train is None
+    assert [p.name for p in data.eval.paths] == [f"im{k}.png" for k in range(30)]
+
+
+def test_coco_train_fraction_holds_out_by_image_id_hash(tmp_path):
+    path = _coco_file(tmp_path, with_split=False, segmentation=False, n_images=30)
+    data = load_data(f"{path}?train_fraction=0.2", size=16)
+    assert len(data.train) == 6 and len(data.eval) == 24
     assert not set(data.eval.paths) & set(data.train.paths)
-    again = load_data(str(path), size=16)
+    chosen = _hash_chosen([f"coco-image:{100 + k}" for k in range(30)], 6)
+    assert {f"coco-image:{100 + int(p.stem[2:])}" for p in data.train.paths} == chosen
+    again = load_data(f"{path}?train_fraction=0.2", size=16)
     assert again.eval.paths == data.eval.paths
+    with pytest.raises(UsageError, match="does not apply.*\"split\" field"):
+        load_data(f"{_coco_file(tmp_path / 'declared', with_split=True)}?train_fraction=0.2")
 
 
 def test_coco_root_parameter_and_unannotated_images(tmp_path):

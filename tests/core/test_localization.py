@@ -1,5 +1,6 @@
 """The shared localization scores (auditkit.localization), used by gradcam.localization on
-object masks and by cam.consistency on boxes: exact small cases and brute-force references."""
+object masks and by cam.consistency on boxes: exact small cases, images with several boxes,
+and brute-force references."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from auditkit.localization import (
+    as_box_sets,
     box_masks,
     boxes_from_masks,
     center_hits,
@@ -16,6 +18,7 @@ from auditkit.localization import (
     energy_in_region,
     pointing_hits,
     pointing_tolerance_px,
+    polygon_mask,
 )
 
 
@@ -135,3 +138,74 @@ def test_pointing_and_energy_agree_with_brute_force_references():
     assert 0 < int(hits.sum()) < n  # both outcomes are exercised
     expected = _brute_energy(maps.numpy(), boxes.numpy())
     np.testing.assert_allclose(energy_in_box(maps, boxes).numpy(), expected, rtol=1e-9)
+
+
+# --- several boxes per image ------------------------------------------------------------------
+
+
+def test_box_masks_of_several_boxes_are_their_union_and_nan_rows_add_nothing():
+    nan = [math.nan] * 4
+    boxes = torch.tensor([
+        [[0.0, 0.0, 2.0, 2.0], [3.0, 1.0, 5.0, 3.0]],  # two disjoint boxes
+        [[1.0, 1.0, 4.0, 3.0], nan],                  # one box and a padding row
+        [nan, nan],                                   # no box at all
+    ])
+    masks = box_masks(boxes, 4, 6)
+    expected = torch.zeros(3, 4, 6, dtype=torch.bool)
+    expected[0, 0:2, 0:2] = True
+    expected[0, 1:3, 3:5] = True
+    expected[1, 1:3, 1:4] = True
+    assert torch.equal(masks, expected)
+    # [B,4] is one box per image: the same as [B,1,4]
+    single = boxes[:2, 0]
+    assert torch.equal(box_masks(single, 4, 6), box_masks(single[:, None], 4, 6))
+    assert as_box_sets(single).shape == (2, 1, 4) and as_box_sets(boxes) is boxes
+    with pytest.raises(ValueError, match="boxes must be"):
+        as_box_sets(torch.zeros(2, 5))
+
+
+def test_pointing_game_counts_any_box_and_energy_is_measured_in_the_union():
+    # A 10x10 image with a large box (cols 0-5, rows 0-5: 36 px) and a small box (cols 7-8,
+    # rows 7-8: 4 px). The map peaks in the small box; the large box holds a weaker plateau.
+    boxes = torch.tensor([[[0.0, 0.0, 6.0, 6.0], [7.0, 7.0, 9.0, 9.0]]])
+    maps = torch.zeros(1, 10, 10)
+    maps[0, 7:9, 7:9] = 4.0   # peak: inside the small box
+    maps[0, 0:6, 0:6] = 1.0   # plateau: inside the large box
+    maps[0, 9, 0] = 2.0       # outside both boxes
+    tol = 0.0
+    all_boxes = box_masks(boxes, 10, 10)
+    largest_only = box_masks(boxes[:, 0], 10, 10)
+    assert pointing_hits(maps, all_boxes, tol).tolist() == [True]
+    assert pointing_hits(maps, largest_only, tol).tolist() == [False]
+    # Min-max normalized (min 0, max 4): small box 4 px x 1, large box 36 px x 0.25, the
+    # outside pixel 0.5. Union energy = (4 + 9) / (4 + 9 + 0.5); the largest box alone, 9 / 13.5.
+    assert energy_in_region(maps, all_boxes).tolist() == pytest.approx([13 / 13.5])
+    assert energy_in_region(maps, largest_only).tolist() == pytest.approx([9 / 13.5])
+    # The pointing distance is to the nearest box: (8, 8) lies in the small one.
+    assert distance_to_region(torch.tensor([[8, 8]]), all_boxes).tolist() == [0.0]
+    assert distance_to_region(torch.tensor([[8, 8]]), largest_only).tolist() == pytest.approx([math.hypot(3, 3)])
+
+
+def _brute_polygon(points: list[tuple[float, float]], h: int, w: int) -> torch.Tensor:
+    out = torch.zeros(h, w, dtype=torch.bool)
+    for r in range(h):
+        for c in range(w):
+            x, y = c + 0.5, r + 0.5
+            inside = False
+            for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
+                if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+                    inside = not inside
+            out[r, c] = inside
+    return out
+
+
+def test_polygon_mask_uses_pixel_centers_like_box_masks():
+    rectangle = torch.tensor([[2.0, 1.0], [6.0, 1.0], [6.0, 4.0], [2.0, 4.0]])
+    expected = box_masks(torch.tensor([[2.0, 1.0, 6.0, 4.0]]), 8, 12)[0]
+    assert torch.equal(polygon_mask([rectangle], 8, 12), expected)
+    fractional = torch.tensor([[1.8, 0.7], [5.2, 0.7], [5.2, 3.1], [1.8, 3.1]])
+    assert torch.equal(polygon_mask([fractional], 8, 12), box_masks(torch.tensor([[1.8, 0.7, 5.2, 3.1]]), 8, 12)[0])
+    triangle = [(0.5, 0.2), (11.3, 3.7), (4.1, 7.9)]
+    assert torch.equal(polygon_mask([torch.tensor(triangle)], 8, 12), _brute_polygon(triangle, 8, 12))
+    union = polygon_mask([rectangle, torch.tensor(triangle), torch.tensor([[0.0, 0.0], [1.0, 1.0]])], 8, 12)
+    assert torch.equal(union, expected | _brute_polygon(triangle, 8, 12))  # a 2-vertex polygon adds nothing

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import nn
 
 import auditkit
 from auditkit import Check, Findings, Outcome, Threshold
@@ -213,3 +212,36 @@ def test_seeds_differ_per_check_and_model_but_repeat_across_runs(tiny_data, tiny
     _audit(tiny_model, tiny_data, Draw, seed=3)
     _audit(tiny_model, tiny_data, Draw, seed=4)
     assert seen[0] == seen[1] != seen[2]
+
+
+def test_audit_leaves_the_callers_random_generators_as_it_found_them(tiny_model, tiny_data):
+    import random
+
+    import numpy as np
+
+    def draws():
+        return random.random(), float(np.random.rand()), torch.rand(2).tolist()
+
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    expected = draws()
+    random.seed(11)
+    np.random.seed(11)
+    torch.manual_seed(11)
+    auditkit.audit(tiny_model, tiny_data, checks=["accuracy.clean", "whitebox.fgsm"], seed=3)
+    assert draws() == expected  # a training loop that audits after each epoch keeps its own shuffles
+
+
+def test_warnings_reach_the_report_not_stderr(tiny_data, capsys):
+    import warnings
+
+    torch.manual_seed(0)
+    wider = TinyGAPNet(num_classes=6)  # more outputs than the data's 4 classes: auditkit warns
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        run = auditkit.audit(wider, tiny_data, checks=["accuracy.clean"], verbose=0)
+    assert not escaped, [str(w.message) for w in escaped]
+    assert any("outputs 6 classes; the data uses the first 4" in w for w in run.report["warnings"]), run.report["warnings"]
+    captured = capsys.readouterr()
+    assert "warning: target outputs 6 classes" in captured.out and "UserWarning" not in captured.err
