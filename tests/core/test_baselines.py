@@ -17,15 +17,15 @@ from auditkit.baselines import (
     ALEXNET_MIN_SIZE,
     PRETRAINED,
     RECIPES,
-    Budget,
     BaselineSpec,
+    Budget,
     ResizeInput,
     build,
     load_baseline,
     needs_train_split,
+    training,
     training_quality,
 )
-from auditkit.baselines import training
 from auditkit.config import Config
 from auditkit.data.base import AuditData, TensorSplit
 from auditkit.data.loaders import load_data
@@ -35,6 +35,7 @@ from auditkit.main import load_baselines, run_audit
 from auditkit.plugin_manager import get_plugin_manager
 from auditkit.reporters.json_report import load_schema
 from auditkit.testing.models import TinyGAPNet
+from auditkit.testing.plugins import CheckPlugin
 from auditkit.weights import OfflineError, checkpoint_name
 
 CPU = torch.device("cpu")
@@ -206,16 +207,10 @@ class _Score(Check):
         value: float = 0.95
 
 
-class _Plugin:
-    @auditkit.hookimpl
-    def auditkit_collect_checks(self, config):
-        return [_Score]
-
-
 @pytest.mark.parametrize("value, outcome", [(0.95, Outcome.PASSED), (0.85, Outcome.FAILED)])
 def test_relative_thresholds_compare_with_the_baseline(small, value, outcome):
     config = Config(checks={"test.score": {"value": value}}, progress=False)
-    pm = get_plugin_manager(autoload=False, extra=[_Plugin()])
+    pm = get_plugin_manager(autoload=False, extra=[CheckPlugin(_Score)])
     baseline = Target(TinyGAPNet(num_classes=4), name="ref", role="baseline")
     session = run_audit(config, pm, model=TinyGAPNet(num_classes=4), data=small, baselines=[baseline])
     results = {(r.model, r.check): r for r in session.results}
@@ -231,7 +226,7 @@ def test_relative_thresholds_compare_with_the_baseline(small, value, outcome):
 @pytest.mark.parametrize("value", [0.95, 0.5])
 def test_a_relative_threshold_against_a_weak_baseline_is_refused_not_evaluated(small, value):
     config = Config(checks={"test.score": {"value": value}}, progress=False)
-    pm = get_plugin_manager(autoload=False, extra=[_Plugin()])
+    pm = get_plugin_manager(autoload=False, extra=[CheckPlugin(_Score)])
     baseline = Target(TinyGAPNet(num_classes=4), name="ref", role="baseline")
     baseline.info = {"quality": training_quality({"val_acc": 0.25, "val_images": 100}, 4)}
     session = run_audit(config, pm, model=TinyGAPNet(num_classes=4), data=small, baselines=[baseline])

@@ -22,15 +22,7 @@ from auditkit.main import train_split_purposes
 from auditkit.reporters.json_report import load_schema
 from auditkit.target import Target
 from auditkit.testing.models import TinyGAPNet
-
-
-class _Plugin:
-    def __init__(self, *classes):
-        self.classes = list(classes)
-
-    @auditkit.hookimpl
-    def auditkit_collect_checks(self, config):
-        return self.classes
+from auditkit.testing.plugins import CheckPlugin
 
 
 class NeedsTrain(Check):
@@ -60,7 +52,7 @@ def mixed_folder(tmp_path, monkeypatch) -> Path:
 
 
 def _audit(model, data, *classes, **kw):
-    return auditkit.audit(model, data, plugins=[_Plugin(*classes)], autoload=False, **kw)
+    return auditkit.audit(model, data, plugins=[CheckPlugin(*classes)], autoload=False, **kw)
 
 
 def _model():

@@ -11,17 +11,7 @@ import auditkit
 from auditkit import Check, Findings, Outcome, Threshold
 from auditkit.session import ExitCode
 from auditkit.testing.models import NaNNet, TinyGAPNet
-
-
-class _Plugin:
-    """A plugin object providing the given check classes."""
-
-    def __init__(self, *classes):
-        self.classes = list(classes)
-
-    @auditkit.hookimpl
-    def auditkit_collect_checks(self, config):
-        return self.classes
+from auditkit.testing.plugins import CheckPlugin
 
 
 class Crashing(Check):
@@ -67,7 +57,7 @@ class NeedsBoxes(Check):
 
 
 def _audit(model, data, *classes, **kw):
-    return auditkit.audit(model, data, plugins=[_Plugin(*classes)], autoload=False, **kw)
+    return auditkit.audit(model, data, plugins=[CheckPlugin(*classes)], autoload=False, **kw)
 
 
 def test_clean_accuracy_matches_a_manual_forward_pass(tiny_data, tiny_model):

@@ -13,6 +13,7 @@ from auditkit import Check, Findings, Outcome
 from auditkit.session import _missing_reason
 from auditkit.target import NO_INPUT_GRADIENT, Target, relative_tolerance
 from auditkit.testing.models import TinyGAPNet
+from auditkit.testing.plugins import CheckPlugin
 
 
 @pytest.fixture
@@ -216,14 +217,9 @@ def test_white_box_checks_are_skipped_with_one_reason(tiny_data):
         def run(self, ctx):
             return Findings(metrics={"value": 1.0})
 
-    class Plugin:
-        @auditkit.hookimpl
-        def auditkit_collect_checks(self, config):
-            return [NeedsGradients]
-
     torch.manual_seed(0)
-    run = auditkit.audit(NoGradBackboneNet(num_classes=4), tiny_data, plugins=[Plugin()], autoload=False)
+    run = auditkit.audit(NoGradBackboneNet(num_classes=4), tiny_data, plugins=[CheckPlugin(NeedsGradients)], autoload=False)
     result = run["test.needs_gradients"]
     assert result.outcome is Outcome.SKIPPED and result.message == NO_INPUT_GRADIENT
-    gradients = auditkit.audit(_net(), tiny_data, plugins=[Plugin()], autoload=False)
+    gradients = auditkit.audit(_net(), tiny_data, plugins=[CheckPlugin(NeedsGradients)], autoload=False)
     assert gradients["test.needs_gradients"].outcome is Outcome.PASSED

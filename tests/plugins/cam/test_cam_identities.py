@@ -3,21 +3,30 @@ float32 rounding for GAP + linear heads, and break, with the right message, when
 looks like one."""
 from __future__ import annotations
 
+import auditkit_cam
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from auditkit_cam import CamConsistency, class_activation_maps, pool_input_pass
+from cam_models import SignedGAPNet
 from torch import nn
 
 import auditkit
-import auditkit_cam
-from auditkit import AuditData, Check, Findings, Outcome, Target, TensorSplit, UsageError
+from auditkit import (
+    AuditData,
+    Check,
+    Findings,
+    Outcome,
+    Target,
+    TensorSplit,
+    UsageError,
+)
 from auditkit.saliency import grad_cam, minmax_normalize, upsample
 from auditkit.target import NO_INPUT_GRADIENT
 from auditkit.testing.models import TinyFCNet, TinyGAPNet
-from cam_models import SignedGAPNet
-from auditkit_cam import CamConsistency, class_activation_maps, pool_input_pass
+from auditkit.testing.plugins import CheckPlugin
 
 # The float32 tolerance the check uses by default (identity_rtol), asserted against here.
 RTOL = 1e-4
@@ -134,15 +143,9 @@ class _NeedsGapHead(Check):
         return Findings()
 
 
-class _ProbePlugin:
-    @auditkit.hookimpl
-    def auditkit_collect_checks(self, config):
-        return [_NeedsGapHead]
-
-
 def _session_reason(model, data) -> str:
     """Why the session skips a check that requires a GAP head on ``model``."""
-    run = auditkit.audit(model, data, checks=[_NeedsGapHead.id], plugins=[_ProbePlugin()], autoload=False)
+    run = auditkit.audit(model, data, checks=[_NeedsGapHead.id], plugins=[CheckPlugin(_NeedsGapHead)], autoload=False)
     result = run[_NeedsGapHead.id]
     assert result.outcome is Outcome.SKIPPED
     return result.message
