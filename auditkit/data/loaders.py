@@ -410,21 +410,18 @@ def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: i
                 f"{eval_dir.name}/ folders, which decide the split; expected no {given}"
             )
         layout = f"train/ and {eval_dir.name}/ folders"
-        class_names = sorted({name for d in (train_dir, eval_dir) for name in _class_folders(d)})
-        index = {name: k for k, name in enumerate(class_names)}
+        class_names, index = _class_index(sorted({name for d in (train_dir, eval_dir) for name in _class_folders(d)}))
         train_items = _folder_items(train_dir, index)
         eval_items = _folder_items(eval_dir, index)
     elif train_dir.is_dir() or eval_dir is not None:
         # One split folder only: it is the data to audit, all of it.
         folder = eval_dir if eval_dir is not None else train_dir
         layout = f"{folder.name}/ folder only, every image evaluated"
-        class_names = _class_folders(folder)
-        index = {name: k for k, name in enumerate(class_names)}
+        class_names, index = _class_index(_class_folders(folder))
         eval_items = _folder_items(folder, index)
     else:
         layout = "class folders, every image evaluated"
-        class_names = _class_folders(root)
-        index = {name: k for k, name in enumerate(class_names)}
+        class_names, index = _class_index(_class_folders(root))
         eval_items = _folder_items(root, index)
 
     if not train_items and not eval_items:
@@ -458,6 +455,19 @@ def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: i
         layout = f"class folders, {n_train} of {len(eval_items)} images held out for training by a hash of each file path"
     data.description = f"ImageFolder {root} ({layout}), {len(class_names)} classes"
     return data
+
+
+def _class_index(folders: list[str]) -> tuple[list[str], dict[str, int]]:
+    """Class names (one per class index) and the index of each class folder. Folders named by
+    non-negative integers (``0243/``, as ImageNet-index layouts are) are those class indices,
+    so a subset of a 1000-class task lines up with the model's outputs; any other names are
+    sorted and numbered from 0, as torchvision's ImageFolder does."""
+    if folders and all(name.isdecimal() for name in folders):
+        numbers = {name: int(name) for name in folders}
+        if len(set(numbers.values())) == len(numbers):
+            by_index = {k: name for name, k in numbers.items()}
+            return [by_index.get(k, str(k)) for k in range(max(numbers.values()) + 1)], numbers
+    return list(folders), {name: k for k, name in enumerate(folders)}
 
 
 def _folder_items(folder: Path, index: dict[str, int]) -> list[tuple[Path, int]]:

@@ -582,3 +582,21 @@ def test_a_factory_file_imports_its_sibling_modules(tmp_path):
         "def make():\n    return make_shapes(n=N, n_train=0, size=16)\n"
     )
     assert len(load_data(f"{tmp_path / 'factory.py'}:make").eval) == 6
+
+
+def test_integer_class_folders_are_class_indices(tmp_path):
+    # An ImageNet-index layout with a few classes present must line up with a 1000-class
+    # model's outputs: folder 0243/ is class 243, not the first of three sorted names.
+    for name in ("0243", "0559", "0007"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        Image.new("RGB", (12, 10), (200, 30, 30)).save(tmp_path / "photos" / name / "a.png")
+    data = load_data(str(tmp_path / "photos"))
+    assert data.num_classes == 560
+    assert sorted(data.eval.labels) == [7, 243, 559]
+    assert data.class_names[243] == "0243" and data.class_names[0] == "0"
+    named = tmp_path / "pets"
+    for name in ("dog", "cat"):
+        (named / name).mkdir(parents=True)
+        Image.new("RGB", (12, 10)).save(named / name / "a.png")
+    pets = load_data(str(named))
+    assert pets.class_names == ["cat", "dog"] and pets.num_classes == 2  # other names: sorted from 0

@@ -46,11 +46,12 @@ def lite0() -> torch.nn.Module:
 
 
 def _image_folder(root: Path, files: list[Path]) -> Path:
-    """An ImageFolder whose class folders 0000..0999 sort into the ImageNet class indices."""
-    for k in range(1000):
-        (root / f"{k:04d}").mkdir(parents=True)
+    """An ImageFolder with one folder per label present, named by its ImageNet class index
+    (0243/, ...): integer folder names are the class indices the model's outputs use."""
     for path in files:
-        shutil.copy(path, root / f"{_label(path):04d}" / path.name)
+        folder = root / f"{_label(path):04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / path.name)
     return root
 
 
