@@ -338,6 +338,9 @@ class AuditData:
         self.preprocess = preprocess
         self.train_split_hint = train_split_hint or "Give a train split to evaluate every image."
         self.preprocessing: dict[str, Any] = {}
+        # For generated data, a source of unlimited fresh images of the same task (e.g.
+        # auditkit.data.synthetic.ShapesStream): baselines train on it. None for real data.
+        self.generator: Any = None
         self._fit_args: tuple[Any, ...] = (None, None, "")
         self._settle_size()
         self._check_first_items()

@@ -143,7 +143,7 @@ def make_shapes(
             f"; spurious corner marker with probability {spurious:g} on classes {marked_classes} "
             "(recorded per split as .markers)"
         )
-    return AuditData(
+    data = AuditData(
         name="synthetic:shapes",
         spec=spec,
         eval=eval_split,
@@ -154,6 +154,11 @@ def make_shapes(
         has_masks=True,
         description=description,
     )
+    # Unlimited fresh images of the same task, disjoint from both splits, for training baselines.
+    data.generator = ShapesStream(
+        size=size, classes=classes, seed=seed, spurious=spurious, spurious_classes=spurious_classes, background=background
+    )
+    return data
 
 
 def canonical_spec(
@@ -473,26 +478,6 @@ class ShapesStream:
 
 
 def shapes_stream(data: AuditData) -> ShapesStream | None:
-    """The :class:`ShapesStream` of the task ``data`` was generated from: the data's own
-    ``generator`` attribute when the loader set one, else rebuilt from the canonical spec that
-    :func:`make_shapes` records (``data.spec``); None for data that was not generated here."""
-    own = getattr(data, "generator", None)
-    if own is not None:
-        return own
-    if getattr(data, "name", None) != "synthetic:shapes" or not str(data.spec).startswith("synthetic:shapes?"):
-        return None
-    params = dict(part.partition("=")[::2] for part in str(data.spec).split("?", 1)[1].split("&"))
-    try:
-        stream = ShapesStream(
-            size=int(params["size"]),
-            classes=int(params["classes"]),
-            seed=int(params["seed"]),
-            spurious=float(params.get("spurious", 0.0)),
-            spurious_classes=[int(c) for c in params["spurious_classes"].split(",")] if "spurious_classes" in params else None,
-            background=params.get("background", "clutter"),
-        )
-    except (KeyError, ValueError, UsageError):
-        return None  # not a spec make_shapes wrote
-    if int(data.num_classes) != stream.classes or tuple(data.image_shape[-2:]) != (stream.size, stream.size):
-        return None
-    return stream
+    """The :class:`ShapesStream` of the task ``data`` was generated from (set by
+    :func:`make_shapes` as ``data.generator``); None for data that was not generated here."""
+    return getattr(data, "generator", None)
