@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import logging
 import signal
 import sys
@@ -215,31 +214,37 @@ def cmd_checks(argv: Sequence[str]) -> int:
     return ExitCode.OK
 
 
-def _importable(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a missing parent package, an empty or relative name
-        return False
-
-
 def cmd_report(argv: Sequence[str]) -> int:
+    """``auditkit report REPORT.json``: the scorecard from a JSON report alone.
+
+    A report is data, perhaps from another machine: it is validated against the shipped
+    schema first, and nothing it names is imported. Plugins whose scorecard sections it
+    needs are loaded only when the user names them with ``-p`` (installed plugins load as
+    in any run)."""
     from auditkit.compare import load_report
+    from auditkit.outputs import check_writable
     from auditkit.plugin_manager import get_plugin_manager
     from auditkit.reporters.html import scorecard_from_report, write_scorecard
 
     args = build_parser().parse_args(["report", *argv])
-    report = load_report(args.json_report, what="auditkit report")
-    plugins = []
-    for name in (report.get("config") or {}).get("plugins") or []:  # as the audit ran, where they import here
-        if not isinstance(name, str):
-            continue
-        if name.startswith("no:") or _importable(name):
-            plugins.append(name)
-        else:
-            print(f"auditkit report: plugin {name!r} from the report is not importable here; "
-                  "its checks get the generic scorecard section", file=sys.stderr)
-    pm = get_plugin_manager([*plugins, *args.plugins], confdir=Path.cwd())
-    path = write_scorecard(scorecard_from_report(report, pm), args.html or Path(args.json_report).with_suffix(".html"))
+    source = Path(args.json_report)
+    if args.html:
+        out = Path(args.html)
+        if out.exists() and source.exists() and out.resolve() == source.resolve():
+            raise UsageError(f"--html {out}: is the report being read; expected another path for the scorecard")
+    else:
+        out = source.with_suffix(".html")
+        if out.resolve() == source.resolve():  # REPORT.html holding JSON: never write over the input
+            out = source.with_suffix(".scorecard.html")
+    report = load_report(source, what="auditkit report")
+    check_writable(out, "--html")
+    pm = get_plugin_manager(args.plugins, confdir=Path.cwd())
+    named = [p for p in report.get("config", {}).get("plugins", []) if not p.startswith("no:")]
+    unloaded = [p for p in named if p not in args.plugins]
+    if unloaded:
+        print(f"auditkit report: the audit ran with plugin(s) {', '.join(unloaded)}; a report never loads code, "
+              f"so pass -p {' -p '.join(unloaded)} for their scorecard sections (their checks get the generic one)")
+    path = write_scorecard(scorecard_from_report(report, pm), out)
     print(f"HTML scorecard: {path}")
     return ExitCode.OK
 

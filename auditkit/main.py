@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from auditkit.check import Check
-from auditkit.compare import find_regressions, load_report
+from auditkit.compare import comparable, find_regressions, load_report
 from auditkit.config import Config, configure_check
 from auditkit.data.base import DEFAULT_TRAIN_FRACTION, AuditData
 from auditkit.errors import TargetError, UsageError
+from auditkit.outputs import check_output_paths
 from auditkit.reporters.json_report import build_report
 from auditkit.session import AuditRun, AuditSession, ExitCode, preserved_random_state, resolve_device
 from auditkit.target import BlackBoxTarget, Target
@@ -296,6 +297,8 @@ def run_audit(
         if reporter is not None:
             pm.register(reporter, name="terminalreporter")
         pm.hook.auditkit_configure(config=config)
+        check_output_paths(config)  # before anything loads: a typo in --html must not cost an hour's audit
+        previous = load_report(config.compare) if config.compare else None
         device = resolve_device(config.device)
         if data is None:
             data = pm.hook.auditkit_load_data(spec=config.data, config=config)
@@ -309,7 +312,6 @@ def run_audit(
             target = as_target(model, device=device, mean=config.mean, std=config.std)
         target.name, target.role = "target", "target"
         checks = collect_checks(config, pm)
-        previous = load_report(config.compare) if config.compare else None  # a bad path fails before any training
         if data.train is None or len(data.train) == 0:
             purposes = train_split_purposes(config, checks, data, baselines_given=bool(baselines))
             held_out = data.carve_train(DEFAULT_TRAIN_FRACTION, " and ".join(purposes)) if purposes else None
@@ -320,6 +322,11 @@ def run_audit(
         resized = fit_data(target, data)  # after any carving: the size rule reads the evaluation split
         if resized and announce is not None:
             announce(resized)
+        if previous is not None:  # before any training: a comparison that cannot mean anything is refused
+            for note in comparable(previous, config, data, target, config.compare):
+                notes.append(note)
+                if announce is not None:
+                    announce(f"warning: {note}")
         baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
         for t in [target, *baselines]:
             t.device = device

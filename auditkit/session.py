@@ -209,6 +209,7 @@ class AuditSession:
         self._clean: dict[str, CleanPass | TargetError] = {}
         self.report: dict[str, Any] | None = None
         self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
+        self.not_written: list[str] = []  # one line per output that could not be written
         self.regressions: list[Any] = []  # auditkit.compare.Regression, with --compare
         self.warnings: list[str] = []  # what the report should say beside the results (weak or missing baselines)
 
@@ -338,8 +339,29 @@ class AuditSession:
         return counts
 
     def finish(self) -> None:
+        """Write the reports and print the summary (the ``auditkit_session_finish`` hook).
+
+        Each implementation runs on its own, the JSON report first and the terminal summary
+        last, so one output that fails costs no other its file; the failures are listed in
+        ``not_written`` (shown in the summary) and turn an exit code 0 into 4 (the path or the
+        disk was the problem) or 3 (a writer crashed). The JSON report's ``summary.exit_code``
+        is the audit's verdict, decided before anything was written."""
+        from auditkit.outputs import call_writers, describe_failure
+
         self.duration_s = time.time() - self.start
-        self.hook.auditkit_session_finish(session=self, exitstatus=self.exitstatus)
+        hook = self.hook.auditkit_session_finish
+        if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in hook.get_hookimpls()):
+            hook(session=self, exitstatus=self.exitstatus)  # a plugin wraps the writers: let pluggy run them
+            return
+        terminal = [i for i in hook.get_hookimpls() if i.plugin_name == "terminalreporter"]
+        failures = []
+        for plugin, exc in call_writers(hook, session=self, exitstatus=self.exitstatus, skip=terminal):
+            self.not_written.append(describe_failure(plugin, exc, self.config))
+            failures.append(exc)
+        if failures and self.exitstatus == ExitCode.OK:
+            self.exitstatus = ExitCode.USAGE_ERROR if all(isinstance(e, OSError) for e in failures) else ExitCode.INTERNAL_ERROR
+        for impl in terminal:
+            impl.function(session=self, exitstatus=self.exitstatus)
 
 
 def _missing_reason(missing: list[str], target: Any) -> str:
@@ -372,7 +394,8 @@ class AuditRun:
     def __init__(self, session: AuditSession, report: dict[str, Any]):
         self.results: list[CheckResult] = list(session.results)
         self.exit_code: int = session.exitstatus
-        self.models = report["models"]
+        self.not_written: list[str] = list(session.not_written)  # outputs that could not be written
+        self.models = report.get("models", [])
         self.report = report
         self.duration_s = session.duration_s
 

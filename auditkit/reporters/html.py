@@ -675,16 +675,11 @@ def auditkit_session_finish(session: Any, exitstatus: int) -> None:
         return
     from auditkit.reporters.json_report import build_report
 
-    # Implementations run in reverse registration order, so the JSON reporter may not have
-    # built session.report yet: build it here when needed (it is cheap).
-    report = session.report or build_report(session)
+    report = session.report or build_report(session)  # the JSON reporter (tryfirst) normally built it
     t0 = time.perf_counter()
-    try:
-        page = render_scorecard(session.results, session.config, pm=session.pm, report=report)
-        path = write_scorecard(page, session.config.html)
-    except Exception as exc:  # this runs before the JSON and JUnit reporters: never cost them their files
-        log.error("the HTML scorecard could not be written", exc_info=True)
-        session.written.append(("HTML scorecard NOT written", f"{session.config.html} ({type(exc).__name__}: {exc})"))
-        return
+    # A failure here is the session's to list (auditkit.outputs.call_writers): the JSON
+    # report is already written and the other writers still run.
+    page = render_scorecard(session.results, session.config, pm=session.pm, report=report)
+    path = write_scorecard(page, session.config.html)
     session.written.append(("HTML scorecard", str(path)))
     log.info("scorecard %s: %d bytes in %.2fs", path, path.stat().st_size, time.perf_counter() - t0)

@@ -63,7 +63,7 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # the JSON first: whatever fails later, the results are on disk
 def auditkit_session_finish(session: Any, exitstatus: int) -> None:
     session.report = build_report(session)
     if session.config.json:

@@ -145,14 +145,20 @@ class TerminalReporter:
         for what, path in session.written:
             if self.verbosity >= 0:
                 self.write(f"{what}: {path}")
+        for line in getattr(session, "not_written", ()):
+            self.write(self.paint(line, "31"))
         counts = session.counts()
         parts = [f"{n} {name}" for name, n in counts.items() if n]
         base = [r for r in results if r.role == "baseline"]
         summary = ", ".join(parts) or "no checks ran"
         if base:
             summary += f" (+{len(base)} baseline results)"
+        unwritten = len(getattr(session, "not_written", ()))
+        if unwritten:
+            summary += f", {unwritten} output{'s' if unwritten > 1 else ''} NOT written"
         summary += f" in {session.duration_s:.1f}s"
-        code = "31" if counts["failed"] or counts["error"] or session.interrupted else ("32" if counts["passed"] else "33")
+        bad = counts["failed"] or counts["error"] or session.interrupted or unwritten
+        code = "31" if bad else ("32" if counts["passed"] else "33")
         self.rule(summary, "=", code)
 
 

@@ -37,12 +37,14 @@ REPORT = {
     "created": "2026-01-01T00:00:00+00:00",
     "environment": {"python": "3.11", "torch": "2.x", "device": "cpu"},
     "config": {"model": "torchvision:resnet18", "data": "synthetic:shapes"},
-    "data": {"spec": "synthetic:shapes", "n_eval": 8, "num_classes": 4, "class_names": ["a", "b"]},
+    "data": {"spec": "synthetic:shapes", "n_eval": 8, "num_classes": 4, "class_names": ["a", "b", "c", "d"]},
     "models": [
         {"name": "target", "role": "target", "spec": "torchvision:resnet18", "params": 11_000_000, "white_box": True,
          "gap_head": True, "input_size": [3, 32, 32], "num_classes": 4},
-        {"name": "alexnet", "role": "baseline", "spec": "baseline:alexnet"},
-        {"name": "resnet18", "role": "baseline", "spec": "baseline:resnet18"},
+        {"name": "alexnet", "role": "baseline", "spec": "baseline:alexnet", "params": 57_000_000, "white_box": True,
+         "gap_head": False, "input_size": [3, 32, 32], "num_classes": 4},
+        {"name": "resnet18", "role": "baseline", "spec": "baseline:resnet18", "params": 11_000_000, "white_box": True,
+         "gap_head": True, "input_size": [3, 32, 32], "num_classes": 4},
     ],
     "summary": {"passed": 1, "failed": 1, "skipped": 1, "xfailed": 1, "error": 1, "duration_s": 3.0, "exit_code": 1},
 }
@@ -595,11 +597,12 @@ def test_a_failing_scorecard_does_not_cost_the_other_reports(tmp_path, capsys, m
 
     monkeypatch.setattr(reporter, "render_scorecard", explode)
     torch.manual_seed(0)
-    auditkit.audit(TinyGAPNet(num_classes=4), "synthetic:shapes?n=4&train=8&size=32", checks=["accuracy.clean"],
-                   max_images=4, plugins=[auditkit_accuracy], autoload=False, verbose=0,
-                   html=str(tmp_path / "s.html"), json=str(tmp_path / "r.json"))
+    run = auditkit.audit(TinyGAPNet(num_classes=4), "synthetic:shapes?n=4&train=8&size=32", checks=["accuracy.clean"],
+                         max_images=4, plugins=[auditkit_accuracy], autoload=False, verbose=0,
+                         html=str(tmp_path / "s.html"), json=str(tmp_path / "r.json"))
     out = capsys.readouterr().out
-    assert "HTML scorecard NOT written" in out and "template exploded" in out
+    assert f"HTML scorecard {tmp_path / 's.html'} NOT written: RuntimeError: template exploded" in out
+    assert run.not_written and run.exit_code == 3  # a writer crashed: an internal error, never a silent 0
     assert (tmp_path / "r.json").is_file() and not (tmp_path / "s.html").exists()
 
 
@@ -704,7 +707,7 @@ def test_a_baseline_loaded_from_a_checkpoint_renders_its_source(tmp_path, monkey
     assert f"checkpoint {tmp_path / 'r18.pt'}" in (tmp_path / "s.html").read_text()
 
 
-def test_auditkit_report_renders_without_plugins_that_do_not_import_here(tmp_path, capsys):
+def test_auditkit_report_renders_without_the_plugins_it_names(tmp_path, capsys):
     import json
 
     from auditkit.cli import main
@@ -713,6 +716,7 @@ def test_auditkit_report_renders_without_plugins_that_do_not_import_here(tmp_pat
                   results=[r.to_json() for r in every_kind_of_result()])
     (tmp_path / "r.json").write_text(json.dumps(report))
     assert main(["report", str(tmp_path / "r.json")]) == 0
-    assert "plugin 'no_such.pkg' from the report is not importable here" in capsys.readouterr().err
+    out = capsys.readouterr().out  # a report never loads code: it says which -p would add sections
+    assert "plugin(s) no_such_plugin_here, no_such.pkg" in out and "-p no_such_plugin_here -p no_such.pkg" in out
     page = (tmp_path / "r.html").read_text()
     assert lint_html(page) == [] and "thirdparty.widget" in page
