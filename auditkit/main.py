@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import re
 import time
 import warnings
 from typing import Any, Callable, Iterator, Sequence
@@ -24,6 +25,9 @@ from auditkit.target import BlackBoxTarget, Target
 
 log = logging.getLogger(__name__)
 
+#: What a check id looks like: ``family.name`` (more dotted parts allowed), lower case.
+CHECK_ID = re.compile(r"[a-z0-9_]+(\.[a-z0-9_]+)+")
+
 
 def registered_checks(config: Config, pm: Any) -> list[tuple[type[Check], str]]:
     """Every check class the plugins provide, with the name of the plugin providing it,
@@ -36,6 +40,11 @@ def registered_checks(config: Config, pm: Any) -> list[tuple[type[Check], str]]:
                 raise UsageError(
                     f"plugin {impl.plugin_name!r}: auditkit_collect_checks returned {cls!r}; "
                     "expected Check subclasses with an id"
+                )
+            if not CHECK_ID.fullmatch(cls.id):
+                raise UsageError(
+                    f"plugin {impl.plugin_name!r}: check id {cls.id!r} is not valid; expected 'family.name' in lower "
+                    "case letters, digits and _ (e.g. 'gradcam.localization')"
                 )
             if cls.id in found and found[cls.id][0] is not cls:
                 raise UsageError(f"check id {cls.id!r} is registered twice (plugins {found[cls.id][1]!r} and {impl.plugin_name!r})")

@@ -2,6 +2,7 @@
 ``-p`` plugins and the working directory's ``auditconf.py``, validated before use."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
@@ -9,7 +10,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import pluggy
 
@@ -107,7 +108,8 @@ def get_plugin_manager(
         if modname in blocked:
             continue
         try:
-            module = importlib.import_module(modname)
+            with _on_path(confdir):  # as pytest: a plugin module in the working directory is found
+                module = importlib.import_module(modname)
         except ImportError as exc:
             raise PluginError(f"-p {modname}: cannot import plugin module: {exc}") from exc
         pm.register_plugin(module, modname, "-p")
@@ -125,6 +127,21 @@ def get_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(_explain_validation(exc)) from exc
     return pm
+
+
+@contextlib.contextmanager
+def _on_path(folder: str | os.PathLike | None) -> Iterator[None]:
+    """``folder`` at the end of ``sys.path`` while the block runs (installed modules win)."""
+    entry = os.fspath(folder) if folder is not None else None
+    if entry is None or entry in sys.path or os.path.abspath(entry) in map(os.path.abspath, filter(None, sys.path)):
+        yield
+        return
+    sys.path.append(entry)
+    try:
+        yield
+    finally:
+        if entry in sys.path:
+            sys.path.remove(entry)
 
 
 def _import_path(path: Path) -> object:

@@ -68,7 +68,7 @@ class TerminalReporter:
             f"torch {torch.__version__}, device {describe_device(session.device)}"
         )
         pm = session.pm
-        plugins = sorted(f"{name}-{origin}" if origin.startswith("-") else name for name, origin in pm.origins.items()
+        plugins = sorted(f"{name} (-p)" if origin == "-p" else name for name, origin in pm.origins.items()
                          if not name.startswith("auditkit."))
         if plugins:
             self.write("plugins: " + ", ".join(plugins))
@@ -153,11 +153,13 @@ class TerminalReporter:
         summary = ", ".join(parts) or "no checks ran"
         if base:
             summary += f" (+{len(base)} baseline results)"
+        if session.regressions:
+            summary += f", {len(session.regressions)} regressed"
         unwritten = len(getattr(session, "not_written", ()))
         if unwritten:
             summary += f", {unwritten} output{'s' if unwritten > 1 else ''} NOT written"
         summary += f" in {session.duration_s:.1f}s"
-        bad = counts["failed"] or counts["error"] or session.interrupted or unwritten
+        bad = counts["failed"] or counts["error"] or session.interrupted or unwritten or session.regressions
         code = "31" if bad else ("32" if counts["passed"] else "33")
         self.rule(summary, "=", code)
 

@@ -12,7 +12,8 @@ from auditkit import hookspecs
 from auditkit.cli import main
 from auditkit.config import Config
 from auditkit.main import registered_checks
-from auditkit.plugin_manager import PluginError, get_plugin_manager
+from auditkit.errors import UsageError
+from auditkit.plugin_manager import PluginError, get_plugin_manager, hookimpl
 
 HOOKS = [name for name, fn in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("auditkit_")]
 
@@ -216,3 +217,45 @@ def test_every_hook_is_called_in_a_real_run(tmp_path, monkeypatch, capsys):
 
     assert all_hooks_plugin.CALLED == set(HOOKS)
     sys.modules.pop("all_hooks_plugin", None)
+
+
+def test_a_p_plugin_in_the_working_directory_is_found_without_pythonpath(tmp_path, monkeypatch, capsys):
+    """As with pytest: `-p myplug` finds ./myplug.py, and the plugins line names it plainly."""
+    from auditkit.cli import main
+
+    (tmp_path / "myplug_wd.py").write_text(
+        "from auditkit.plugin_manager import hookimpl\n"
+        "@hookimpl\n"
+        "def auditkit_configure(config):\n"
+        "    config.myplug_seen = True\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "elsewhere"))  # keep sys.path restored afterwards
+    code = main(["run", "--baselines", "none", "--checks", "accuracy.clean", "-p", "myplug_wd",
+                 "--model", "auditkit.testing.models:tiny_factory", "--data", "synthetic:shapes?n=4&size=32",
+                 "--json", "r.json"])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "plugins: " in out and "myplug_wd (-p)" in out and "myplug_wd--p" not in out
+    assert str(tmp_path) not in sys.path  # only while importing the plugin
+
+
+def test_a_check_id_that_is_not_family_dot_name_is_refused():
+    from auditkit.check import Check
+    from auditkit.config import Config
+    from auditkit.main import registered_checks
+
+    class Bad(Check):
+        id = "Foo check"
+
+        def run(self, ctx):  # pragma: no cover - never runs
+            return None
+
+    class Plugin:
+        @hookimpl
+        def auditkit_collect_checks(self):
+            return [Bad]
+
+    pm = get_plugin_manager(autoload=False, extra=[Plugin()])
+    with pytest.raises(UsageError, match=r"check id 'Foo check' is not valid; expected 'family.name'"):
+        registered_checks(Config(), pm)

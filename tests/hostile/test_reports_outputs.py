@@ -193,4 +193,5 @@ def test_compare_with_the_same_data_finds_a_regression(cli, report, tmp_path):
     better = _tampered(report, tmp_path, lambda r: r["results"][0]["metrics"].update(top1=1.0))
     result = cli(*RUN, "--json", "r.json", "--compare", str(better))
     assert result.code == ExitCode.CHECKS_FAILED and "REGRESSED accuracy.clean top1 fell from 1" in result.out
+    assert "1 regressed" in result.out.splitlines()[-1]  # the final line says why the run exits 1
 
