@@ -2,19 +2,24 @@
 directory, a COCO-style JSON file, a torchvision dataset on disk, or a user factory."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import inspect
 import json
+import math
+import os
 import re
 import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import unquote
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFile, JpegImagePlugin, UnidentifiedImageError
 
 from auditkit.data.base import MAX_SIZE_SCAN, AuditData, PixelRangeError, Split
 from auditkit.data.preprocess import STANDARD_CROP, STANDARD_RESIZE, Preprocess
@@ -34,6 +39,8 @@ DEFAULT_TORCHVISION_ROOT = "data"
 EVAL_FOLDER_NAMES = ("val", "valid", "validation", "test")
 TRAIN_SPLIT_VALUES = frozenset({"train", "training"})
 EVAL_SPLIT_VALUES = frozenset({"val", "valid", "validation", "test", "eval"})
+# The warning about unreadable images names this many files; the rest are counted.
+NAMED_UNREADABLE = 5
 
 
 def load_data(spec: str, *, seed: int = 0, size: int | None = None) -> AuditData:
@@ -58,7 +65,10 @@ def load_data(spec: str, *, seed: int = 0, size: int | None = None) -> AuditData
       annotation has polygon segmentation, is the union of their polygons. Images are found
       under ``root`` (default: the JSON's folder). A per-image ``split`` field
       (``"train"``/``"val"``) decides the split; images without one are evaluated, or split
-      by ``train_fraction`` (a hash of the image id) when no image has one.
+      by ``train_fraction`` (a hash of the image id) when no image has one. Boxes are checked
+      against their file's size first: one with zero or negative width/height, or wholly
+      outside its image, is dropped (one warning counts them by reason), one partly outside is
+      clipped, and an image left without a box is left out.
     - ``torchvision:NAME[?root=..&size=..|crop=..&resize=..]``: a torchvision dataset already
       on disk (never downloaded), ``train=True``/``split="train"`` as the train split and the
       test split for evaluation; default root ``./data``.
@@ -80,6 +90,15 @@ def load_data(spec: str, *, seed: int = 0, size: int | None = None) -> AuditData
     Pixels: every route yields float images in [0,1]; uint8 images are divided by 255, and
     values outside [0,1] (already normalized, or 0-255 floats) are a UsageError, never clamped.
 
+    Classes: every route refuses data with fewer than two classes (``num_classes``, or for
+    an ImageFolder or COCO file the labels of the evaluation images): with one class any model
+    that answers it scores 1.0 on every check.
+
+    Image files (ImageFolder and COCO) are each decoded once when loaded: files that do not
+    decode (truncated, not an image, corrupt) are left out with one warning that counts them
+    and names the first few; a file with more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` is
+    a UsageError ("image too large").
+
     Args:
         spec: the data SPEC.
         seed: the default seed for generated data.
@@ -91,8 +110,9 @@ def load_data(spec: str, *, seed: int = 0, size: int | None = None) -> AuditData
 
     Raises:
         UsageError: the spec is malformed, a path is missing, a parameter is unknown or has a
-            bad value, the data cannot be read, images lie outside [0,1], or the evaluation
-            split is empty.
+            bad value, the data cannot be read (no evaluation image decodes), an image is too
+            large, images lie outside [0,1], the evaluation split is empty, or the data has
+            fewer than two classes.
     """
     spec = spec.strip()
     if not spec:
@@ -304,6 +324,12 @@ class ImageFileSplit:
     given they move with exactly the image's geometry and are returned as ``boxes`` (float
     [M',4], clipped to the image, boxes cropped away dropped) and ``mask`` (bool [H,W]).
     ``item_keys`` name each item stably (default: its path) for hash-chosen train splits.
+    ``sizes`` are the files' (width, height) when already known (the load-time check reads
+    them); else they are read from the file headers when first asked for.
+
+    Raises (when an item or the sizes are read):
+        UsageError: a file cannot be read, or has more pixels than PIL's
+            ``Image.MAX_IMAGE_PIXELS`` ("image too large").
     """
 
     def __init__(
@@ -315,6 +341,7 @@ class ImageFileSplit:
         polygons: Sequence[list[list[float]]] | None = None,
         item_keys: Sequence[str] | None = None,
         item_key_name: str = "file path",
+        sizes: Sequence[tuple[int, int]] | None = None,
     ):
         self.paths = [Path(p) for p in paths]
         self.labels = list(labels)
@@ -323,7 +350,7 @@ class ImageFileSplit:
         self.polygons = None if polygons is None else list(polygons)
         self.item_keys = list(item_keys) if item_keys is not None else [p.as_posix() for p in self.paths]
         self.item_key_name = item_key_name
-        self._sizes: list[tuple[int, int]] | None = None
+        self._sizes: list[tuple[int, int]] | None = None if sizes is None else [tuple(s) for s in sizes]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -340,6 +367,8 @@ class ImageFileSplit:
                 try:
                     with Image.open(path) as raw:
                         sizes.append((int(raw.size[0]), int(raw.size[1])))
+                except Image.DecompressionBombError as exc:
+                    raise _too_large_error([(path, _declared_size(path))]) from exc
                 except OSError as exc:
                     raise UsageError(f"cannot read image {str(path)!r}: {exc}; expected a readable image file") from exc
             self._sizes = sizes
@@ -368,6 +397,8 @@ class ImageFileSplit:
         try:
             with Image.open(path) as raw:
                 image = pil_to_tensor(raw)
+        except Image.DecompressionBombError as exc:
+            raise _too_large_error([(path, _declared_size(path))]) from exc
         except OSError as exc:
             raise UsageError(f"cannot read image {str(path)!r}: {exc}; expected a readable image file") from exc
         geometry = self.preprocess.geometry(int(image.shape[-1]), int(image.shape[-2]))
@@ -384,6 +415,163 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as float [3,H,W] RGB in [0,1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+# --- image files: the load-time check -------------------------------------------------------
+# Every file is decoded once when the data is loaded, so a damaged file is found (and named)
+# before any check runs instead of failing one check with a traceback.
+
+
+def _pixel_limit() -> int | None:
+    limit = Image.MAX_IMAGE_PIXELS  # read at call time: a user who changed PIL's limit keeps their choice
+    return None if limit is None else int(limit)
+
+
+def _check_image_file(path: Path, limit: int | None) -> tuple[tuple[int, int] | None, str | None]:
+    """Decode ``path`` once: its (width, height) and None when it decodes, else the declared
+    size (when known) and why it cannot be used ("too large", "truncated", "not an image",
+    "corrupt", "not readable")."""
+    try:
+        with Image.open(path) as image:
+            size = (int(image.size[0]), int(image.size[1]))
+            if limit is not None and size[0] * size[1] > limit:
+                return size, "too large"
+            if isinstance(image, JpegImagePlugin.JpegImageFile):
+                # libjpeg decodes at 1/8 scale: it still reads every entropy-coded byte (a cut
+                # or damaged stream still fails) at about half the cost of a full decode.
+                image.draft(image.mode, (1, 1))
+            image.load()
+        return size, None
+    except Image.DecompressionBombError:
+        return _declared_size(path), "too large"
+    except UnidentifiedImageError:
+        return None, "not an image"
+    except MemoryError:
+        raise
+    except OSError as exc:
+        if exc.errno is not None:
+            return None, "not readable"
+        return None, "truncated" if "truncated" in str(exc) else "corrupt"
+    except Exception:  # a decoder's SyntaxError, ValueError, struct.error, ...: the file is damaged
+        return None, "corrupt"
+
+
+def _declared_size(path: Path) -> tuple[int, int] | None:
+    """The (width, height) a file's header declares, read past PIL's decompression-bomb guard
+    (which refuses to open it) by asking the format plugins directly, as ``Image.open`` does;
+    None when no plugin reads it."""
+    try:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                if accept is not None and not accept(prefix):
+                    continue
+                fp.seek(0)
+                try:
+                    image = factory(fp, str(path))
+                except Exception:  # not this format after all: try the next, as Image.open does
+                    continue
+                return int(image.size[0]), int(image.size[1])
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def _strict_decoding() -> Any:
+    # PIL's global LOAD_TRUNCATED_IMAGES would let a cut file decode (padded with grey) and
+    # pass as good: the check turns it off while it runs and restores it. PIL's warning about
+    # large images is silenced here because the check reports those as an error itself.
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def _check_image_files(paths: Sequence[Path]) -> tuple[list[tuple[int, int] | None], list[tuple[Path, str]]]:
+    """Decode every file in ``paths`` once, at load: per file its (width, height), or None
+    when it does not decode; and the files that do not, each with why ("truncated", "not an
+    image", "corrupt", "not readable"), for the caller to leave out and report.
+
+    PIL's ``LOAD_TRUNCATED_IMAGES`` is ignored: a truncated file is never taken as good. JPEGs
+    are decoded at 1/8 scale (every byte of the compressed stream is still read); the files
+    are decoded on a few threads (PIL releases the GIL while decoding).
+
+    Raises:
+        UsageError: a file has more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` ("image too
+            large"): such a file is a decompression bomb or must be downsized; unlike a
+            damaged file it is not left out quietly.
+    """
+    limit = _pixel_limit()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = max(1, min(8, cores))
+    with _strict_decoding():
+        if workers == 1 or len(paths) < 2 * workers:
+            results = [_check_image_file(p, limit) for p in paths]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(_check_image_file, paths, [limit] * len(paths)))
+
+    too_large = [(path, size) for path, (size, reason) in zip(paths, results) if reason == "too large"]
+    if too_large:
+        raise _too_large_error(too_large)
+    unreadable = [(path, reason) for path, (_, reason) in zip(paths, results) if reason is not None]
+    return [size if reason is None else None for size, reason in results], unreadable
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _unreadable_summary(unreadable: list[tuple[Path, str]], total: int, root: Path) -> str:
+    """"2 of 14 images cannot be read (1 truncated, 1 not an image): cat/a.jpg (truncated),
+    cat/b.jpg (not an image)", naming the first :data:`NAMED_UNREADABLE` relative to ``root``."""
+    counts = Counter(reason for _, reason in unreadable)
+    by_reason = ", ".join(f"{n:,} {reason}" for reason, n in counts.most_common())
+    named = ", ".join(f"{_relative_name(p, root)} ({reason})" for p, reason in unreadable[:NAMED_UNREADABLE])
+    more = len(unreadable) - NAMED_UNREADABLE
+    if more > 0:
+        named += f" and {more:,} more"
+    return f"{len(unreadable):,} of {total:,} images cannot be read ({by_reason}): {named}"
+
+
+def _too_large_error(files: list[tuple[Path, tuple[int, int] | None]]) -> UsageError:
+    path, size = files[0]
+    limit = _pixel_limit()
+    dims = "too large to open" if size is None else f"{size[0]}x{size[1]} ({size[0] * size[1]:,} pixels)"
+    limit_text = "PIL's limit" if limit is None else f"the limit of {limit:,} pixels"
+    others = ""
+    if len(files) > 1:
+        others = f"; {len(files) - 1:,} more too large: " + ", ".join(str(p) for p, _ in files[1:NAMED_UNREADABLE])
+        if len(files) > NAMED_UNREADABLE:
+            others += " ..."
+    return UsageError(
+        f"image too large: {str(path)!r} is {dims}, above {limit_text} "
+        f"(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs){others}; "
+        "expected smaller images: downsize or remove it"
+    )
+
+
+def _require_two_classes(labels: Sequence[int], class_names: Sequence[str], source: str, expected: str) -> None:
+    """A UsageError unless the evaluation ``labels`` hold at least two classes: with one, any
+    model that answers it scores 1.0 everywhere."""
+    present = Counter(labels)
+    if len(present) >= MIN_CLASSES:
+        return
+    (label, n), = present.most_common(1)
+    name = class_names[label] if 0 <= label < len(class_names) else str(label)
+    raise UsageError(
+        f"{source} has evaluation images of one class only ({name!r}, {n:,} images); "
+        f"at least two classes are needed: {expected}"
+    )
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -412,17 +600,17 @@ def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: i
         layout = f"train/ and {eval_dir.name}/ folders"
         class_names, index = _class_index(sorted({name for d in (train_dir, eval_dir) for name in _class_folders(d)}))
         train_items = _folder_items(train_dir, index)
-        eval_items = _folder_items(eval_dir, index)
+        eval_folder = eval_dir
     elif train_dir.is_dir() or eval_dir is not None:
         # One split folder only: it is the data to audit, all of it.
-        folder = eval_dir if eval_dir is not None else train_dir
-        layout = f"{folder.name}/ folder only, every image evaluated"
-        class_names, index = _class_index(_class_folders(folder))
-        eval_items = _folder_items(folder, index)
+        eval_folder = eval_dir if eval_dir is not None else train_dir
+        layout = f"{eval_folder.name}/ folder only, every image evaluated"
+        class_names, index = _class_index(_class_folders(eval_folder))
     else:
         layout = "class folders, every image evaluated"
+        eval_folder = root
         class_names, index = _class_index(_class_folders(root))
-        eval_items = _folder_items(root, index)
+    eval_items = _folder_items(eval_folder, index)
 
     if not train_items and not eval_items:
         raise UsageError(
@@ -432,12 +620,35 @@ def _load_image_folder(spec: str, root: Path, params: dict[str, str], *, size: i
     if not eval_items:
         raise UsageError(f"data {spec!r} has no evaluation images; expected a non-empty val/ or test/ folder")
 
-    def to_split(items: list[tuple[Path, int]]) -> ImageFileSplit:
+    # Decode every file once now: damaged files are left out (one warning), not found by a check.
+    sizes, unreadable = _check_image_files([p for p, _ in train_items + eval_items])
+    train_sizes, eval_sizes = sizes[: len(train_items)], sizes[len(train_items) :]
+    readable_eval = [(p, c, s) for (p, c), s in zip(eval_items, eval_sizes) if s is not None]
+    if not readable_eval:
+        raise UsageError(
+            f"cannot read any evaluation image in {str(eval_folder)!r}: "
+            f"{_unreadable_summary(unreadable, len(sizes), root)}; expected image files that PIL can decode"
+        )
+    if unreadable:
+        warnings.warn(
+            f"ImageFolder {root}: {_unreadable_summary(unreadable, len(sizes), root)}; they are left out of the audit"
+        )
+    train_items = [(p, c, s) for (p, c), s in zip(train_items, train_sizes) if s is not None]
+    eval_items = readable_eval
+    _require_two_classes(
+        [c for _, c, _ in eval_items],
+        class_names,
+        f"ImageFolder {str(eval_folder)!r}",
+        f"expected a folder of images per class, {eval_folder}/<class>/*",
+    )
+
+    def to_split(items: list[tuple[Path, int, tuple[int, int]]]) -> ImageFileSplit:
         return ImageFileSplit(
-            [p for p, _ in items],
-            [c for _, c in items],
+            [p for p, _, _ in items],
+            [c for _, c, _ in items],
             preprocess,
-            item_keys=[p.relative_to(root).as_posix() for p, _ in items],
+            item_keys=[p.relative_to(root).as_posix() for p, _, _ in items],
+            sizes=[s for _, _, s in items],
         )
 
     data = AuditData(
@@ -509,17 +720,11 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
                     f"COCO file {str(json_path)!r} has an annotation with category_id {ann['category_id']!r} "
                     "that is not in 'categories'; expected every category to be listed"
                 )
-            area = float(ann.get("area", w * h))
-            annotations_of.setdefault(ann["image_id"], []).append({**ann, "_area": area, "_box": (x, y, x + w, y + h)})
+            given_area = float(ann["area"]) if "area" in ann else None
+            annotations_of.setdefault(ann["image_id"], []).append({**ann, "_xywh": (x, y, w, h), "_area": given_area})
         images = list(document["images"])
-        records = []
-        for image in images:
-            anns = annotations_of.get(image["id"])
-            if not anns:
-                continue
-            # The label is the largest object's category; the boxes are every object of it.
-            category = max(anns, key=lambda a: a["_area"])["category_id"]
-            records.append((image, [a for a in anns if a["category_id"] == category], str(image["file_name"])))
+        annotated = [(image, annotations_of[image["id"]]) for image in images if annotations_of.get(image["id"])]
+        file_names = [str(image["file_name"]) for image, _ in annotated]
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(
             f"COCO file {str(json_path)!r} is malformed ({type(exc).__name__}: {exc}); expected images with "
@@ -527,11 +732,66 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
             "categories with 'id'"
         ) from exc
 
-    skipped = len(images) - len(records)
+    skipped = len(images) - len(annotated)
     if skipped:
         warnings.warn(f"COCO file {json_path}: {skipped} image(s) without annotations were left out", stacklevel=3)
-    if not records:
+    if not annotated:
         raise UsageError(f"COCO file {str(json_path)!r} has no annotated images; expected annotations with 'image_id'")
+    paths = [image_root / name for name in file_names]
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(
+                f"COCO file {str(json_path)!r} lists image {str(path)!r}, which does not exist; "
+                "expected it under the image root (pass ?root=DIR if the images live elsewhere)"
+            )
+
+    # Decode every file once now: damaged files are left out (one warning), not found by a check.
+    sizes, unreadable = _check_image_files(paths)
+    if unreadable:
+        summary = _unreadable_summary(unreadable, len(paths), image_root)
+        if len(unreadable) == len(paths):
+            raise UsageError(
+                f"COCO file {str(json_path)!r}: {summary}; expected image files that PIL can decode"
+            )
+        warnings.warn(f"COCO file {json_path}: {summary}; they are left out of the audit")
+
+    # Boxes are checked against each file's own size: the label is chosen among valid boxes only.
+    dropped: Counter[str] = Counter()
+    n_clipped = n_without_box = 0
+    records = []
+    for (image, anns), path, native in zip(annotated, paths, sizes):
+        if native is None:
+            continue
+        valid = []
+        for ann in anns:
+            box, problem = _clip_coco_box(ann["_xywh"], *native)
+            if problem is not None:
+                dropped[problem] += 1
+                continue
+            n_clipped += box != _xywh_to_box(ann["_xywh"])
+            area = ann["_area"] if ann["_area"] is not None else (box[2] - box[0]) * (box[3] - box[1])
+            valid.append({**ann, "_box": box, "_area": area})
+        if not valid:
+            n_without_box += 1
+            continue
+        # The label is the largest object's category; the boxes are every object of it.
+        category = max(valid, key=lambda a: a["_area"])["category_id"]
+        records.append((image, [a for a in valid if a["category_id"] == category], path))
+    if dropped:
+        n_boxes_read = sum(len(anns) for (_, anns), native in zip(annotated, sizes) if native is not None)
+        reasons = ", ".join(f"{n:,} {reason}" for reason, n in dropped.most_common())
+        note = f"COCO file {json_path}: dropped {sum(dropped.values()):,} of {n_boxes_read:,} boxes ({reasons})"
+        if n_clipped:
+            note += f"; clipped {n_clipped:,} more that lay partly outside their image"
+        if n_without_box:
+            note += f"; left out {n_without_box:,} image(s) with no valid box"
+        warnings.warn(note)
+    if not records:
+        raise UsageError(
+            f"COCO file {str(json_path)!r} has no image with a valid box; expected 'bbox' [x, y, w, h] "
+            "with w > 0 and h > 0 overlapping its image"
+        )
+
     declared = any(image.get("split") is not None for image, _, _ in records)
     if declared and train_fraction is not None:
         given = "eval_fraction" if "eval_fraction" in params else "train_fraction"
@@ -544,20 +804,33 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
     with_masks = all(
         isinstance(ann.get("segmentation"), list) and ann["segmentation"] for _, anns, _ in records for ann in anns
     )
-    splits: dict[str, list[tuple[Path, int, list, list | None, str]]] = {"train": [], "eval": []}
-    for image, anns, file_name in records:
-        path = image_root / file_name
-        if not path.is_file():
-            raise UsageError(
-                f"COCO file {str(json_path)!r} lists image {str(path)!r}, which does not exist; "
-                "expected it under the image root (pass ?root=DIR if the images live elsewhere)"
-            )
+    size_of = dict(zip(paths, sizes))
+    splits: dict[str, list[tuple[Path, int, list, list | None, str, tuple[int, int]]]] = {"train": [], "eval": []}
+    for image, anns, path in records:
         polygons = [poly for ann in anns for poly in _as_polygon_list(ann["segmentation"])] if with_masks else None
         splits[_coco_split(json_path, image)].append(
-            (path, class_of[anns[0]["category_id"]], [a["_box"] for a in anns], polygons, f"coco-image:{image['id']}")
+            (
+                path,
+                class_of[anns[0]["category_id"]],
+                [a["_box"] for a in anns],
+                polygons,
+                f"coco-image:{image['id']}",
+                size_of[path],
+            )
         )
 
-    def to_split(entries: list[tuple[Path, int, list, list | None, str]]) -> ImageFileSplit:
+    if not splits["eval"]:
+        raise UsageError(
+            f"data {spec!r} has no evaluation images; expected images with \"split\": \"val\" (or no split field)"
+        )
+    _require_two_classes(
+        [e[1] for e in splits["eval"]],
+        class_names,
+        f"COCO file {str(json_path)!r}",
+        "expected evaluation images whose largest annotations are of at least two categories",
+    )
+
+    def to_split(entries: list[tuple[Path, int, list, list | None, str, tuple[int, int]]]) -> ImageFileSplit:
         return ImageFileSplit(
             [e[0] for e in entries],
             [e[1] for e in entries],
@@ -566,12 +839,9 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
             polygons=[e[3] for e in entries] if with_masks else None,
             item_keys=[e[4] for e in entries],
             item_key_name="image id",
+            sizes=[e[5] for e in entries],
         )
 
-    if not splits["eval"]:
-        raise UsageError(
-            f"data {spec!r} has no evaluation images; expected images with \"split\": \"val\" (or no split field)"
-        )
     data = AuditData(
         name=spec,
         spec=spec,
@@ -594,6 +864,28 @@ def _load_coco(spec: str, json_path: Path, params: dict[str, str], *, size: int 
         f"{n_boxes} boxes ({several} images with several)"
     )
     return data
+
+
+def _xywh_to_box(xywh: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    x, y, w, h = xywh
+    return (x, y, x + w, y + h)
+
+
+def _clip_coco_box(
+    xywh: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[float, float, float, float], str | None]:
+    """A COCO ``bbox`` [x, y, w, h] as (x0, y0, x1, y1) clipped to a ``width`` x ``height``
+    image, and None; or why it is dropped (not finite, zero or negative width/height, wholly
+    outside its image: no area left after clipping)."""
+    if not all(math.isfinite(v) for v in xywh):
+        return xywh, "with coordinates that are not finite"
+    x0, y0, x1, y1 = _xywh_to_box(xywh)
+    if xywh[2] <= 0 or xywh[3] <= 0:
+        return xywh, "with zero or negative width/height"
+    box = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return xywh, "wholly outside its image"
+    return box, None
 
 
 def _as_polygon_list(segmentation: list) -> list[list[float]]:
@@ -681,7 +973,13 @@ class DatasetSplit:
         return sizes
 
     def _raw(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        raw = self.dataset[self._position(i)]
+        try:
+            raw = self.dataset[self._position(i)]
+        except Image.DecompressionBombError as exc:
+            raise UsageError(
+                f"image too large: dataset item {self._position(i)}: {exc}; expected images within "
+                "PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs: downsize or remove it"
+            ) from exc
         if isinstance(raw, dict):
             item = dict(raw)
             image = self._image(item.pop("image"))
@@ -783,6 +1081,11 @@ def _load_torchvision(spec: str, *, size: int | None) -> AuditData:
             targets = getattr(eval_set, "labels", None)
         num_classes = int(torch.as_tensor(np.asarray(targets)).max()) + 1 if targets is not None else 0
         class_names = [str(k) for k in range(num_classes)]
+    if len(class_names) < MIN_CLASSES:
+        raise UsageError(
+            f"torchvision dataset {cls.__name__} under {str(root)!r} has {len(class_names)} class(es) "
+            f"{class_names}; at least two classes are needed"
+        )
     return AuditData(
         name=f"torchvision:{cls.__name__}",
         spec=spec,
@@ -867,6 +1170,7 @@ def _wrap_factory_result(spec: str, result: Any) -> AuditData:
             raise UsageError(
                 f"data {spec!r} has no evaluation images; expected the factory to return a non-empty eval split"
             )
+        _require_class_count(spec, result.num_classes)
         return result
     if not (isinstance(result, tuple) and len(result) == 3):
         raise UsageError(
@@ -880,6 +1184,7 @@ def _wrap_factory_result(spec: str, result: Any) -> AuditData:
         num_classes = int(num_classes)
     except (TypeError, ValueError):
         raise UsageError(f"data factory {spec!r} returned num_classes={num_classes!r}; expected an integer") from None
+    _require_class_count(spec, num_classes)
     eval_split: Split = DatasetSplit(eval_set)
     first = eval_split[0]
     return AuditData(
@@ -894,3 +1199,10 @@ def _wrap_factory_result(spec: str, result: Any) -> AuditData:
         description=f"datasets from factory {spec}",
         train_split_hint=f"Return a train dataset from {spec} to evaluate every image.",
     )
+
+
+def _require_class_count(spec: str, num_classes: int) -> None:
+    if num_classes < MIN_CLASSES:
+        raise UsageError(
+            f"data factory {spec!r} returned data with num_classes={num_classes}; at least two classes are needed"
+        )

@@ -247,7 +247,7 @@ def test_unreadable_image_is_a_usage_error(tmp_path):
     broken = tmp_path / "ds" / "val" / "cat" / "broken.png"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not an image")
-    with pytest.raises(UsageError, match="cannot read image"):
+    with pytest.raises(UsageError, match=r"cannot read any evaluation image in .*val/cat/broken.png \(not an image\)"):
         load_data(str(tmp_path / "ds"))
 
 

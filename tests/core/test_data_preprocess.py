@@ -130,9 +130,10 @@ def _mixed_coco(tmp_path: Path) -> Path:
     boxes = {0: [[100, 50, 200, 200]], 1: [[10, 20, 50, 80], [50, 200, 100, 100]], 2: [[0, 0, 300, 300]]}
     for k, image_boxes in boxes.items():
         for j, b in enumerate(image_boxes):
-            annotations.append({"id": 10 * k + j, "image_id": k, "category_id": 1, "bbox": b})
+            annotations.append({"id": 10 * k + j, "image_id": k, "category_id": 1 + k % 2, "bbox": b})
     path = tmp_path / "mixed.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}))
+    categories = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]  # one class is refused
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
 
 
@@ -200,8 +201,8 @@ def test_spec_size_and_crop_are_kept_whatever_the_model_expects(tmp_path):
 
 def test_train_images_of_another_size_are_brought_to_the_eval_size(tmp_path):
     for k in range(2):
-        _gradient_image(tmp_path / "ds" / "val" / "cat" / f"{k}.png", 40, 30)
-        _gradient_image(tmp_path / "ds" / "train" / "cat" / f"{k}.png", 80 + k, 50)
+        _gradient_image(tmp_path / "ds" / "val" / ("cat", "dog")[k] / f"{k}.png", 40, 30)
+        _gradient_image(tmp_path / "ds" / "train" / ("cat", "dog")[k] / f"{k}.png", 80 + k, 50)
     data = load_data(str(tmp_path / "ds"))
     assert data.image_shape == (3, 30, 40) and data.preprocessing["mode"] == "native"
     assert data.preprocessing["train"] == {"mode": "resize_center_crop", "resize_size": 30, "crop_size": [30, 40], "interpolation": "bilinear"}
