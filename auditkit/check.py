@@ -232,6 +232,7 @@ class Check:
             id = "accuracy.clean"
             requires = ("labels",)
             headline = ("top1",)
+            metrics = ("top1", "n_images")
 
             @dataclass
             class Settings:
@@ -243,7 +244,12 @@ class Check:
 
     ``requires`` names capabilities of the target (``white_box``, ``layers``, ``gap_head``,
     ``scores``) or of the data (``labels``, ``localization``); a check whose requirements are
-    not met is skipped with the reason. ``directions`` maps metric names (fnmatch patterns
+    not met is skipped with the reason. ``metrics`` declares every metric name the check may
+    report, as exact names and fnmatch patterns for names built at run time (``"robust_acc@*"``,
+    ``"*.psnr"``); a threshold in the config on a name it does not declare is a usage error
+    with "did you mean". Override :meth:`reported_metrics` when the names follow from the
+    settings (one per configured epsilon). A check that declares none is not validated.
+    ``directions`` maps metric names (fnmatch patterns
     such as ``"robust_acc@*"``) to ``"higher"`` or ``"lower"`` (which is better); reports use
     it to mark the better model and ``--compare`` to find regressions. ``Settings`` is a dataclass whose fields are the
     check's typed settings; config tables override them. ``thresholds`` are default pass
@@ -256,6 +262,7 @@ class Check:
     id: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     headline: ClassVar[tuple[str, ...]] = ()
+    metrics: ClassVar[tuple[str, ...]] = ()
     thresholds: ClassVar[tuple[Threshold, ...]] = ()
     directions: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ""
@@ -284,6 +291,28 @@ class Check:
             if fnmatch.fnmatchcase(metric, pattern):
                 return direction
         return None
+
+    @classmethod
+    def reported_metrics(cls, settings: Any) -> tuple[str, ...]:
+        """The metric names (exact, or fnmatch patterns) this check may report when run with
+        ``settings``; config thresholds are validated against them.
+
+        The default is :attr:`metrics`. Override it to narrow the declaration to what the
+        settings produce (``robust_acc@linf_2/255`` only when 2/255 is a configured budget);
+        every name returned must still match :attr:`metrics`. Empty means undeclared: any
+        threshold is accepted.
+        """
+        return tuple(cls.metrics)
+
+    @classmethod
+    def may_report(cls, metric: str, settings: Any = None) -> bool:
+        """False only when the check declares its metrics (for ``settings``, the defaults when
+        None) and ``metric`` matches none of them. ``metric`` is an exact name: a pattern such
+        as ``robust_acc@*`` is never reported (thresholds apply to exact names only)."""
+        declared = cls.reported_metrics(cls.Settings() if settings is None else settings)
+        if not declared:
+            return True
+        return not any(c in metric for c in "*?[") and any(fnmatch.fnmatchcase(metric, p) for p in declared)
 
     @classmethod
     def setting_fields(cls) -> dict[str, dataclasses.Field]:

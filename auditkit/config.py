@@ -177,6 +177,15 @@ def configure_check(check_cls: type[Check], table: Mapping[str, Any], source: st
     if raw_thresholds is not None:
         if not isinstance(raw_thresholds, Mapping):
             raise UsageError(f"{where}: thresholds must be a table like {{ top1 = {{ min = 0.5 }} }}")
+        declared = check_cls.reported_metrics(settings)
+        for metric in raw_thresholds:
+            if not check_cls.may_report(metric, settings):
+                close = _closest(metric, declared)
+                hint = f"; did you mean {close!r}?" if close else ""
+                raise UsageError(
+                    f"{where} thresholds: unknown metric {metric!r}{hint} "
+                    f"({check_cls.id} reports: {', '.join(declared)})"
+                )
         overridden = set(raw_thresholds)
         thresholds = [t for t in thresholds if t.metric not in overridden]
         for metric, spec in raw_thresholds.items():
@@ -263,6 +272,11 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def _suggest(key: str, known: Mapping[str, Any] | list[str]) -> str:
+def _suggest(key: str, known: Mapping[str, Any] | list[str] | tuple[str, ...]) -> str:
+    close = _closest(key, known)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def _closest(key: str, known: Mapping[str, Any] | list[str] | tuple[str, ...]) -> str | None:
     close = difflib.get_close_matches(key, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return close[0] if close else None

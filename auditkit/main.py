@@ -308,6 +308,7 @@ def run_audit(
         pm.hook.auditkit_configure(config=config)
         check_output_paths(config)  # before anything loads: a typo in --html must not cost an hour's audit
         previous = load_report(config.compare) if config.compare else None
+        checks = collect_checks(config, pm)  # before anything loads: a config typo must not wait for the model
         device = resolve_device(config.device)
         if data is None:
             data = pm.hook.auditkit_load_data(spec=config.data, config=config)
@@ -320,7 +321,6 @@ def run_audit(
         else:
             target = as_target(model, device=device, mean=config.mean, std=config.std)
         target.name, target.role = "target", "target"
-        checks = collect_checks(config, pm)
         if data.train is None or len(data.train) == 0:
             purposes = train_split_purposes(config, checks, data, baselines_given=bool(baselines))
             held_out = data.carve_train(DEFAULT_TRAIN_FRACTION, " and ".join(purposes)) if purposes else None

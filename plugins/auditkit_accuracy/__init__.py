@@ -14,6 +14,7 @@ class CleanAccuracy(Check):
     id = "accuracy.clean"
     requires = ("labels",)
     headline = ("top1",)
+    metrics = ("top1", "n_images")
     directions = {"top1": "higher"}
 
     @dataclass

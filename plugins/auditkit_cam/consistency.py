@@ -91,6 +91,10 @@ class CamConsistency(Check):
     id = "cam.consistency"
     requires = ("white_box", "layers", "gap_head")
     headline = ("logit_max_abs_err", "cam_gradcam_corr", "flip_corr")
+    metrics = (
+        "logit_max_abs_err", "logit_rel_err", "cam_gradcam_corr", "gradcam_max_abs_err", "gradcam_rel_err",
+        "flip_corr", "n_images", "pointing_game", "center_baseline", "energy_in_box", "n_localized",
+    )
     directions = {
         "*_err": "lower",
         "cam_gradcam_corr": "higher",

@@ -167,6 +167,11 @@ class GradCamLocalization(Check):
     id = "gradcam.localization"
     requires = ("white_box", "layers", "localization")
     headline = ("pointing_game", "center_baseline", "energy_in_box")
+    metrics = (
+        *(f"{name}{part}" for name in ("pointing_game", "center_baseline", "loc_acc_iou50", "pointing_gain",
+                                       "energy_in_box", "energy_gain") for part in ("", "_ci_low", "_ci_high")),
+        "pointing_p_value", "box_area_share", "mean_iou", "n_images", "empty_maps",
+    )
     directions = {
         "pointing_game": "higher",
         "energy_in_box": "higher",

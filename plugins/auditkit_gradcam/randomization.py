@@ -130,6 +130,7 @@ class GradCamRandomization(Check):
     id = "gradcam.randomization"
     requires = ("white_box", "layers")
     headline = ("max_rank_corr",)
+    metrics = ("max_rank_corr", "final_rank_corr", "max_ssim", "final_ssim", "n_blocks", "n_images", "empty_original_maps")
     directions = {"max_rank_corr": "lower", "final_rank_corr": "lower", "max_ssim": "lower", "final_ssim": "lower"}
     thresholds = (Threshold("max_rank_corr", "max", 0.5),)
 

@@ -52,6 +52,11 @@ class InversionFidelity(Check):
     id = "inversion.fidelity"
     requires = ("white_box", "layers")
     headline = ("faithful_depth", "leaking_layers", "max_feature_err_ratio")
+    # Per layer, named by the module: "<layer>.feature_rel_err", "<layer>.psnr", "<layer>.ssim".
+    metrics = (
+        "max_feature_rel_err", "max_feature_err_ratio", "psnr_slope", "ssim_slope", "faithful_depth",
+        "leaking_layers", "n_images", "n_layers", "*.feature_rel_err", "*.psnr", "*.ssim",
+    )
     # Lower fidelity at depth means less of the input leaks through released features.
     directions = {"faithful_depth": "lower", "leaking_layers": "lower", "max_feature_err_ratio": "lower"}
     thresholds = (Threshold("max_feature_err_ratio", "max", 0.5),)

@@ -80,6 +80,13 @@ class ProxyTransfer(Check):
     requires = ()
     needs_train_split = "for the transfer proxy's queries"
     headline = ("transfer_success", "proxy_agreement", "queries")
+    # "@<attack>_<budget>" per attack, "@<budget>" for the strongest attack at that budget.
+    metrics = (
+        "queries", "attack_queries", "proxy_agreement", "proxy_agreement_lo", "proxy_agreement_hi", "n_images",
+        "transfer_success", "transfer_success_lo", "transfer_success_hi",
+        *(f"{family}{part}@*" for family in ("transfer_success", "targeted_success") for part in ("", "_lo", "_hi")),
+        "noise_success@*", "whitebox_gap@*",
+    )
     directions = {"transfer_success*": "lower", "targeted_success@*": "lower", "proxy_agreement": "higher"}
     thresholds = (
         # The majority criterion: within the standard Linf 8/255 threat model, an attacker who

@@ -90,6 +90,11 @@ class GradientMasking(Check):
     id = "whitebox.masking"
     requires = ("white_box",)
     headline = ("flags",)
+    # <budget> as budget_label writes it; whitebox_success@ only when transfer.proxy ran first.
+    metrics = (
+        "n_images", "clean_acc", "zero_grad_share", "randomized_share", "unbounded_acc", "flags", *FLAGS,
+        "fgsm_acc@*", "pgd_acc@*", "strong_pgd_acc@*", "whitebox_success@*",
+    )
     directions = {"flags": "lower"}
     thresholds = tuple(Threshold(flag, "max", 0) for flag in FLAGS)
     Settings = MaskingSettings

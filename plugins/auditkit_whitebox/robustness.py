@@ -159,6 +159,12 @@ class _RobustAccuracy(Check):
 
     requires = ("white_box", "labels")
     headline = ("clean_acc", "robust_acc@linf_8/255", "median_min_eps")
+    # Every name these checks may report; reported_metrics narrows "@*" to the configured budgets.
+    metrics = (
+        "clean_acc", "n_images", "n_attacked", "attack_success", "rises_with_eps", "median_min_eps",
+        "median_min_eps_l2", "robust_acc@*", "robust_acc_lo@*", "robust_acc_hi@*", "attack_success@*",
+        *(f"targeted_success_{mode}@*" for mode in TARGETED_MODES),
+    )
     directions = {
         "clean_acc": "higher",
         "robust_acc@*": "higher",
@@ -167,6 +173,21 @@ class _RobustAccuracy(Check):
         "median_min_eps*": "higher",
     }
     thresholds = (Threshold("rises_with_eps", "max", 0),)
+
+    @classmethod
+    def reported_metrics(cls, settings: FGSMSettings) -> tuple[str, ...]:
+        names = ["clean_acc", "n_images", "n_attacked", "attack_success", "rises_with_eps"]
+        for norm, grid in (("linf", settings.linf_eps), ("l2", settings.l2_eps)):
+            if not grid:
+                continue
+            names.append(_min_eps_metric(norm))
+            targeted = grid if settings.targeted_budgets == "all" else grid[-1:]
+            for eps in grid:
+                label = budget_label(norm, eps)
+                names += [f"{family}@{label}" for family in ("robust_acc", "robust_acc_lo", "robust_acc_hi", "attack_success")]
+                if eps in targeted:
+                    names += [f"targeted_success_{mode}@{label}" for mode in settings.targeted]
+        return tuple(names)
 
     def attack_spec(self, norm: str) -> AttackSpec:  # pragma: no cover - abstract
         raise NotImplementedError

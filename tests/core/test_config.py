@@ -83,3 +83,51 @@ def test_thresholds_override_and_drop_defaults():
     assert configure_check(Configurable, {"thresholds": {"score": False}}, "f").active_thresholds == ()
     rel = configure_check(Configurable, {"thresholds": {"score": {"min": 0.9, "baseline": "resnet18"}}}, "f")
     assert rel.active_thresholds == (Threshold("score", "min", 0.9, "resnet18"),)
+
+
+class Declared(Check):
+    id = "test.declared"
+    metrics = ("score", "n_images", "acc@*")
+    thresholds = (Threshold("score", "min", 0.5),)
+
+    @dataclass
+    class Settings:
+        budgets: tuple[str, ...] = ("a", "b")
+
+    @classmethod
+    def reported_metrics(cls, settings):
+        return ("score", "n_images", *(f"acc@{b}" for b in settings.budgets))
+
+
+def test_a_threshold_on_an_undeclared_metric_is_a_usage_error_with_a_suggestion():
+    with pytest.raises(UsageError) as exc:
+        configure_check(Declared, {"thresholds": {"scor": {"min": 0.9}}}, "pyproject.toml")
+    assert str(exc.value) == (
+        'pyproject.toml: [tool.auditkit.checks."test.declared"] thresholds: unknown metric \'scor\'; '
+        "did you mean 'score'? (test.declared reports: score, n_images, acc@a, acc@b)"
+    )
+    with pytest.raises(UsageError, match=r"unknown metric 'zzz' \(test.declared reports: "):
+        configure_check(Declared, {"thresholds": {"zzz": {"min": 0.9}}}, "f")
+    with pytest.raises(UsageError, match="unknown metric 'scor'"):  # dropping a misspelled default too
+        configure_check(Declared, {"thresholds": {"scor": False}}, "f")
+
+
+def test_thresholds_are_validated_against_the_names_the_settings_produce():
+    check = configure_check(Declared, {"budgets": ["c"], "thresholds": {"acc@c": {"min": 0.1}}}, "f")
+    assert Threshold("acc@c", "min", 0.1) in check.active_thresholds
+    with pytest.raises(UsageError, match=r"unknown metric 'acc@a'; did you mean 'acc@c'\?"):
+        configure_check(Declared, {"budgets": ["c"], "thresholds": {"acc@a": {"min": 0.1}}}, "f")
+
+
+def test_a_check_that_declares_no_metrics_accepts_any_threshold():
+    assert Configurable.reported_metrics(Configurable.Settings()) == ()
+    check = configure_check(Configurable, {"thresholds": {"anything@at_all": {"max": 1}}}, "f")
+    assert Threshold("anything@at_all", "max", 1.0) in check.active_thresholds
+
+
+def test_may_report_matches_exact_names_and_patterns():
+    assert Declared.may_report("acc@b") and Declared.may_report("n_images")
+    assert not Declared.may_report("acc@c")
+    assert not Declared.may_report("acc@*")  # thresholds name exact metrics, never patterns
+    assert Declared.may_report("acc@c", Declared.Settings(budgets=("c",)))
+    assert Configurable.may_report("whatever")
