@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from auditkit.errors import TargetError
+from auditkit.errors import TargetError, UsageError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -567,6 +568,10 @@ class Target:
                 h.remove()
 
 
+class _MalformedAnswer(TargetError):
+    """A black box answered something that is neither scores nor labels."""
+
+
 class BlackBoxTarget:
     """A model known only through its answers: ``predict(images in [0,1]) -> scores [B,K]``
     (``returns="scores"``) or labels [B] (``returns="labels"``). No gradients, no layers.
@@ -628,23 +633,52 @@ class BlackBoxTarget:
 
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        """Scores [B,K] (``returns="scores"``) or labels [B] (``returns="labels"``), on :attr:`device`."""
+        """Scores [B,K] (``returns="scores"``) or labels [B] (``returns="labels"``), on :attr:`device`.
+
+        :raises TargetError: the black box answered something else (strings, None, a dict,
+            another shape, non-integer labels); the message names what came back.
+        """
         self.queries += int(x.shape[0])
-        out = self.predict(x)
-        out = torch.as_tensor(out, device=self.device)
+        answer = self.predict(x)
+        batch = int(x.shape[0])
         if self.returns == "labels":
-            if out.ndim != 1 or out.shape[0] != x.shape[0]:
-                raise TargetError(f"{self.name}: expected labels [batch={x.shape[0]}], got shape {list(out.shape)}")
+            expected = f"expected labels, a [{batch}] array of integer class indices"
+        else:
+            expected = (
+                f"expected scores, a [{batch}, num_classes] array of numbers (a [{batch}] array of integer labels "
+                "needs returns='labels')"
+            )
+        try:
+            out = torch.as_tensor(answer, device=self.device)
+        except (TypeError, ValueError, RuntimeError, OverflowError):  # strings, None, dicts, ragged rows
+            raise _MalformedAnswer(f"{self.name}: the black box returned {_describe_answer(answer)}; {expected}") from None
+        numeric = not (out.is_complex() or out.dtype == torch.bool)
+        if self.returns == "labels":
+            if not numeric or out.ndim != 1 or out.shape[0] != batch:
+                raise _MalformedAnswer(f"{self.name}: the black box returned {_describe_answer(answer, out)}; {expected}")
+            if out.is_floating_point() and not bool((out == out.round()).all()):
+                raise _MalformedAnswer(
+                    f"{self.name}: the black box returned labels that are not all integers "
+                    f"({_describe_answer(answer, out)}); {expected}"
+                )
             return out.long()
-        if out.ndim != 2 or out.shape[0] != x.shape[0]:
-            raise TargetError(f"{self.name}: expected scores [batch={x.shape[0]}, classes], got shape {list(out.shape)}")
+        if not numeric or out.ndim != 2 or out.shape[0] != batch:
+            raise _MalformedAnswer(f"{self.name}: the black box returned {_describe_answer(answer, out)}; {expected}")
         return out.float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raise TargetError(f"{self.name} is a black box: it has no gradients, only query()")
 
     def probe(self, example: torch.Tensor) -> torch.Tensor:
-        out = self.query(example)
+        """Query ``example`` once, uncounted, to learn the number of classes and input size.
+
+        :raises UsageError: the answer is not scores [B,K] or labels [B] (as :meth:`query`
+            says): what was given as the model does not answer as a black box must.
+        """
+        try:
+            out = self.query(example)
+        except _MalformedAnswer as exc:
+            raise UsageError(str(exc)) from None
         self.queries -= int(example.shape[0])  # the probe is the host's, not a check's
         if self.returns == "scores":
             self.num_classes = int(out.shape[1])
@@ -671,6 +705,40 @@ class BlackBoxTarget:
             "num_classes": self.num_classes,
             "returns": self.returns,
         }
+
+
+def _describe_answer(answer: Any, as_tensor: torch.Tensor | None = None) -> str:
+    """What a black box returned, for an error message: its type, and its shape and dtype or
+    its first value. ``as_tensor``: the answer converted, to give the shape of nested lists."""
+    if answer is None:
+        return "None"
+    if isinstance(answer, torch.Tensor):
+        return f"a tensor of dtype {str(answer.dtype).removeprefix('torch.')} and shape {list(answer.shape)}"
+    kind = type(answer).__name__
+    if isinstance(answer, Mapping):
+        return f"{_article(kind)} {kind} with keys {_SHORT.repr(list(answer)[:5])}"
+    shape, dtype = getattr(answer, "shape", None), getattr(answer, "dtype", None)
+    if shape is not None and dtype is not None:  # a NumPy array, or another library's tensor
+        first = next(iter(getattr(answer, "flat", ())), None)
+        first = first.item() if hasattr(first, "item") else first
+        return f"an array ({kind}) of dtype {dtype} and shape {list(shape)}, first value {_SHORT.repr(first)}"
+    if isinstance(answer, (list, tuple)):
+        if not answer:
+            return f"an empty {kind}"
+        shape_text = f" (shape {list(as_tensor.shape)})" if as_tensor is not None else ""
+        return (
+            f"a {kind} of {len(answer)} items of type {type(answer[0]).__name__}{shape_text}, "
+            f"first {_SHORT.repr(answer[0])}"
+        )
+    return f"{_article(kind)} {kind}, {_SHORT.repr(answer)}"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist = 40, 40, 4
 
 
 class _Recorder:

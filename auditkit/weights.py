@@ -141,7 +141,15 @@ def _read(weights: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
             weights.url, model_dir=str(path.parent), map_location="cpu", file_name=path.name, weights_only=True
         )
     except Exception as exc:
-        raise UsageError(f"{what}: cannot read pretrained weights {str(path)!r}: {type(exc).__name__}: {exc}") from exc
+        # The state_dict reader of --weights says in one line what the file is instead
+        # (imported here: the model loaders import this module).
+        from auditkit.models.loaders import read_state_dict
+
+        read_state_dict(str(path), f"{what}: pretrained weights {str(path)!r}")
+        raise UsageError(
+            f"{what}: torch hub cannot read pretrained weights {str(path)!r} ({type(exc).__name__}); expected "
+            f"torchvision's file from {weights.url}"
+        ) from exc
 
 
 def _name(weights: Any) -> str:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from auditkit.baselines.training import Budget, Recipe, TrainingReport, is_const
 from auditkit.data.base import AuditData
 from auditkit.data.synthetic import shapes_stream
 from auditkit.errors import UsageError
+from auditkit.models.loaders import load_state_dict, read_state_dict
 from auditkit.stats import wilson_interval
 from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target
 
@@ -145,6 +147,10 @@ def cache_key(spec: BaselineSpec, data: AuditData, recipe: Recipe, budget: Budge
         "recipe_version": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# GoogLeNet's auxiliary heads' keys in a user's checkpoint, under any wrappers' prefixes.
+_WRAPPED_AUX_KEY = re.compile(r"^(?:(?:module|_orig_mod|net)\.)*aux[12]\.")
 
 
 def _strip_aux(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -386,24 +392,13 @@ def _load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: Pat
 
 
 def _load_checkpoint(model: nn.Module, path: str, arch: str) -> None:
-    if not os.path.isfile(path):
-        raise UsageError(f"baseline {arch}: checkpoint {path!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UsageError(f"baseline {arch}: cannot read checkpoint {path!r} as a state_dict: {exc}") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    """Load the user's state_dict for ``arch`` (``--baseline-weights``) with the reader of
+    ``--weights``: the same accepted layouts, prefix stripping and one-line errors. Auxiliary
+    heads are dropped, and so is the ``net.`` prefix of the small-image AlexNet wrapper."""
+    what = f"--baseline-weights {arch}={path}"
+    state = {k: v for k, v in read_state_dict(path, what).items() if not _WRAPPED_AUX_KEY.match(k)}
     net = _inner(model)
-    state = _strip_aux({k.removeprefix("module.").removeprefix("net."): v for k, v in state.items()})
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
-        raise UsageError(
-            f"baseline {arch}: checkpoint {path!r} does not fit torchvision {arch} with {model_classes(net)} classes: "
-            + "; ".join(problems[:3])
-        ) from exc
+    load_state_dict(net, state, what, f"torchvision {arch} with {model_classes(net)} classes", extra_prefixes=("net.",))
 
 
 def model_classes(net: nn.Module) -> int | None:

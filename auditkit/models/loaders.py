@@ -6,6 +6,8 @@ import contextlib
 import difflib
 import importlib
 import inspect
+import logging
+import logging.handlers
 import os
 import pickle
 import re
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -26,7 +28,15 @@ from auditkit.errors import UsageError
 from auditkit.importing import NotPythonSource, SourceFileRaised, import_source_file, on_sys_path
 from auditkit.target import DATA_PARALLEL_PREFIX, IMAGENET_MEAN, IMAGENET_STD, Target, unwrap_data_parallel
 
-__all__ = ["SPEC_FORMS", "ExportedProgramModule", "ModelOptions", "describe_spec_forms", "load_model"]
+__all__ = [
+    "SPEC_FORMS",
+    "ExportedProgramModule",
+    "ModelOptions",
+    "describe_spec_forms",
+    "load_model",
+    "load_state_dict",
+    "read_state_dict",
+]
 
 SPEC_FORMS: tuple[str, ...] = (
     "torchvision:NAME[?weights=ENUM_NAME|DEFAULT]",
@@ -183,7 +193,7 @@ def _load_torchvision(spec: str, options: ModelOptions) -> Target:
             kwargs["image_size"] = min_size[0]
         if name.startswith("maxvit") and min_size:
             kwargs["input_size"] = tuple(min_size)
-    user_state = _read_weights_option(options.weights) if options.weights else None
+    user_state = read_state_dict(options.weights) if options.weights else None
     aux_heads = name in ("googlenet", "inception_v3") and (
         weights is not None
         or any(k.startswith(("aux1.", "AuxLogits.")) for k in _strip_wrapper_prefixes(user_state or {}))
@@ -207,10 +217,10 @@ def _load_torchvision(spec: str, options: ModelOptions) -> Target:
         )
         if name.startswith("densenet"):
             state = _rename_legacy_densenet_keys(state)
-        _load_state_dict(model, state, f"pretrained checkpoint {path}", spec)
+        load_state_dict(model, state, f"pretrained checkpoint {path}", f"model {spec!r}")
         description = f"torchvision {name}, pretrained {weights} (from {path})"
     elif user_state is not None:
-        _load_state_dict(model, user_state, f"--weights {options.weights}", spec)
+        load_state_dict(model, user_state, f"--weights {options.weights}", f"model {spec!r}")
         description = f"torchvision {name}, {kwargs['num_classes']} classes, weights from {options.weights}"
     else:
         description = f"torchvision {name}, random init, {kwargs['num_classes']} classes"
@@ -359,40 +369,210 @@ def _accepts_parameter(func: Callable, name: str) -> bool:
 
 # -- state_dicts -------------------------------------------------------------------------------
 
+STATE_DICT_EXPECTED = "a state_dict saved with torch.save(model.state_dict(), PATH)"
+_FIRST_KEYS = 3
 
-def _load_weights_file(model: nn.Module, path: str, spec: str) -> None:
-    _load_state_dict(model, _read_weights_option(path), f"--weights {path}", spec)
 
+def read_state_dict(path: str, what: str | None = None) -> dict[str, torch.Tensor]:
+    """The state_dict in the file ``path``, read with ``torch.load(weights_only=True)``: a
+    dict of tensors, or a checkpoint dict holding one under ``"state_dict"``, ``"model"`` or
+    ``"model_state_dict"``. Shared by ``--weights`` and ``--baseline-weights``.
 
-def _read_weights_option(path: str) -> dict[str, torch.Tensor]:
+    Args:
+        path: the file (``~`` is expanded).
+        what: how error messages name the file, e.g. ``"--weights w.pt"`` (the default).
+
+    Raises:
+        UsageError: one line saying what the file is instead: missing, not a PyTorch file,
+            corrupt or truncated, a whole model (naming the Python class it needs), or a
+            container without a state_dict.
+    """
+    what = what or f"--weights {path}"
     file = Path(path).expanduser()
     if not file.is_file():
+        raise UsageError(f"{what}: no such file; expected {STATE_DICT_EXPECTED}")
+    return _read_state_dict(file, what)
+
+
+def load_state_dict(
+    model: nn.Module,
+    state: Mapping[str, Any],
+    what: str,
+    into: str,
+    *,
+    extra_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Load ``state`` into ``model`` exactly: every key the model has, nothing else, every
+    shape equal. Key prefixes that wrappers add (DataParallel's ``module.``, torch.compile's
+    ``_orig_mod.``, and ``extra_prefixes``) are stripped while every key carries one.
+
+    Args:
+        what: names the state in messages, e.g. ``"--weights w.pt"``.
+        into: names the model in messages, e.g. ``"model 'net.py:build'"``.
+
+    Raises:
+        UsageError: one line. Missing and unexpected keys come first (another architecture);
+            when the only mismatches are the shapes of the classifier's outputs, the message
+            gives the checkpoint's number of classes and asks whether num_classes is right.
+    """
+    # A DataParallel-wrapped model loads into its network, as the Target runs it; the state's
+    # own DataParallel prefix goes the same way.
+    model, _ = unwrap_data_parallel(model)
+    expected = model.state_dict()
+    state = _strip_wrapper_prefixes(dict(state), expected.keys(), _WRAPPER_PREFIXES + tuple(extra_prefixes))
+    mismatched = {
+        k: (list(v.shape), list(expected[k].shape))
+        for k, v in state.items()
+        if k in expected
+        and isinstance(v, torch.Tensor)
+        and isinstance(expected[k], torch.Tensor)
+        and v.shape != expected[k].shape
+    }
+    # strict=False, then our own check: modules' load hooks (BatchNorm's num_batches_tracked)
+    # accept keys that a plain comparison of key sets would call missing.
+    try:
+        result = model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    except RuntimeError as exc:
+        raise UsageError(f"{what} does not fit {into}: {_torch_error_text(exc)}") from exc
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    unexpected = list(result.unexpected_keys)
+    shapes = [f"{k} {got} (model has {want})" for k, (got, want) in mismatched.items()]
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing keys (first: {_first(missing)})"] if missing else []
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (first: {_first(unexpected)})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (first: {_first(shapes)})")
+        raise UsageError(f"{what} does not fit {into}: {', '.join(parts)}; expected a state_dict of this architecture")
+    if shapes:
+        classes = _classifier_outputs(mismatched, list(expected))
+        if classes is not None:
+            raise UsageError(
+                f"{what} does not fit {into}: shape mismatches {_listed(shapes)}: its classifier has {classes} "
+                f"outputs; is num_classes right?"
+            )
         raise UsageError(
-            f"--weights {path}: no such file; expected a state_dict saved with torch.save(model.state_dict(), PATH)"
+            f"{what} does not fit {into}: shape mismatches {_listed(shapes)}; expected a state_dict of this architecture"
         )
-    return _read_state_dict(file, f"--weights {path}")
+
+
+def _classifier_outputs(mismatched: dict[str, tuple[list[int], list[int]]], keys: list[str]) -> int | None:
+    """The state's number of classes when its only mismatches are the output dimension of the
+    model's last module (its classifier), else None."""
+    if not keys:
+        return None
+    head = keys[-1].rpartition(".")[0]
+    for key, (got, want) in mismatched.items():
+        if key.rpartition(".")[0] != head or len(got) != len(want) or not got or got[1:] != want[1:]:
+            return None
+    return next(iter(mismatched.values()))[0][0]
+
+
+def _first(items: list[str]) -> str:
+    return ", ".join(items[:_FIRST_KEYS]) + (", ..." if len(items) > _FIRST_KEYS else "")
+
+
+def _load_weights_file(model: nn.Module, path: str, spec: str) -> None:
+    load_state_dict(model, read_state_dict(path), f"--weights {path}", f"model {spec!r}")
 
 
 def _read_state_dict(file: Path, what: str) -> dict[str, torch.Tensor]:
+    kind = _file_kind(file)
+    if kind != "torch.save":
+        raise UsageError(_not_loadable(file, kind, what, STATE_DICT_EXPECTED))
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+        obj = _load_tensors_only(file, what)
+    except _TensorsOnlyRefused as refused:
+        if refused.needs:
+            raise UsageError(
+                f"{what}: holds pickled Python objects beyond tensors (it needs {refused.needs}: a whole model?), "
+                f"refused because unpickling runs arbitrary code; expected {STATE_DICT_EXPECTED}"
+            ) from None
         raise UsageError(
-            f"{what}: holds pickled Python objects beyond tensors (a whole model?), refused because unpickling "
-            f"runs arbitrary code; expected a state_dict saved with torch.save(model.state_dict(), PATH)"
-        ) from exc
-    except Exception as exc:
-        raise UsageError(
-            f"{what}: not readable as a state_dict ({type(exc).__name__}: {_first_line(exc)}); "
-            f"expected a file saved with torch.save(model.state_dict(), PATH)"
-        ) from exc
+            f"{what}: torch's tensors-only loader cannot read it ({refused.reason}; saved with a pickle_protocol "
+            f"above 2?); expected {STATE_DICT_EXPECTED} and the default protocol"
+        ) from None
     state = _extract_state_dict(obj)
     if state is None:
         raise UsageError(
             f"{what}: holds {type(obj).__name__}, not a state_dict; expected a dict of tensors, or a checkpoint "
-            "dict with a 'state_dict' or 'model' key"
+            "dict with a 'state_dict', 'model' or 'model_state_dict' key"
         )
     return state
+
+
+# -- reading PyTorch files safely -----------------------------------------------------------------
+
+# torch.save's legacy (pre-1.6) format opens with a pickled magic number: a 10-byte LONG1.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_ZIP_MAGIC = b"PK\x03\x04"
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_WEIGHTS_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class _TensorsOnlyRefused(Exception):
+    """torch's tensors-only loader refused a sound torch.save file: it needs the Python global
+    ``needs`` (a class or function; unpickling it would run code), or, with ``needs`` None,
+    pickle features that loader does not read (``reason``)."""
+
+    def __init__(self, needs: str | None, reason: str):
+        super().__init__(reason)
+        self.needs = needs
+        self.reason = reason
+
+
+def _load_tensors_only(file: Path, what: str) -> Any:
+    """``torch.load(file, weights_only=True)`` of a file whose :func:`_file_kind` is torch.save.
+
+    Raises:
+        _TensorsOnlyRefused: the file is sound but holds more than tensors and plain containers,
+            or uses pickle opcodes that loader does not read.
+        UsageError: the file is corrupt or truncated.
+    """
+    try:
+        with warnings.catch_warnings():
+            # torch's note about the file's pickle protocol is for whoever saved it
+            warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = _TERMINAL_CODES.sub("", str(exc))
+        needs = _UNSUPPORTED_GLOBAL.search(text)
+        if needs:
+            raise _TensorsOnlyRefused(needs.group(1), f"it needs {needs.group(1)}") from exc
+        reason = _WEIGHTS_UNPICKLER_REASON.search(text)
+        if reason and reason.group(1).startswith("Unsupported operand"):
+            raise _TensorsOnlyRefused(None, reason.group(1).strip()) from exc
+        raise UsageError(_corrupt(what, "torch.save file", _torch_error_text(exc))) from exc
+    except Exception as exc:
+        raise UsageError(_corrupt(what, "torch.save file", _torch_error_text(exc))) from exc
+
+
+def _not_loadable(file: Path, kind: str, what: str, expected: str) -> str:
+    """The one-line message for a file that is not what ``what`` needs, by its :func:`_file_kind`."""
+    if kind == "corrupt":
+        return _corrupt(what, "zip archive", "its zip directory, at the end of the file, is missing")
+    if kind in ("export", "torchscript"):
+        return f"{what}: a {_kind_name(kind)} (a whole model), not a state_dict; expected {expected}"
+    empty = " (the file is empty)" if file.stat().st_size == 0 else ""
+    return f"{what}: not a PyTorch file{empty}; expected {expected}"
+
+
+def _corrupt(what: str, kind: str, detail: str) -> str:
+    return f"{what}: corrupt or truncated {kind} ({detail}); was the download or copy cut short?"
+
+
+def _torch_error_text(exc: BaseException) -> str:
+    """The informative part of a torch error, on one line: the tensors-only unpickler's own
+    reason, else the first sentence of the first line; never terminal colour codes or torch's
+    advice (such as re-running ``torch.load`` with ``weights_only=False``)."""
+    text = _TERMINAL_CODES.sub("", str(exc)).strip()
+    reason = _WEIGHTS_UNPICKLER_REASON.search(text)
+    if reason:
+        text = reason.group(1)
+    line = text.splitlines()[0].strip() if text else ""
+    sentence = re.split(r"(?<=\w)\.\s", line, maxsplit=1)[0].rstrip(".")
+    return f"{type(exc).__name__}: {sentence}" if sentence else type(exc).__name__
 
 
 def _extract_state_dict(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -414,11 +594,13 @@ def _is_state_dict(obj: Any) -> bool:
     )
 
 
-def _strip_wrapper_prefixes(state: dict[str, Any], expected: Any = None) -> dict[str, Any]:
-    """``state`` without the key prefixes that wrappers add (DataParallel / DDP's ``module.``,
-    torch.compile's ``_orig_mod.``), one at a time while every key carries it. With the
-    model's own keys ``expected``, a prefix stays when the keys match the model better with it
-    (a network whose own child is named ``module``)."""
+def _strip_wrapper_prefixes(
+    state: dict[str, Any], expected: Any = None, prefixes: tuple[str, ...] = _WRAPPER_PREFIXES
+) -> dict[str, Any]:
+    """``state`` without the key ``prefixes`` that wrappers add (by default DataParallel / DDP's
+    ``module.``, torch.compile's ``_orig_mod.``), one at a time while every key carries it. With
+    the model's own keys ``expected``, a prefix stays when the keys match the model better with
+    it (a network whose own child is named ``module``)."""
     known = set(expected) if expected is not None else None
 
     def matches(keys: Any) -> int:
@@ -427,7 +609,7 @@ def _strip_wrapper_prefixes(state: dict[str, Any], expected: Any = None) -> dict
     stripped = True
     while stripped:
         stripped = False
-        for prefix in _WRAPPER_PREFIXES:
+        for prefix in prefixes:
             if not state or not all(k.startswith(prefix) for k in state):
                 continue
             shorter = {k[len(prefix):]: v for k, v in state.items()}
@@ -435,42 +617,6 @@ def _strip_wrapper_prefixes(state: dict[str, Any], expected: Any = None) -> dict
                 continue
             state, stripped = shorter, True
     return state
-
-
-def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str, spec: str) -> None:
-    # A DataParallel-wrapped model loads into its network, as the Target runs it; the state's
-    # own DataParallel prefix goes the same way.
-    model, _ = unwrap_data_parallel(model)
-    expected = model.state_dict()
-    state = _strip_wrapper_prefixes(state, expected.keys())
-    mismatched = [
-        f"{k} {list(v.shape)} (model has {list(expected[k].shape)})"
-        for k, v in state.items()
-        if k in expected
-        and isinstance(v, torch.Tensor)
-        and isinstance(expected[k], torch.Tensor)
-        and v.shape != expected[k].shape
-    ]
-    if mismatched:
-        raise UsageError(
-            f"{what} does not fit model {spec!r}: shape mismatches {_listed(mismatched)}; "
-            f"expected a state_dict of this architecture (is num_classes right?)"
-        )
-    # strict=False, then our own check: modules' load hooks (BatchNorm's num_batches_tracked)
-    # accept keys that a plain comparison of key sets would call missing.
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise UsageError(f"{what} does not fit model {spec!r}: {_first_line(exc)}") from exc
-    if result.missing_keys or result.unexpected_keys:
-        parts = []
-        if result.missing_keys:
-            parts.append(f"missing keys {_listed(result.missing_keys)}")
-        if result.unexpected_keys:
-            parts.append(f"unexpected keys {_listed(result.unexpected_keys)}")
-        raise UsageError(
-            f"{what} does not fit model {spec!r}: {'; '.join(parts)}; expected a state_dict of this architecture"
-        )
 
 
 def _listed(items: list[str]) -> str:
@@ -494,11 +640,8 @@ def _load_file(spec: str, options: ModelOptions) -> Target:
     if path.suffix == ".py":
         raise UsageError(f"model {spec!r}: a Python file needs the function that builds the model: {spec}:FACTORY")
     kind = _file_kind(path)
-    if kind == "unknown":
-        raise UsageError(
-            f"model {spec!r}: not a torch.export archive, TorchScript file or torch.save file; expected one of: "
-            f"{describe_spec_forms()}"
-        )
+    if kind in ("corrupt", "unknown"):
+        raise UsageError(_not_loadable(path, kind, f"model {spec!r}", f"one of: {describe_spec_forms()}"))
     if options.weights and kind in ("export", "torchscript"):
         raise UsageError(
             f"model {spec!r}: a {_kind_name(kind)} carries its own weights; --weights applies to torchvision: and "
@@ -516,15 +659,18 @@ def _kind_name(kind: str) -> str:
 
 
 def _file_kind(path: Path) -> str:
-    """'export', 'torchscript', 'torch.save' or 'unknown', from the file's contents."""
-    if path.suffix.lower() == ".pt2":
-        return "export"
-    if zipfile.is_zipfile(path):
+    """What the file holds, from its contents: 'export', 'torchscript', 'torch.save', 'corrupt'
+    (a zip archive whose directory is missing or damaged: cut short) or 'unknown' (not a PyTorch
+    file). A zip archive of no known layout counts as 'export' when named .pt2 (older
+    torch.export archives carry no marker)."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if head.startswith(_ZIP_MAGIC) or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
         except (zipfile.BadZipFile, OSError):
-            return "unknown"
+            return "corrupt"
         inner = {n.split("/", 1)[1] if "/" in n else n for n in names}
         if "archive_format" in inner or any(n.startswith("models/") for n in inner):
             return "export"
@@ -532,11 +678,10 @@ def _file_kind(path: Path) -> str:
             return "torchscript"
         if "data.pkl" in inner:
             return "torch.save"
-        return "unknown"
-    with open(path, "rb") as handle:
-        head = handle.read(1)
-    # Protocol-2+ pickles start with PROTO (0x80): torch.save's legacy format and plain pickles.
-    return "torch.save" if head == b"\x80" else "unknown"
+        return "export" if path.suffix.lower() == ".pt2" else "unknown"
+    # The legacy format is a pickle (PROTO, 0x80) of torch's magic number; any other pickle is
+    # not torch.save's, and torch.load would refuse it.
+    return "torch.save" if head[:1] == b"\x80" and _LEGACY_MAGIC in head else "unknown"
 
 
 def _load_torchscript(spec: str, path: Path, options: ModelOptions) -> Target:
@@ -554,28 +699,29 @@ def _load_torchscript(spec: str, path: Path, options: ModelOptions) -> Target:
 
 
 def _load_pickled(spec: str, path: Path, options: ModelOptions) -> Target:
-    unsafe = False
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        unsafe = True  # it names classes beyond tensors: loading it would run their code
-    except Exception as exc:
-        raise UsageError(
-            f"model {spec!r}: not readable as a torch.save file: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
-    if not unsafe:
-        _refuse_non_module(spec, obj)
-    if not options.trust_pickle:
-        raise UsageError(
-            f"model {spec!r} is a pickled Python object, refused: unpickling runs arbitrary code; "
-            "pass --trust-pickle if you trust this file, "
-            "or save a state_dict / TorchScript / torch.export archive instead"
-        )
+        obj = _load_tensors_only(path, f"model {spec!r}")
+    except _TensorsOnlyRefused as refused:
+        if not options.trust_pickle:
+            if refused.needs is None:
+                raise UsageError(
+                    f"model {spec!r}: torch's tensors-only loader cannot read this torch.save file "
+                    f"({refused.reason}; saved with a pickle_protocol above 2?); expected a TorchScript file or a "
+                    "torch.export archive, or a state_dict with --model file.py:factory --weights PATH"
+                ) from None
+            # It names a Python class or function: loading it would run that code.
+            raise UsageError(
+                f"model {spec!r} is a pickled Python object that needs {refused.needs}, refused: unpickling runs "
+                "arbitrary code; pass --trust-pickle if you trust this file, "
+                "or save a state_dict / TorchScript / torch.export archive instead"
+            ) from None
+    else:
+        _refuse_non_module(spec, obj)  # tensors and containers only: never a module
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise UsageError(
-            f"model {spec!r}: unpickling failed: {type(exc).__name__}: {_first_line(exc)} "
+            f"model {spec!r}: unpickling failed: {_torch_error_text(exc)} "
             f"(the classes it names must be importable here)"
         ) from exc
     _refuse_non_module(spec, obj)
@@ -667,13 +813,46 @@ def _concat_rows(outputs: list[Any]) -> Any:
     return first
 
 
-def _load_exported(spec: str, path: Path, options: ModelOptions) -> Target:
+# torch.export logs a failed deserialization as a long traceback before raising its own vaguer
+# error ("check the warnings above"): held back while loading, the cause is quoted instead.
+_TORCH_EXPORT_LOGGERS = ("torch.export", "torch._export")
+
+
+@contextlib.contextmanager
+def _held_back_logs(names: tuple[str, ...]) -> Iterator[list[logging.LogRecord]]:
+    """Hold back what the loggers ``names`` (and their children) log in the block, yielding
+    the records: logged as usual after the block succeeds, dropped when it raises (whoever
+    catches that says in one line what failed)."""
+    held = logging.handlers.BufferingHandler(capacity=1000)
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger, logger.handlers, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [held], False
     try:
-        program = torch.export.load(str(path))
-    except Exception as exc:
-        raise UsageError(
-            f"model {spec!r}: not loadable as a torch.export archive: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        yield held.buffer
+    finally:
+        for logger, handlers, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+    for record in held.buffer:
+        logging.getLogger(record.name).handle(record)
+
+
+def _load_exported(spec: str, path: Path, options: ModelOptions) -> Target:
+    with _held_back_logs(_TORCH_EXPORT_LOGGERS) as logged:
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            causes = [r.exc_info[1] for r in logged if r.exc_info and r.exc_info[1] is not None]
+            if causes:
+                detail = _torch_error_text(causes[-1])
+            elif "warnings above" in str(exc):  # and there were none: nothing in it was a program
+                detail = "no exported program found in it"
+            else:
+                detail = _torch_error_text(exc)
+            raise UsageError(
+                f"model {spec!r}: not loadable as a torch.export archive ({detail}); is it damaged, or saved by a "
+                f"torch other than this {torch.__version__}?"
+            ) from exc
     user_inputs = list(program.graph_signature.user_inputs)
     if len(user_inputs) != 1:
         raise UsageError(
@@ -709,7 +888,7 @@ def _load_exported(spec: str, path: Path, options: ModelOptions) -> Target:
     module: nn.Module | None = None
     layers_fired = 0
     gradient_ok = False
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), _held_back_logs(_TORCH_EXPORT_LOGGERS):
         unflattened = torch.export.unflatten(program)
         layers_fired, gradient_ok = _exercise(unflattened, example)
         module = unflattened

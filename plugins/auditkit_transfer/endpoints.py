@@ -4,7 +4,9 @@ backoff, and :class:`HTTPTarget`."""
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
+import io
 import json
 import logging
 import math
@@ -286,15 +288,16 @@ class EndpointClient:
             self.stats.attempts += 1
             self.stats.images_sent += images
             deadline = time.monotonic() + self.timeout
+            # Every read of the answer, status line and headers included, waits only until the
+            # deadline: a server dripping bytes cannot stretch the request past its timeout.
+            conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
             try:
-                if conn.sock is not None:
-                    conn.sock.settimeout(self.timeout)
+                if conn.sock is None:
+                    conn.connect()  # within conn.timeout, the whole of this attempt's time
+                conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))  # for sending, in all
                 conn.request(method, self.path, body=body, headers=headers)
-                sock = conn.sock  # held: http.client drops it from conn when the server closes
-                if sock is not None:
-                    sock.settimeout(max(deadline - time.monotonic(), 1e-3))
                 response = conn.getresponse()
-                data = self._read(response, sock, deadline)
+                data = self._read(response)
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self.close()
                 if reuse and not fresh:
@@ -313,15 +316,10 @@ class EndpointClient:
             return response.status, response.headers, data
         raise AssertionError("unreachable")
 
-    def _read(self, response: http.client.HTTPResponse, sock: socket.socket | None, deadline: float) -> bytes:
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
         chunks, size = [], 0
         # isclosed(): the whole body is in, and http.client may have closed the socket already
         while not response.isclosed():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if sock is not None and sock.fileno() != -1:
-                sock.settimeout(remaining)
             chunk = response.read(65536)
             if not chunk:
                 break
@@ -331,6 +329,41 @@ class EndpointClient:
                 raise EndpointError(f"endpoint {self.url}: the answer exceeds {self.max_response_bytes // 2**20} MiB; expected scores or labels")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The reading end of a socket on which each read waits at most until ``deadline`` (a
+    :func:`time.monotonic` time), then raises :class:`TimeoutError`. A socket's own timeout
+    restarts with every byte received, so it alone does not bound an answer sent slowly."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the deadline passed")
+        self._sock.settimeout(remaining)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTP response read through a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any):
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain reader http.client opened; the socket stays open
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
 class _Transient(Exception):

@@ -111,8 +111,7 @@ def test_weights_with_mismatched_keys_list_missing_and_unexpected(tmp_path, gap_
         load_model("auditkit.testing.models:tiny_factory", ModelOptions(weights=str(tmp_path / "renamed.pt")))
 
     message = str(err.value)
-    assert "missing keys [fc.weight, fc.bias]" in message
-    assert "unexpected keys [head.weight, head.bias]" in message
+    assert "2 missing keys (first: fc.weight, fc.bias), 2 unexpected keys (first: head.weight, head.bias)" in message
     assert "\n" not in message
 
 
@@ -473,7 +472,7 @@ def test_missing_model_file_lists_the_forms(tmp_path):
 
 def test_unknown_file_format_lists_the_forms(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"definitely not a model" * 4)
-    expected = "not a torch.export archive, TorchScript file or torch.save file; expected one of: torchvision:NAME"
+    expected = "model.bin': not a PyTorch file; expected one of: torchvision:NAME"
     with pytest.raises(UsageError, match=expected):
         load_model(str(tmp_path / "model.bin"), ModelOptions())
 

@@ -132,11 +132,10 @@ def test_a_server_that_errors_after_retries_is_a_clear_target_error(target_cnn):
 def test_a_hanging_server_times_out_instead_of_hanging(target_cnn):
     with PredictionServer(target_cnn, answer="hang") as server:
         target = HTTPTarget(server.url, retries=1, backoff=0.05, timeout=0.3)
-        t0 = time.monotonic()
         with pytest.raises(EndpointError, match=r"no answer after 2 attempt\(s\) with a 0.3 s timeout each \(last: timed out after 0.3 s\)"):
             target.query(torch.rand(2, 3, 16, 16))
-        elapsed = time.monotonic() - t0
-    assert 0.6 <= elapsed < 5  # two 0.3 s deadlines and a 0.05 s backoff; the server would hang for 30 s
+    # the server would hang for 30 s: each of the two attempts gave up at its deadline instead
+    assert server.log.posts == 2 and (target.client.stats.attempts, target.client.stats.retries) == (3, 1)
 
 
 def test_a_dropped_connection_is_retried_on_a_fresh_one(target_cnn):
@@ -194,10 +193,8 @@ def test_an_unreachable_endpoint_is_a_usage_error_at_load_time(labelled_by_targe
     message = r"cannot reach the endpoint: endpoint http://127.0.0.1:\d+/predict: no answer after 2 attempt"
     with pytest.raises(UsageError, match=message):
         auditkit.audit(url, labelled_by_target, checks=["transfer.proxy"])
-    t0 = time.monotonic()
     with pytest.raises(UsageError, match=message):
         load_http_target(url, ModelOptions())
-    assert time.monotonic() - t0 < 3
 
 
 def test_a_garbage_endpoint_is_a_usage_error_at_the_probe(target_cnn, labelled_by_target):
@@ -261,13 +258,12 @@ def test_an_endpoint_failing_mid_audit_is_an_error_outcome_not_a_hang(target_cnn
     with PredictionServer(target_cnn) as server:
         # the probe and the clean pass are answered; then the server hangs
         server.script = ["scores"] * 3 + ["hang"] * 10
-        t0 = time.monotonic()
         run = auditkit.audit(
             server.url + "#timeout=0.3&retries=1&backoff=0.01", data,
             checks=["transfer.proxy"], settings={"transfer.proxy": FAST},
         )
-        elapsed = time.monotonic() - t0
     result = run["transfer.proxy"]
     assert result.outcome is Outcome.ERROR
     assert result.message.startswith("endpoint http://127.0.0.1:") and "no answer after 2 attempt(s) with a 0.3 s timeout" in result.message
-    assert elapsed < 10
+    # three answered, then the first query of the check: two attempts, each ended at its deadline
+    assert server.log.posts == 3 + 2
