@@ -153,8 +153,8 @@ def probe(target: Any, data: AuditData, device: torch.device) -> None:
         except TargetError as exc:
             size = data.preprocessing.get("description", "")
             raise UsageError(
-                f"{exc} (data {data.spec!r} gives images of shape {list(example.shape[1:])}, {size}; "
-                "give ?crop=N or ?size=N in the data spec to resize them)"
+                f"{exc} (probed with images of shape {list(example.shape[1:])} from data {data.spec!r}, {size}; "
+                "if the model needs another size, give ?crop=N or ?size=N in the data spec)"
             ) from exc
     if target.num_classes is not None and target.num_classes < data.num_classes:
         raise UsageError(
