@@ -62,9 +62,13 @@ class Threshold:
         return f"{self.metric} {sym} {self.value:g}"
 
     def violated_by(self, value: float, reference: float | None = None) -> bool:
+        """Whether ``value`` (against the baseline's ``reference`` for a relative threshold)
+        breaks the condition. A NaN value or a missing or NaN reference is no evidence either
+        way and violates nothing: the session skips such a result as insufficient evidence
+        instead. ``inf`` is a value like any other."""
         bound = self.value if self.baseline is None else self.value * (reference if reference is not None else math.nan)
         if math.isnan(value) or math.isnan(bound):
-            return True
+            return False
         return value < bound if self.op == "min" else value > bound
 
     def to_json(self) -> dict[str, Any]:
@@ -257,6 +261,14 @@ class Check:
     as "for the transfer proxy's queries") declares that the check trains on the data's train
     split; when the data has none, the host holds out a share of the evaluation images for it
     and says so.
+
+    A verdict needs evidence. ``min_sample`` is the smallest value of the metric named by
+    ``sample_metric`` (default ``n_images``: the images the rule was computed on) on which the
+    check's rule means something; below it, or when the check does not report that metric,
+    the outcome is skipped as "insufficient evidence" with the count, never passed or failed.
+    ``constant_sensitive`` declares that the check's rule says nothing about a model that
+    predicts one class for every image (an attack cannot change a constant output): such a
+    model's result is then skipped with that reason.
     """
 
     id: ClassVar[str] = ""
@@ -267,6 +279,9 @@ class Check:
     directions: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ""
     needs_train_split: ClassVar[bool | str] = False
+    min_sample: ClassVar[int] = 0
+    sample_metric: ClassVar[str] = "n_images"
+    constant_sensitive: ClassVar[bool] = False
 
     @dataclass
     class Settings:

@@ -141,9 +141,13 @@ def auditkit_make_result(
     """Turn a check's findings (or the exception it raised) into a frozen ``CheckResult``.
 
     Called once per check and model, right after :func:`auditkit_run_check`. The built-in
-    implementation (``trylast``) applies the thresholds and the check's own failures to
-    choose the outcome. Implement it to post-process results (for example to mark known
-    failures as xfailed).
+    implementation (``trylast``) chooses the outcome, first rule that applies: skipped as
+    "insufficient evidence" when the model predicts one class for every image and the check
+    is ``constant_sensitive``, or when the sample (``sample_metric``) is below the check's
+    ``min_sample``; failed on the check's own failures or a threshold broken by a real number;
+    skipped when a headline or threshold metric could not be computed (NaN or missing);
+    else passed. Implement it to post-process results (for example to mark known failures
+    as xfailed).
 
     :param findings: what the check returned, or None when it raised.
     :param excinfo: the exception raised (``Skipped``, ``XFailed`` or a crash), or None.

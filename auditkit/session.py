@@ -67,6 +67,7 @@ class CleanPass:
         self.preds = preds
         self.labels = labels
         self.probabilities = probabilities
+        self._constant: tuple[int, int] | None | bool = False  # False: not worked out yet
 
     @property
     def probs(self) -> torch.Tensor:
@@ -82,6 +83,22 @@ class CleanPass:
 
     def __len__(self) -> int:
         return int(self.preds.shape[0])
+
+    @property
+    def constant(self) -> tuple[int, int] | None:
+        """``(class, n_images)`` when the model predicts one class for every one of the
+        ``n_images`` >= 2 evaluation images, else None. Not when every label is that class
+        too: a model right on every image of one-class data predicts one class as well, and
+        the clean pass cannot tell it from a constant one. Worked out once and kept: every
+        result of this model asks."""
+        if self._constant is False:
+            n = len(self)
+            first = self.preds[:1]
+            constant = n >= 2 and bool((self.preds == first).all())
+            if constant and self.labels is not None and bool((self.labels == first).all()):
+                constant = False
+            self._constant = (int(first), n) if constant else None
+        return self._constant  # type: ignore[return-value]
 
 
 class AuditContext:
@@ -238,6 +255,16 @@ class AuditSession:
             raise
         self._clean[target.name] = result
         return result
+
+    def constant_predictions(self, target: Any) -> tuple[int, int] | None:
+        """``(class, n_images)`` when ``target`` predicts one class for all ``n_images`` (>= 2)
+        evaluation images, from the shared clean pass (computed here only if no check has
+        yet); None otherwise, and None when the clean pass cannot be computed (that check's
+        own result says why)."""
+        try:
+            return self.clean_pass(target).constant
+        except Exception:  # noqa: BLE001 - a model that fails its clean pass is the checks' to report
+            return None
 
     @torch.no_grad()
     def _compute_clean_pass(self, target: Any) -> CleanPass:

@@ -102,6 +102,8 @@ class CamConsistency(Check):
         "pointing_game": "higher",
         "energy_in_box": "higher",
     }
+    # The rule is an identity that must hold on every image: one image already tests it.
+    min_sample = 1
 
     @dataclass
     class Settings:
@@ -241,8 +243,8 @@ class CamConsistency(Check):
         message = (
             f"GAP head {where} confirmed on {tally.n} images: logit identity max abs error "
             f"{tally.logit_abs:.2g} (relative {tally.logit_rel:.2g}; {tolerance}), Grad-CAM identity max abs error "
-            f"{tally.gradcam_abs:.2g}; cam_gradcam_corr {metrics['cam_gradcam_corr']:.3f}, "
-            f"flip_corr {metrics['flip_corr']:.3f}"
+            f"{tally.gradcam_abs:.2g}; cam_gradcam_corr {_corr(metrics['cam_gradcam_corr'], tally.n)}, "
+            f"flip_corr {_corr(metrics['flip_corr'], tally.n)}"
         )
         if precision_notes and not failures:
             message += "; " + "; ".join(precision_notes)
@@ -397,6 +399,13 @@ class _Tally:
 def _mean(total: float, count: int) -> float:
     """Mean over the images where a correlation is defined; NaN when it is defined on none."""
     return total / count if count else math.nan
+
+
+def _corr(value: float, n: int) -> str:
+    """A mean correlation for the message; why it is missing when it is NaN."""
+    if math.isnan(value):
+        return f"undefined (a map is constant on all {n} images)"
+    return f"{value:.3f}"
 
 
 def _max(current: float, values: torch.Tensor) -> float:

@@ -133,6 +133,9 @@ class GradCamRandomization(Check):
     metrics = ("max_rank_corr", "final_rank_corr", "max_ssim", "final_ssim", "n_blocks", "n_images", "empty_original_maps")
     directions = {"max_rank_corr": "lower", "final_rank_corr": "lower", "max_ssim": "lower", "final_ssim": "lower"}
     thresholds = (Threshold("max_rank_corr", "max", 0.5),)
+    # A mean over images (with a non-empty original map) against a bar: as many as a one-sided
+    # sign test over the images needs to reach the 5% level at all (0.5^n < 0.05 -> 5).
+    min_sample = 5
 
     @dataclass
     class Settings(GradCamSettings):

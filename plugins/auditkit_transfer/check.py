@@ -96,6 +96,11 @@ class ProxyTransfer(Check):
         # robustness; the result would be a weak attack, not a strong model.
         Threshold("proxy_agreement", "min", 0.5),
     )
+    # transfer_success is a rate over the correctly answered images (n_images) held against 1/2,
+    # with a 95% Wilson interval that can exclude 1/2 only from 4 images on (n > z^2 = 3.84).
+    min_sample = 4
+    # A proxy of a constant target learns the constant, and no example can flip a constant answer.
+    constant_sensitive = True
 
     @dataclass
     class Settings:

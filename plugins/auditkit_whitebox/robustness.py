@@ -173,6 +173,12 @@ class _RobustAccuracy(Check):
         "median_min_eps*": "higher",
     }
     thresholds = (Threshold("rises_with_eps", "max", 0),)
+    # Only correctly classified images are attacked; the rates come with 95% Wilson intervals,
+    # which can exclude 1/2 only from 4 images on (z^2 / (n + z^2) < 1/2 -> n > 3.84).
+    min_sample = 4
+    sample_metric = "n_attacked"
+    # Nothing changes a constant output: robust accuracy then measures the constant, not robustness.
+    constant_sensitive = True
 
     @classmethod
     def reported_metrics(cls, settings: FGSMSettings) -> tuple[str, ...]:

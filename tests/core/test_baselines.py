@@ -220,7 +220,8 @@ def test_relative_thresholds_compare_with_the_baseline(small, value, outcome):
     assert target.outcome is outcome
     assert target.thresholds["score@ref"] == {"op": "min", "value": 0.9, "baseline": "ref", "reference": 1.0}
     if outcome is Outcome.FAILED:
-        assert target.message == "score=0.85 violates score >= 0.9 x ref"
+        # (an untrained TinyGAPNet predicts one class for every image: a note may follow)
+        assert target.message.split("; note: ")[0] == "score=0.85 violates score >= 0.9 x ref"
 
 
 @pytest.mark.parametrize("value", [0.95, 0.5])
@@ -235,7 +236,7 @@ def test_a_relative_threshold_against_a_weak_baseline_is_refused_not_evaluated(s
     assert target.outcome is Outcome.PASSED
     assert target.thresholds["score@ref"] == {"op": "min", "value": 0.9, "baseline": "ref", "weak_baseline": True,
                                               "refused": True}
-    assert target.message == (
+    assert target.message.split("; note: ")[0] == (
         "threshold score >= 0.9 x ref not evaluated: ref is a weak baseline (it did not learn the task; "
         "see its validation accuracy)"
     )
@@ -469,7 +470,7 @@ def test_a_weak_baseline_gets_no_star_and_is_marked_in_the_charts():
     (row,) = comparison_groups(results, models, weak=["alexnet"])[0]["rows"]
     assert [c["classes"] for c in row["cells"]] == ["value", "value best", "value weak-model"]
     assert row["cells"][2]["title"] == "weak baseline: not ranked"
-    series = [{"label": m, "x": [0, 1], "y": [0.5, 0.4]} for m in models]
+    series = [{"label": m, "x": [0, 1], "y": [0.5, 0.4 - 0.1 * k]} for k, m in enumerate(models)]
     with svg.weak_models(["alexnet"]):
         chart = svg.line_chart(series, "eps", "robust accuracy")
     assert ">alexnet (weak baseline)</text>" in chart and ">resnet18</text>" in chart

@@ -172,12 +172,14 @@ def test_same_seed_same_numbers(quadrant_cnn, quadrants):
     assert dict(first["whitebox.pgd"].metrics) == dict(second["whitebox.pgd"].metrics)
 
 
-def test_a_model_with_nothing_correct_reports_zero_robust_accuracy(linear_problem):
+def test_a_model_with_nothing_correct_is_insufficient_evidence_with_zero_robust_accuracy(linear_problem):
     p = linear_problem
     wrong = auditkit.AuditData("wrong", auditkit.TensorSplit(p.images, 1 - p.labels), num_classes=2)
     run = auditkit.audit(p.model, wrong, checks=["whitebox.fgsm"], settings={"whitebox.fgsm": {"l2_eps": []}})
     result = run["whitebox.fgsm"]
-    assert result.outcome is Outcome.PASSED
+    # nothing was attacked: no verdict, but the numbers are still reported
+    assert result.outcome is Outcome.SKIPPED
+    assert result.message.startswith("insufficient evidence: n_attacked = 0 (this check's rule needs at least 4)")
     assert result.metrics["robust_acc@linf_8/255"] == 0.0 and math.isnan(result.metrics["attack_success"])
     assert "no correctly classified image" in result.message
 
