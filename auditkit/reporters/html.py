@@ -183,7 +183,7 @@ def comparison_groups(
             names += [m for m in r.headline_metrics() if m not in names]
         for r in ordered:
             for metric, entry in gates[r.model].items():
-                if metric not in names and metric in r.metrics and _violates(entry, r.metrics[metric]):
+                if metric not in names and metric in r.metrics and threshold_violated(entry, r.metrics[metric]):
                     names.append(metric)
         rows = []
         for metric in names:
@@ -203,7 +203,7 @@ def comparison_groups(
                 r = per_model.get(model)
                 raw = None if r is None else r.metrics.get(metric)
                 own = None if r is None else gates[model].get(metric)
-                violates = own is not None and raw is not None and _violates(own, raw)
+                violates = own is not None and raw is not None and threshold_violated(own, raw)
                 notes = (["best of the models"] if model in best else []) + (
                     [f"violates the threshold {describe_threshold(own)}"] if violates else []) + (
                     ["weak baseline: not ranked"] if model in weak else [])
@@ -230,7 +230,7 @@ def comparison_groups(
     return groups
 
 
-def _violates(threshold: Mapping[str, Any], value: Any) -> bool:
+def threshold_violated(threshold: Mapping[str, Any], value: Any) -> bool:
     """Whether ``value`` breaks ``threshold`` (a result's entry; a relative threshold carries
     the baseline's value as ``reference``, and without it nothing can be said)."""
     try:
@@ -336,7 +336,7 @@ def generic_section(check: str, results: Sequence[CheckResult]) -> dict[str, Any
         head, tail = rows[:24], rows[24:]
         parts.append(svg.table(["metric", *models], head))
         if tail:
-            parts.append(f"<details><summary>{len(tail)} more metrics</summary>{svg.table(['metric', *models], tail)}</details>")
+            parts.append(f"<details><summary>{svg.plural(len(tail), 'more metric')}</summary>{svg.table(['metric', *models], tail)}</details>")
     for model in models:
         r = per_model[model]
         block = [f"<h4>{svg.esc(model)} {svg.outcome_badge(r.outcome)}</h4>"]
@@ -373,6 +373,7 @@ def _environment_jinja() -> Any:
         keep_trailing_newline=True,
     )
     env.filters["num"] = svg.format_number
+    env.filters["plural"] = svg.plural
     return env
 
 

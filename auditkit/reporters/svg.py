@@ -30,22 +30,29 @@ __all__ = [
     "PALETTE",
     "artifact_html",
     "figure",
+    "format_budget",
     "format_number",
     "gallery",
     "image_tag",
     "line_chart",
     "model_colors",
     "model_order",
+    "model_styles",
     "not_run_note",
     "outcome_badge",
+    "plural",
     "table",
     "weak_models",
 ]
 
 # Okabe & Ito's colour-blind-safe palette (yellow left out: unreadable on white). Dash patterns
-# cycle with a different period, so lines stay apart in greyscale print as well.
+# and marker shapes cycle with other periods, so every model's line differs from the others' in
+# three ways: lines that lie on top of each other, or print in greyscale, stay apart. The first
+# model (the user's) is solid with round markers; "4 3" is left to the controls (random order,
+# random noise) the plugins draw beside a model's line.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
-DASHES = ("", "6 3", "2 3", "8 3 2 3")
+DASHES = ("", "8 4", "2 3", "8 3 2 3")
+MARKERS = ("circle", "square", "triangle", "diamond", "triangle-down")
 
 # Weak baselines (they did not learn the task) of the scorecard being rendered: charts mark
 # their series. Set by the scorecard around the section hooks (:func:`weak_models`), so every
@@ -53,6 +60,7 @@ DASHES = ("", "6 3", "2 3", "8 3 2 3")
 _WEAK_MODELS: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("auditkit_weak_models", default=frozenset())
 WEAK_SUFFIX = " (weak baseline)"
 
+BAND_OPACITY = 0.08  # light: where the bands of several models overlap, each stays readable
 _FONT = 12
 _CHAR_W = 6.6  # average glyph width of a 12 px sans-serif face, for laying out legends
 
@@ -93,6 +101,33 @@ def format_number(value: Any, digits: int = 3) -> str:
     if a < 1000:
         return f"{v:.{max(digits - 2, 0)}f}"
     return f"{v:.0f}"
+
+
+def plural(count: Any, word: str, words: str | None = None) -> str:
+    """``count`` and the noun agreeing with it: ``1 epoch``, ``2 epochs``, ``0 epochs``
+    (``words``: an irregular plural)."""
+    number = format_number(count)
+    try:
+        one = float(count) == 1
+    except (TypeError, ValueError):
+        one = False
+    return f"{number} {word if one else (words or word + 's')}"
+
+
+def format_budget(norm: Any, eps: Any) -> str:
+    """A perturbation budget as a person reads it: an Linf budget of whole 8-bit grey levels
+    as ``8/255``, any other to four significant digits (``0.5``, ``0.01``); text (``"8/255"``)
+    as it is."""
+    if isinstance(eps, str) or eps is None:
+        return "\u2013" if eps is None else eps
+    try:
+        value = float(eps)
+    except (TypeError, ValueError):
+        return str(eps)
+    levels = value * 255
+    if str(norm or "linf") == "linf" and round(levels) >= 1 and abs(levels - round(levels)) < 1e-6:
+        return f"{round(levels)}/255"
+    return f"{value:.4g}"
 
 
 # -------------------------------------------------------------------------------------------
@@ -216,10 +251,19 @@ def with_interval(metrics: Any, name: str, lo: str, hi: str) -> str:
     return text
 
 
+def model_styles(models: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The ``color``, ``dash`` and ``marker`` of each model's series, stable across the charts of
+    one scorecard when every section passes the same ordered list (see :func:`model_order`);
+    spread into a series dict: ``{"label": m, "x": ..., "y": ..., **styles[m]}``."""
+    return {
+        m: {"color": PALETTE[i % len(PALETTE)], "dash": DASHES[i % len(DASHES)], "marker": MARKERS[i % len(MARKERS)]}
+        for i, m in enumerate(models)
+    }
+
+
 def model_colors(models: Sequence[str]) -> dict[str, tuple[str, str]]:
-    """A (colour, dash pattern) per model, stable across the charts of one scorecard when every
-    section passes the same ordered list (see :func:`model_order`)."""
-    return {m: (PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]) for i, m in enumerate(models)}
+    """A (colour, dash pattern) per model, as in :func:`model_styles`."""
+    return {m: (style["color"], style["dash"]) for m, style in model_styles(models).items()}
 
 
 @contextlib.contextmanager
@@ -323,6 +367,48 @@ def _runs(points: list[tuple[float, float] | None]) -> list[list[tuple[float, fl
     return [r for r in runs if r]
 
 
+def _signatures(
+    prepared: list[dict[str, Any]], log_x: bool, y_range: tuple[float, float] | None, width: int, height: int
+) -> list[tuple[tuple[int, int], ...]]:
+    """Each series' points on a pixel grid as fine as the plot's: equal for two series that
+    would cover each other on the chart."""
+    points = [[(math.log10(x) if log_x else x, y) for x, y in zip(s["x"], s["y"]) if x is not None and y is not None]
+              for s in prepared]
+    xs = [x for p in points for x, _ in p]
+    ys = [y for p in points for _, y in p]
+    if not xs:
+        return [() for _ in prepared]
+    x0, y0 = min(xs), (y_range[0] if y_range else min(ys))
+    x_span, y_span = (max(xs) - x0) or 1.0, ((y_range[1] if y_range else max(ys)) - y0) or 1.0
+    return [tuple((round((x - x0) / x_span * width), round((y - y0) / y_span * height)) for x, y in p) for p in points]
+
+
+def _steps(run: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The corners of a step line through ``run``: each value holds until the next point's x."""
+    out = [run[0]]
+    for (_, y0), (x1, y1) in zip(run, run[1:]):
+        out += [(x1, y0), (x1, y1)]
+    return out
+
+
+def _marker(shape: str, x: float, y: float, size: float, tip: str = "") -> str:
+    """One point marker of ``shape`` (see :data:`MARKERS`) centred on (x, y), ``size`` its
+    radius, with ``tip`` as its tooltip; fill and stroke come from the enclosing group."""
+    title = f"<title>{esc(tip)}</title>" if tip else ""
+    if shape == "square":
+        a = size * 0.85
+        return f'<rect x="{_num(x - a)}" y="{_num(y - a)}" width="{_num(2 * a)}" height="{_num(2 * a)}">{title}</rect>'
+    corners = {
+        "triangle": ((0, -1.2), (1.05, 0.65), (-1.05, 0.65)),
+        "triangle-down": ((0, 1.2), (1.05, -0.65), (-1.05, -0.65)),
+        "diamond": ((0, -1.2), (1.2, 0), (0, 1.2), (-1.2, 0)),
+    }.get(shape)
+    if corners:
+        d = "M" + " L".join(f"{_num(x + dx * size)},{_num(y + dy * size)}" for dx, dy in corners) + " Z"
+        return f'<path d="{d}">{title}</path>'
+    return f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_num(size)}">{title}</circle>'
+
+
 def line_chart(
     series: Sequence[Mapping[str, Any]],
     x_label: str,
@@ -343,8 +429,13 @@ def line_chart(
     :param series: one dict per line: ``label`` (legend text), ``x`` and ``y`` (equal-length
         lists; a None/NaN ``y`` leaves a gap), optional ``lo``/``hi`` (a confidence band drawn
         behind the line where both are finite), optional ``names`` (one tooltip name per
-        point, e.g. layer names), optional ``color`` and ``dash`` (an SVG dash array; see
-        :func:`model_colors`), optional ``markers`` (default True).
+        point, e.g. layer names), optional ``color``, ``dash`` (an SVG dash array) and
+        ``marker`` (one of :data:`MARKERS`; see :func:`model_styles`), optional ``markers``
+        (default True), ``width`` (the line's, default 2) and ``step`` (True for values that
+        change in discrete steps, such as one model block after another: markers joined by a
+        step line that holds each value until the next point, never a slope between them).
+        A series whose points equal an earlier one's is drawn beneath it, wider and with hollow
+        markers, and its legend entry reads "LABEL (identical to EARLIER)".
     :param x_label: the x axis title.
     :param y_label: the y axis title.
     :param title: the chart title, also its accessible name.
@@ -387,10 +478,25 @@ def line_chart(
                 "hi": column("hi"),
                 "names": [str(names[j]) if j < len(names) else "" for j in range(n)],
                 "color": str(s.get("color") or PALETTE[i % len(PALETTE)]),
-                "dash": str(s.get("dash") if s.get("dash") is not None else DASHES[(i // len(PALETTE)) % len(DASHES)]),
+                "dash": str(s.get("dash") if s.get("dash") is not None else DASHES[i % len(DASHES)]),
+                "marker": str(s.get("marker") or MARKERS[i % len(MARKERS)]),
                 "markers": bool(s.get("markers", True)),
+                "step": bool(s.get("step", False)),
+                "width": float(s.get("width") or 2),
+                "twin": None,
+                "depth": 0,
             }
         )
+    # A series whose points fall on those of one listed before it, to the pixel, is drawn beneath
+    # it (the first, the user's model, is drawn last, on top), wider, with larger hollow markers,
+    # and its legend says so: otherwise one line hides the other.
+    signatures = _signatures(prepared, log_x, y_range, width, height)
+    for j, s in enumerate(prepared):
+        if signatures[j]:
+            twins = [t["label"] for t, sig in zip(prepared[:j], signatures) if sig == signatures[j]]
+            # each further copy lies lower and wider, so that all of them show around the top one
+            s["twin"], s["depth"] = (twins[0], len(twins)) if twins else (None, 0)
+        s["legend"] = s["label"] + (f" (identical to {s['twin']})" if s["twin"] else "")
 
     xs_all = [x for s in prepared for x, y in zip(s["x"], s["y"]) if x is not None and y is not None]
     ys_all = [
@@ -414,7 +520,7 @@ def line_chart(
     legend_rows: list[list[tuple[dict, float]]] = [[]]
     row_w = 0.0
     for s in legend_items:
-        item_w = 28 + min(len(s["label"]), 60) * _CHAR_W + 16
+        item_w = 28 + min(len(s["legend"]), 80) * _CHAR_W + 16
         if legend_rows[-1] and row_w + item_w > width - 16:
             legend_rows.append([])
             row_w = 0.0
@@ -529,8 +635,9 @@ def line_chart(
             out.append(f'<text x="{left + plot_w - 4}" y="{_num(sy(v) - 4)}" text-anchor="end" fill="#444" '
                        f'font-size="11">{esc(ref["label"])}</text>')
 
-    # bands first, then lines and points on top
-    for s in prepared:
+    # bands first, then lines and points on top; the first series (the user's model) last
+    drawn = list(reversed(prepared))
+    for s in drawn:
         band = [
             (sx(x), sy(lo), sy(hi)) if x is not None and lo is not None and hi is not None else None
             for x, lo, hi in zip(s["x"], s["lo"], s["hi"])
@@ -542,26 +649,36 @@ def line_chart(
                     runs.append([])
             else:
                 runs[-1].append(p)
+        color = esc(s["color"])
         for run in runs:
             if len(run) < 2:
                 continue
+            # a light fill, so overlapping bands stay apart, and each band's own edges
             pts = [f"{_num(x)},{_num(hi)}" for x, _, hi in run] + [f"{_num(x)},{_num(lo)}" for x, lo, _ in reversed(run)]
-            out.append(f'<polygon points="{" ".join(pts)}" fill="{esc(s["color"])}" fill-opacity="0.15" stroke="none"/>')
+            out.append(f'<polygon points="{" ".join(pts)}" fill="{color}" fill-opacity="{BAND_OPACITY}" stroke="none"/>')
+            for edge in (1, 2):
+                d = "M" + " L".join(f"{_num(p[0])},{_num(p[edge])}" for p in run)
+                out.append(f'<path d="{d}" fill="none" stroke="{color}" stroke-width="1" stroke-opacity="0.6" '
+                           'stroke-dasharray="3 2"/>')
         for run in runs:
             if len(run) == 1:  # a lone interval: an error bar
                 x, lo, hi = run[0]
                 out.append(f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{_num(lo)}" y2="{_num(hi)}" '
-                           f'stroke="{esc(s["color"])}" stroke-opacity="0.5" stroke-width="3"/>')
-    for s in prepared:
+                           f'stroke="{color}" stroke-opacity="0.5" stroke-width="3"/>')
+    for s in drawn:
         points = [(sx(x), sy(y)) if x is not None and y is not None else None for x, y in zip(s["x"], s["y"])]
         dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
         faint = f' stroke-opacity="{s["opacity"]}"' if s["opacity"] < 1 else ""
+        width = s["width"] + 3 * s["depth"]
         for run in _runs(points):
             if len(run) >= 2:
-                d = " ".join(f"{_num(x)},{_num(y)}" for x, y in run)
-                out.append(f'<polyline points="{d}" fill="none" stroke="{esc(s["color"])}" stroke-width="2"{dash}{faint}/>')
-        if s["markers"] or len([p for p in points if p]) == 1:
-            out.append(f'<g fill="{esc(s["color"])}"{faint.replace("stroke-opacity", "fill-opacity")}>')
+                d = " ".join(f"{_num(x)},{_num(y)}" for x, y in (_steps(run) if s["step"] else run))
+                out.append(f'<polyline points="{d}" fill="none" stroke="{esc(s["color"])}" stroke-width="{width:g}"{dash}{faint}/>')
+        if s["markers"] or s["step"] or len([p for p in points if p]) == 1:
+            if s["twin"]:  # hollow and larger, around the markers drawn over it
+                out.append(f'<g fill="#fff" fill-opacity="0" stroke="{esc(s["color"])}" stroke-width="1.5"{faint}>')
+            else:
+                out.append(f'<g fill="{esc(s["color"])}"{faint.replace("stroke-opacity", "fill-opacity")}>')
             for j, p in enumerate(points):
                 if p is None:
                     continue
@@ -575,7 +692,7 @@ def line_chart(
                 tip += f"{y_label} {format_number(y_value, 4)}"
                 if s["lo"][j] is not None and s["hi"][j] is not None:
                     tip += f" [{format_number(s['lo'][j], 3)}, {format_number(s['hi'][j], 3)}]"
-                out.append(f'<circle cx="{_num(p[0])}" cy="{_num(p[1])}" r="3"><title>{esc(tip)}</title></circle>')
+                out.append(_marker(s["marker"], p[0], p[1], 3.5 + 2.5 * s["depth"], tip))
             out.append("</g>")
 
     # legend
@@ -584,14 +701,18 @@ def line_chart(
             ly = height + 14 + 18 * r
             for s, offset in row:
                 lx = 8 + offset
+                color = esc(s["color"])
                 if any(v is not None for v in s["lo"]):
-                    out.append(f'<rect x="{_num(lx)}" y="{ly - 7}" width="22" height="10" '
-                               f'fill="{esc(s["color"])}" fill-opacity="0.15"/>')
+                    out.append(f'<rect x="{_num(lx)}" y="{ly - 7}" width="22" height="10" fill="{color}" '
+                               f'fill-opacity="{BAND_OPACITY}" stroke="{color}" stroke-opacity="0.6" stroke-dasharray="3 2"/>')
                 dash = f' stroke-dasharray="{esc(s["dash"])}"' if s["dash"] else ""
                 faint = f' stroke-opacity="{s["opacity"]}"' if s["opacity"] < 1 else ""
                 out.append(f'<line x1="{_num(lx)}" x2="{_num(lx + 22)}" y1="{ly - 2}" y2="{ly - 2}" '
-                           f'stroke="{esc(s["color"])}" stroke-width="2"{dash}{faint}/>')
-                label = s["label"] if len(s["label"]) <= 60 else s["label"][:59] + "\u2026"
+                           f'stroke="{color}" stroke-width="{min(s["width"], 2):g}"{dash}{faint}/>')
+                if s["markers"] or s["step"]:
+                    out.append(f'<g fill="{color}"{faint.replace("stroke-opacity", "fill-opacity")}>'
+                               f'{_marker(s["marker"], lx + 11, ly - 2, 3.5)}</g>')
+                label = s["legend"] if len(s["legend"]) <= 80 else s["legend"][:79] + "\u2026"
                 out.append(f'<text x="{_num(lx + 28)}" y="{ly + 2}" fill="#222">{esc(label)}</text>')
     out.append("</svg>")
     return "".join(out)

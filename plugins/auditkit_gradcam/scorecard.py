@@ -22,11 +22,11 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     if not mine:
         return []
     models = svg.model_order(results)
-    colors = svg.model_colors(models)
+    styles = svg.model_styles(models)
     parts = [
         _localization([r for r in mine if r.check == LOCALIZATION], models),
-        _randomization([r for r in mine if r.check == RANDOMIZATION], models, colors),
-        _faithfulness([r for r in mine if r.check == FAITHFULNESS], models, colors),
+        _randomization([r for r in mine if r.check == RANDOMIZATION], models, styles),
+        _faithfulness([r for r in mine if r.check == FAITHFULNESS], models, styles),
     ]
     return [{
         "id": "gradcam",
@@ -84,7 +84,7 @@ def _curve(r: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
-def _randomization(results: list[Any], models: list[str], colors: dict[str, tuple[str, str]]) -> str:
+def _randomization(results: list[Any], models: list[str], styles: dict[str, dict[str, str]]) -> str:
     if not results:
         return ""
     ran = [r for r in svg.by_model(results, models) if svg.ran(r)]
@@ -113,14 +113,13 @@ def _randomization(results: list[Any], models: list[str], colors: dict[str, tupl
                     continue
                 steps = max(len(data["x"]) - 1, 1)
                 names = list(data.get("x_labels") or [])
-                color, dash = colors.get(r.model, (None, None))
                 series.append({
                     "label": r.model,
                     "x": [i / steps for i in range(len(data["y"]))],
                     "y": data["y"],
                     "names": names,
-                    "color": color,
-                    "dash": dash,
+                    "step": True,  # blocks are randomized whole: a value holds until the next block
+                    **styles.get(r.model, {}),
                 })
             if series:
                 refs = [{"y": threshold, "label": f"threshold {threshold:g}"}] if name.startswith("rank") and threshold is not None else []
@@ -151,7 +150,7 @@ def _curve_from_details(r: Any, key: str) -> dict[str, Any] | None:
     return {"x": list(range(len(names) + 1)), "y": [1.0, *by_block.values()], "x_labels": ["original", *names]}
 
 
-def _faithfulness(results: list[Any], models: list[str], colors: dict[str, tuple[str, str]]) -> str:
+def _faithfulness(results: list[Any], models: list[str], styles: dict[str, dict[str, str]]) -> str:
     if not results:
         return ""
     ran = [r for r in svg.by_model(results, models) if svg.ran(r)]
@@ -167,17 +166,16 @@ def _faithfulness(results: list[Any], models: list[str], colors: dict[str, tuple
         for kind, verb in (("deletion", "deleted"), ("insertion", "inserted")):
             series = []
             for r in ran:
-                color, dash = colors.get(r.model, (None, None))
+                style = styles.get(r.model, {})
                 ordered = _curve(r, f"{kind}_curve")
                 if ordered is not None:
                     auc = r.metrics.get(f"{kind}_auc")
                     suffix = f" (AUC {svg.format_number(auc)})" if auc is not None and not math.isnan(auc) else ""
-                    series.append({"label": f"{r.model}{suffix}", "x": ordered["x"], "y": ordered["y"], "color": color,
-                                   "dash": dash})
+                    series.append({"label": f"{r.model}{suffix}", "x": ordered["x"], "y": ordered["y"], **style})
                 random = _curve(r, f"{kind}_random_curve")
                 if random is not None:
-                    series.append({"label": f"{r.model}, random order", "x": random["x"], "y": random["y"], "color": color,
-                                   "dash": "4 3", "markers": False})
+                    series.append({"label": f"{r.model}, random order", "x": random["x"], "y": random["y"],
+                                   "color": style.get("color"), "dash": "4 3", "markers": False, "width": 1.25})
             if series:
                 chart = svg.line_chart(series, f"fraction of pixels {verb}", "probability of the explained class",
                                        title=kind.capitalize(), y_range=(0.0, 1.0))

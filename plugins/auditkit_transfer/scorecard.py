@@ -20,7 +20,7 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     models, ordered, ran = svg.check_results(results, CHECK)
     if not ordered:
         return []
-    colors = svg.model_colors(models)
+    styles = svg.model_styles(models)
     out = [
         '<p class="legend">The model is queried as a black box; a proxy trained on its answers is attacked '
         "white-box and the adversarial examples are replayed on the model (Papernot et al. 2017). Transfer "
@@ -28,10 +28,10 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
         "Dashed: random noise of the same size, the control.</p>"
     ]
     if ran:
-        out.append(_charts(ran, colors))
+        out.append(_charts(ran, styles))
         out.append("<h3>Queries spent</h3>")
         out.append(_queries(ran))
-        agreement = _agreement_chart(ran, colors)
+        agreement = _agreement_chart(ran, styles)
         if agreement:
             out.append(agreement)
     out.append(svg.not_run_note(ordered))
@@ -91,7 +91,7 @@ def _from_artifacts(r: Any, family: str) -> dict[str, list[tuple[float, float, A
     return {norm: sorted(points.values()) for norm, points in best.items()}
 
 
-def _charts(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
+def _charts(ran: list[Any], styles: dict[str, dict[str, str]]) -> str:
     data = {r.model: (_points(r.metrics, "transfer_success") or _from_artifacts(r, "transfer_success"),
                       _points(r.metrics, "noise_success") or _from_artifacts(r, "noise_success")) for r in ran}
     charts = []
@@ -100,15 +100,15 @@ def _charts(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
         scale = 255.0 if norm == "linf" else 1.0
         for r in ran:
             attack, noise = data[r.model]
-            color, dash = colors.get(r.model, (None, None))
+            style = styles.get(r.model, {})
             pts = attack.get(norm)
             if pts:
                 series.append({"label": r.model, "x": [p[0] * scale for p in pts], "y": [p[1] for p in pts],
-                               "lo": [p[2] for p in pts], "hi": [p[3] for p in pts], "color": color, "dash": dash})
+                               "lo": [p[2] for p in pts], "hi": [p[3] for p in pts], **style})
             pts = noise.get(norm)
             if pts:
                 series.append({"label": f"{r.model}, random noise", "x": [p[0] * scale for p in pts], "y": [p[1] for p in pts],
-                               "color": color, "dash": "4 3", "markers": False})
+                               "color": style.get("color"), "dash": "4 3", "markers": False, "width": 1.25})
         if series:
             x_label = "epsilon (L\u221e, in 1/255 of the pixel range)" if norm == "linf" else "epsilon (L2, pixel range [0,1])"
             ticks = sorted({round(v, 6) for s in series for v in s["x"] if v is not None})
@@ -128,8 +128,9 @@ def _queries(ran: list[Any]) -> str:
         gate = details.get("gate") if isinstance(details.get("gate"), dict) else {}
         gate_text = ""
         if gate:
-            eps = gate.get("epsilon")
-            gate_text = f"{gate.get('attack') or '?'} {gate.get('norm', '')} {eps}".strip()
+            norm = gate.get("norm")
+            gate_text = f"{gate.get('attack') or '?'} {norm or ''} {svg.format_budget(norm, gate.get('epsilon'))}"
+            gate_text = " ".join(gate_text.split())
         rows.append([
             r.model,
             r.metrics.get("queries"),
@@ -138,22 +139,39 @@ def _queries(ran: list[Any]) -> str:
             svg.with_interval(r.metrics, "transfer_success", "_lo", "_hi"),
             gate_text,
             f"{training.get('proxy', '')} on {training.get('trained_on', '')}".strip() if training else "",
-            training.get("epochs"),
+            _epochs(training.get("epochs")),
         ])
     return svg.table(
         ["model", "training queries", "attack queries", "proxy agreement", "transfer success (gate)", "gate attack",
-         "proxy", "epochs"],
+         "proxy", "proxy training"],
         rows,
     )
 
 
-def _agreement_chart(ran: list[Any], colors: dict[str, tuple[str, str]]) -> str:
+def _epochs(epochs: Any) -> str:
+    """The proxy's training as read: ``3 epochs``; per augmentation round, ``[4, 0]`` reads
+    ``4 epochs in 2 rounds (4, 0)``."""
+    if epochs is None or epochs == []:
+        return ""
+    if isinstance(epochs, (list, tuple)):
+        counts = [e for e in epochs if isinstance(e, (int, float)) and not isinstance(e, bool)]
+        if len(counts) != len(epochs):
+            return ", ".join(str(e) for e in epochs)
+        if len(counts) == 1:
+            return svg.plural(counts[0], "epoch")
+        per_round = ", ".join(svg.format_number(e) for e in counts)
+        return f"{svg.plural(sum(counts), 'epoch')} in {len(counts)} rounds ({per_round})"
+    if isinstance(epochs, (int, float)) and not isinstance(epochs, bool):
+        return svg.plural(epochs, "epoch")
+    return str(epochs)
+
+
+def _agreement_chart(ran: list[Any], styles: dict[str, dict[str, str]]) -> str:
     series = []
     for r in ran:
         for a in r.artifacts:
             if a.kind == "curve" and a.name == "proxy_validation_agreement" and isinstance(a.data, dict) and a.data.get("x"):
-                color, dash = colors.get(r.model, (None, None))
-                series.append({"label": r.model, "x": a.data["x"], "y": a.data.get("y"), "color": color, "dash": dash})
+                series.append({"label": r.model, "x": a.data["x"], "y": a.data.get("y"), **styles.get(r.model, {})})
     if not series:
         return ""
     chart = svg.line_chart(series, "training epoch", "agreement with the model", title="Proxy validation agreement",

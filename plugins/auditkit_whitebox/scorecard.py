@@ -24,8 +24,8 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     if not mine:
         return []
     models = svg.model_order(results)
-    colors = svg.model_colors(models)
-    parts = [_attack(check, [r for r in mine if r.check == check], models, colors) for check in ATTACKS]
+    styles = svg.model_styles(models)
+    parts = [_attack(check, [r for r in mine if r.check == check], models, styles) for check in ATTACKS]
     parts.append(_masking([r for r in mine if r.check == MASKING], models))
     return [{
         "id": "whitebox",
@@ -73,7 +73,7 @@ def _curves(r: Any) -> dict[str, dict[str, list]]:
     return curves
 
 
-def _attack(check: str, results: list[Any], models: list[str], colors: dict[str, tuple[str, str]]) -> str:
+def _attack(check: str, results: list[Any], models: list[str], styles: dict[str, dict[str, str]]) -> str:
     if not results:
         return ""
     name = ATTACKS[check]
@@ -95,8 +95,7 @@ def _attack(check: str, results: list[Any], models: list[str], colors: dict[str,
             clean = r.metrics.get("clean_acc")
             if clean is not None and not math.isnan(clean):  # epsilon 0 is the clean accuracy
                 x, y, lo, hi = [0.0, *x], [clean, *y], [None, *lo], [None, *hi]
-            color, dash = colors.get(r.model, (None, None))
-            series.append({"label": r.model, "x": x, "y": y, "lo": lo, "hi": hi, "color": color, "dash": dash})
+            series.append({"label": r.model, "x": x, "y": y, "lo": lo, "hi": hi, **styles.get(r.model, {})})
         if series:
             x_label = "epsilon (L\u221e, in 1/255 of the pixel range)" if norm == "linf" else "epsilon (L2, pixel range [0,1])"
             ticks = sorted({round(v, 6) for s in series for v in s["x"] if v is not None})

@@ -1,8 +1,12 @@
 """The HTML scorecard (auditkit/reporters/html.py) and its section helpers (svg.py): rendered
 from hand-built results, checked as HTML, for self-containment, escaping, the comparison table,
-section order, skips and errors, size and determinism; one real audit writes a scorecard."""
+section order, skips and errors, size and determinism; the charts' legibility (equal lines,
+bands, steps) and the sections' wording; one real audit writes a scorecard; where Chromium is
+installed (.ci/run installs it), a demo-like scorecard and a report with every check render in
+it without errors, with every section drawn and every image decoded."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 import shutil
@@ -25,7 +29,8 @@ from auditkit.reporters.html import (
     render_scorecard,
     reproduce_command,
 )
-from auditkit.testing.scorecard import png as solid_png, result
+from auditkit.testing.scorecard import png as solid_png
+from auditkit.testing.scorecard import result
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -482,7 +487,7 @@ def test_line_chart_draws_gaps_bands_ticks_and_reference_lines():
 def test_line_chart_log_axis_and_categories():
     text = svg.line_chart([{"label": "s", "x": [0.001, 0.01, 0.1, 0, -1], "y": [1, 2, 3, 4, 5]}], "x", "y", log_x=True)
     assert ">0.001</text>" in text and ">0.1</text>" in text
-    assert text.count("<circle") == 3  # non-positive x is left out on a log axis
+    assert len(re.findall(r"<circle[^>]*><title>", text)) == 3  # non-positive x is left out on a log axis
     text = svg.line_chart([{"label": "s", "x": [0, 1, 2], "y": [1, 0.5, 0.2]}], "block", "corr",
                           x_tick_labels=["original", "layer4", "layer3.1.conv2.weight"])
     assert ">original</text>" in text and "rotate(-40" in text
@@ -551,6 +556,103 @@ def test_model_order_and_colours():
     assert svg.model_order(results) == ["target", "alexnet", "resnet18"]
     colours = svg.model_colors(["target", "alexnet"])
     assert colours["target"][0] != colours["alexnet"][0]
+
+
+def test_every_model_differs_from_the_others_in_colour_dash_and_marker():
+    styles = svg.model_styles(["target", "alexnet", "googlenet", "resnet18"])
+    for key in ("color", "dash", "marker"):
+        assert len({s[key] for s in styles.values()}) == 4, key
+    assert styles["target"]["dash"] == "" and styles["target"]["marker"] == "circle"  # the user's model: solid
+
+
+def identical_chart() -> str:
+    styles = svg.model_styles(["target", "alexnet", "googlenet"])
+    series = [{"label": m, "x": [0, 4, 8], "y": [0.9, 0.5, 0.2], "lo": [0.8, 0.4, 0.1], "hi": [1.0, 0.6, 0.3], **styles[m]}
+              for m in ("target", "alexnet", "googlenet")]
+    series[0]["y"] = [0.95, 0.7, 0.6]  # the target differs; alexnet and googlenet are equal
+    return svg.line_chart(series, "epsilon", "robust accuracy", title="equal")
+
+
+def test_lines_with_equal_values_stay_visible_and_say_so():
+    text = identical_chart()
+    lines = re.findall(r'<polyline points="([^"]+)" fill="none" stroke="([^"]+)" stroke-width="([^"]+)"'
+                       r'(?: stroke-dasharray="([^"]+)")?', text)
+    assert len(lines) == 3
+    # drawn last-listed first, so the user's model lies on top ...
+    styles = svg.model_styles(["target", "alexnet", "googlenet"])
+    assert [colour for _, colour, _, _ in lines] == [styles[m]["color"] for m in ("googlenet", "alexnet", "target")]
+    googlenet, alexnet, _ = lines
+    assert googlenet[0] == alexnet[0]  # the same points ...
+    assert googlenet[3] != alexnet[3] and float(googlenet[2]) > float(alexnet[2])  # ... in another dash, wider beneath
+    assert ">googlenet (identical to alexnet)</text>" in text and ">alexnet</text>" in text
+    assert "identical" not in text.split(">alexnet</text>")[0].rsplit("<text", 1)[-1]
+    # hollow, larger markers for the hidden one, of its own shape
+    assert '<g fill="#fff" fill-opacity="0" stroke="' + styles["googlenet"]["color"] in text
+    assert lint_html(text, fragment=True) == []
+
+
+def test_confidence_bands_are_light_fills_with_their_own_edges():
+    text = identical_chart()
+    fills = re.findall(r'<polygon points="[^"]+" fill="([^"]+)" fill-opacity="([^"]+)" stroke="none"/>', text)
+    assert len(fills) == 3 and all(float(opacity) <= 0.1 for _, opacity in fills)
+    assert len({colour for colour, _ in fills}) == 3
+    edges = re.findall(r'<path d="M[^"]+" fill="none" stroke="([^"]+)" stroke-width="1"', text)
+    assert sorted(edges) == sorted(colour for colour, _ in fills for _ in range(2))  # upper and lower edge each
+
+
+def test_step_series_hold_each_value_until_the_next_point():
+    text = svg.line_chart([{"label": "one block", "x": [0, 1], "y": [1.0, 0.1], "step": True, "markers": False}],
+                          "share randomized", "rank correlation")
+    (points,) = re.findall(r'<polyline points="([^"]+)"', text)
+    (_, y0), corner, (x1, _) = [tuple(map(float, p.split(","))) for p in points.split()]
+    assert corner == (x1, y0)  # flat until the block is randomized, then the drop: no slope
+    assert len(re.findall(r"<circle[^>]*><title>", text)) == 2  # a step series always shows its points
+
+
+def test_randomization_of_a_one_block_model_is_drawn_as_a_step():
+    from auditkit_gradcam import scorecard as gradcam
+
+    from auditkit.testing.scorecard import charts, only_section
+
+    one_block = result("gradcam.randomization", "target", metrics={"max_rank_corr": 0.1},
+                       details={"rank_corr_by_block": {"fc": 0.1}})
+    rank = charts(only_section(gradcam, [one_block])["html"])["Spearman rank correlation with the original map"]
+    (points,) = re.findall(r'<polyline points="([^"]+)"', rank)
+    assert len(points.split()) == 3  # (0, 1) -> (1, 1) -> (1, 0.1)
+    assert len(re.findall(r"<circle[^>]*><title>", rank)) == 2
+
+
+def test_the_transfer_table_reads_like_prose():
+    from auditkit_transfer import scorecard as transfer
+
+    from auditkit.testing.scorecard import only_section
+
+    def proxy(model, eps, epochs):
+        return result("transfer.proxy", model, metrics={"queries": 256.0, "transfer_success": 0.25},
+                      details={"gate": {"norm": "linf", "epsilon": eps, "attack": "fgsm"},
+                               "training": {"proxy": "resnet", "trained_on": "labels", "epochs": epochs}})
+
+    html = only_section(transfer, [proxy("target", 8 / 255, [4, 0]), proxy("alexnet", 0.0123456, 1),
+                                   proxy("resnet18", 0.03137254901960784, [3])])["html"]
+    assert "<td>fgsm linf 8/255</td>" in html and "0.03137" not in html
+    assert "<td>fgsm linf 0.01235</td>" in html
+    assert "<td>4 epochs in 2 rounds (4, 0)</td>" in html and "[4, 0]" not in html
+    assert "<td>1 epoch</td>" in html and "<td>3 epochs</td>" in html
+    assert "proxy training" in html
+
+
+@pytest.mark.parametrize("count, text", [(1, "1 epoch"), (2, "2 epochs"), (0, "0 epochs"), (1.0, "1 epoch")])
+def test_plural(count, text):
+    assert svg.plural(count, "epoch") == text
+
+
+def test_counts_in_the_model_table_agree_with_their_nouns():
+    training = {"steps": 1, "steps_budget": 1, "val_acc": 0.5, "epochs": 1}
+    report = {**REPORT, "models": [REPORT["models"][0], {**REPORT["models"][1], "info": {"source": "trained", "training": training}}],
+              "data": {**REPORT["data"], "n_eval": 1}}
+    text = render(report=report)
+    assert "trained, 1 step of 1 (1 epoch)" in text and "1 steps" not in text and "1 epochs" not in text
+    assert "1 evaluation image," in text
 
 
 # -------------------------------------------------------------------------------------------
@@ -624,29 +726,253 @@ def test_audit_without_html_writes_no_scorecard(tmp_path, capsys):
 # -------------------------------------------------------------------------------------------
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs Debian's)")
+ALL_CHECKS = ("accuracy.clean", "cam.consistency", "gradcam.faithfulness", "gradcam.localization", "gradcam.randomization",
+              "inversion.fidelity", "transfer.proxy", "whitebox.fgsm", "whitebox.masking", "whitebox.pgd")
+FAMILY_MODELS = ("target", "alexnet", "googlenet", "resnet18")
+COLOURS = ((200, 30, 30), (30, 140, 60), (40, 80, 200), (220, 160, 20))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine")
-def test_chromium_renders_the_scorecard_without_errors_or_requests(tmp_path):
-    page = tmp_path / "scorecard.html"
-    page.write_text(render(), encoding="utf-8")
-    shot = tmp_path / "shot.png"
+def every_family_results() -> list[CheckResult]:
+    """Results of every check of every built-in plugin on four models, shaped as the checks
+    report them (metrics, curves, pictures, details), as the demo's: AlexNet's robustness
+    curve equal to GoogLeNet's, a one-block randomization curve, overlapping bands."""
+    from auditkit.budgets import budget_label
+
+    out = []
+    for i, model in enumerate(FAMILY_MODELS):
+        picture = png(48, 48, COLOURS[i])
+        shift = 0.05 * i
+        out.append(result("accuracy.clean", model, metrics={"top1": 0.9 - shift, "n_images": 24}, headline=("top1",),
+                          directions={"top1": "higher"}))
+        failed = model == "target"
+        out.append(result(
+            "gradcam.localization", model, "failed" if failed else "passed",
+            metrics={"pointing_game": 0.4 + shift, "pointing_game_ci_low": 0.25, "pointing_game_ci_high": 0.6,
+                     "center_baseline": 0.5, "center_baseline_ci_low": 0.3, "center_baseline_ci_high": 0.7,
+                     "energy_in_box": 0.3, "energy_in_box_ci_low": 0.2, "energy_in_box_ci_high": 0.4,
+                     "energy_gain": 0.02, "energy_gain_ci_low": -0.01 if failed else 0.06, "energy_gain_ci_high": 0.05,
+                     "pointing_p_value": 0.3 if failed else 0.01, "box_area_share": 0.2, "loc_acc_iou50": 0.3, "n_images": 24},
+            thresholds={"pointing_p_value": {"op": "max", "value": 0.05}, "energy_gain_ci_low": {"op": "min", "value": 0.05}},
+            headline=("pointing_game", "center_baseline", "energy_in_box"),
+            message="pointing_p_value=0.3 violates pointing_p_value <= 0.05" if failed else "ok",
+            artifacts=[Artifact(f"worst_localized_{k}", "image/png", picture, f"image {k}: a miss") for k in range(2)],
+        ))
+        blocks = {"alexnet": ["classifier"]}.get(model, ["fc", "layer4", "layer3", "layer2", "layer1"])
+        corr = [max(0.9 - 0.3 * k - shift, -0.2) for k in range(len(blocks))]
+        out.append(result(
+            "gradcam.randomization", model, metrics={"max_rank_corr": max(corr), "final_rank_corr": corr[-1]},
+            thresholds={"max_rank_corr": {"op": "max", "value": 0.95}}, headline=("max_rank_corr",),
+            details={"rank_corr_by_block": dict(zip(blocks, corr)), "ssim_by_block": dict(zip(blocks, corr))},
+            artifacts=[Artifact("maps_by_block", "image/png", png(160, 32, COLOURS[i]), "original, then each block")],
+        ))
+        x = [k / 10 for k in range(11)]
+        out.append(result(
+            "gradcam.faithfulness", model, metrics={"deletion_auc": 0.3 + shift, "insertion_auc": 0.6 - shift,
+                                                    "deletion_p_value": 0.01, "insertion_p_value": 0.02},
+            thresholds={"deletion_p_value": {"op": "max", "value": 0.05}}, headline=("deletion_auc", "insertion_auc"),
+            artifacts=[Artifact("deletion_curve", "curve", {"x": x, "y": [1 - v ** 0.5 for v in x]}),
+                       Artifact("deletion_random_curve", "curve", {"x": x, "y": [1 - v for v in x]}),
+                       Artifact("insertion_curve", "curve", {"x": x, "y": [v ** 0.5 for v in x]}),
+                       Artifact("insertion_random_curve", "curve", {"x": x, "y": x})],
+        ))
+        if model != "alexnet":  # no GAP head
+            out.append(result(
+                "cam.consistency", model, metrics={"logit_max_abs_err": 1e-7, "gradcam_max_abs_err": 1e-8,
+                                                   "cam_gradcam_corr": 1.0, "flip_corr": 0.4, "n_images": 8},
+                headline=("logit_max_abs_err", "cam_gradcam_corr"), details={"gap_head": {"pool": "avgpool", "linear": "fc"}},
+                artifacts=[Artifact(f"cam_overlay_{k}", "image/png", picture, f"CAM {k}") for k in range(2)],
+            ))
+        # AlexNet's robust accuracy equals GoogLeNet's: both lines must stay visible
+        level = 0.1 if model in ("alexnet", "googlenet") else 0.2 * i
+        eps = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+        acc = [max(0.85 - level - 0.1 * k, 0.0) for k in range(4)]
+        for check in ("whitebox.fgsm", "whitebox.pgd"):
+            metrics = {"clean_acc": 0.9}
+            for e, a in zip(eps, acc):
+                label = budget_label("linf", e)
+                metrics |= {f"robust_acc@{label}": a, f"robust_acc_lo@{label}": a - 0.15, f"robust_acc_hi@{label}": a + 0.15}
+            out.append(result(check, model, metrics=metrics, headline=("clean_acc", "robust_acc@linf_8/255"),
+                              artifacts=[Artifact("example_0", "image/png", png(96, 32, COLOURS[i]), "original, adversarial, x10")]))
+        out.append(result(
+            "whitebox.masking", model, metrics={"flags": 0.0, "zero_gradients": 0.0},
+            details={"flags": {"zero_gradients": {"raised": False, "meaning": "gradients vanish", "evidence": "none zero"}}},
+        ))
+        metrics = {"queries": 96.0, "attack_queries": 32.0, "proxy_agreement": 0.8, "proxy_agreement_lo": 0.7,
+                   "proxy_agreement_hi": 0.9, "transfer_success": 0.3, "transfer_success_lo": 0.2, "transfer_success_hi": 0.4}
+        for e, a in zip(eps, acc):
+            label = budget_label("linf", e)
+            metrics |= {f"transfer_success@{label}": 1 - a, f"transfer_success_lo@{label}": 0.85 - a,
+                        f"transfer_success_hi@{label}": 1.15 - a, f"noise_success@{label}": 0.02}
+        out.append(result(
+            "transfer.proxy", model, metrics=metrics, headline=("transfer_success", "proxy_agreement", "queries"),
+            details={"training": {"proxy": "resnet", "trained_on": "scores", "epochs": [4, 0]},
+                     "gate": {"norm": "linf", "epsilon": 8 / 255, "attack": "pgd"}},
+            artifacts=[Artifact("proxy_validation_agreement", "curve", {"x": [1, 2, 3, 4], "y": [0.5, 0.6, 0.75, 0.8]})],
+        ))
+        out.append(result(
+            "inversion.fidelity", model, metrics={"faithful_depth": 0.25, "leaking_layers": 1.0},
+            details={"layers": [{"name": n, "depth": d, "ssim": 0.9 - d + 0.01 * i, "psnr": 30 - 20 * d, "feature_rel_err": 0.1}
+                                for n, d in (("conv1", 0.1), ("layer2", 0.5), ("layer4", 0.9))],
+                     "settings": {"leak_ssim": 0.5}},
+            artifacts=[Artifact("reconstructions", "image/png", png(128, 48, COLOURS[i]), "the original, then each layer")],
+        ))
+    return out
+
+
+def every_outcome_results() -> list[CheckResult]:
+    """Every check, and besides them every kind of outcome: a generic section with every kind
+    of artifact, a skip, an insufficient-evidence skip, an xfail and an error."""
+    target_only = [r for r in every_family_results() if r.model in ("target", "resnet18")]
+    extra = [r for r in every_kind_of_result() if r.check in ("thirdparty.widget", "whitebox.pgd", "whitebox.fgsm")
+             and r.model == "target"]
+    target_only = [r for r in target_only if not (r.model == "target" and r.check in ("whitebox.pgd", "whitebox.fgsm"))]
+    return target_only + extra + [
+        result("gradcam.localization", "alexnet", "skipped", message="insufficient evidence: 3 images, the rule needs 20"),
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def family_pm():
+    import auditkit_accuracy
+    import auditkit_cam
+    import auditkit_gradcam
+    import auditkit_inversion
+    import auditkit_transfer
+    import auditkit_whitebox
+
+    return get_plugin_manager(autoload=False, extra=[auditkit_accuracy, auditkit_gradcam, auditkit_cam, auditkit_whitebox,
+                                                     auditkit_transfer, auditkit_inversion])
+
+
+def demo_like_report() -> dict:
+    training = {"steps": 120, "steps_budget": 120, "val_acc": 0.85, "majority_fraction": 0.55}
+    models = [dict(REPORT["models"][0], name="target")]
+    for name in FAMILY_MODELS[1:]:
+        models.append({"name": name, "role": "baseline", "spec": f"baseline:{name}", "params": 6_000_000, "white_box": True,
+                       "gap_head": name != "alexnet", "input_size": [3, 32, 32], "num_classes": 2,
+                       "info": {"source": "trained", "training": training}})
+    return {**REPORT, "models": models}
+
+
+# Injected into the test copy of a page only (the scorecard itself has no script): records what
+# the browser made of the page into the DOM, which --dump-dom then prints.
+PROBE = """
+var auditkitErrors = [];
+addEventListener("error", function (e) { auditkitErrors.push(String(e.message || (e.target && e.target.tagName))); }, true);
+addEventListener("load", function () {
+  var out = {errors: auditkitErrors, images: [], sections: [], height: document.documentElement.scrollHeight};
+  for (var img of document.images) out.images.push([img.alt, img.complete && img.naturalWidth > 0]);
+  for (var s of document.querySelectorAll("section")) {
+    var box = s.getBoundingClientRect();
+    out.sections.push([s.id, Math.round(box.top + scrollY), Math.round(box.bottom + scrollY)]);
+  }
+  var pre = document.createElement("pre");
+  pre.id = "auditkit-probe";
+  pre.hidden = true;
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+"""
+
+
+def browse(page, tmp_path, name: str) -> tuple[dict, Image.Image]:
+    """Open ``page`` (the scorecard's HTML) in headless Chromium, offline: what the probe saw
+    (errors, images, section boxes) in a copy that carries it, and a screenshot of the whole
+    page as it is. Fails on any console message of either load."""
+    import base64
+    import hashlib
+    import html as html_module
+    import json
+
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-             "--enable-logging=stderr", "--v=0", "--window-size=420,900", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--hide-scrollbars", "--disable-dev-shm-usage", "--enable-logging=stderr", "--v=0", "--host-resolver-rules=MAP * ~NOTFOUND",
              "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
-    done = subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert shot.is_file(), done.stderr[-2000:]
+    # the copy allows exactly the probe (by its hash) and nothing else the page does not
+    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    assert "default-src 'none'" in page
+    probed = page.replace("default-src 'none';", f"default-src 'none'; script-src 'sha256-{digest}';", 1)
+    probed = probed.replace("</head>", f"<script>{PROBE}</script></head>", 1)
+    (tmp_path / f"{name}-probed.html").write_text(probed, encoding="utf-8")
+    (tmp_path / f"{name}.html").write_text(page, encoding="utf-8")
+    done = subprocess.run([*flags, "--window-size=1280,8000", "--dump-dom", (tmp_path / f"{name}-probed.html").as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="auditkit-probe" hidden="">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stderr[-2000:]
+    probe = json.loads(html_module.unescape(found.group(1)))
+    height = min(max(probe["height"], 600), 16000)
+    shot = tmp_path / f"{name}.png"
+    shown = subprocess.run([*flags, f"--window-size=1280,{height}", f"--screenshot={shot}", (tmp_path / f"{name}.html").as_uri()],
+                           capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), shown.stderr[-2000:]
     # the page has no script, so any console message is an error (a refused request included);
     # a favicon lookup is the browser's own doing, not the page's
-    console = [line for line in done.stderr.splitlines()
+    console = [line for line in (done.stderr + shown.stderr).splitlines()
                if ("CONSOLE" in line or "Refused to" in line or "Uncaught" in line) and "favicon" not in line]
     assert console == [], "\n".join(console)[-2000:]
     with Image.open(shot) as picture:
-        top = picture.convert("RGB").crop((0, 0, picture.width, 300))
-        colours = top.getcolors(1 << 16)
-        assert colours is None or len(colours) > 8  # the verdict banner and its text, not a blank page
-    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert 'id="verdict"' in dom and 'class="comparison"' in dom
+        return probe, picture.convert("RGB")
+
+
+def assert_rendered(probe: dict, picture: Image.Image, sections: list[str]) -> None:
+    """No error, every image decoded, every section there and none of them blank, and no tall
+    band of the page empty."""
+    import numpy as np
+
+    assert probe["errors"] == [], probe["errors"]
+    assert probe["images"], "no images in the page"
+    assert [alt for alt, ok in probe["images"] if not ok] == [], "images that did not decode"
+    boxes = {sid: (top, bottom) for sid, top, bottom in probe["sections"]}
+    assert [s for s in sections if s not in boxes] == []
+    pixels = np.asarray(picture).astype(np.int32)
+    packed = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    background = np.bincount(packed.ravel()).argmax()  # the page's own colour: the commonest
+    ink = packed != background
+    for sid in sections:
+        top, bottom = boxes[sid]
+        assert bottom - top > 30, (sid, top, bottom)
+        region = ink[top:min(bottom, ink.shape[0])]
+        assert region.size and region.mean() > 0.01, f"section {sid} is blank in the screenshot"
+    rows = np.flatnonzero(ink.any(axis=1))
+    blank_run = np.diff(rows).max(initial=0)
+    assert blank_run < 300, f"a band of {blank_run} px with nothing on it"
+
+
+PAGE_SECTIONS = ["verdict", "comparison", "all-results", "environment", "configuration", "reproduce"]
+
+
+@needs_chromium
+def test_chromium_renders_the_demo_like_scorecard(tmp_path):
+    page = render_scorecard(every_family_results(), config(), pm=family_pm(), report=demo_like_report())
+    assert lint_html(page) == []
+    probe, picture = browse(page, tmp_path, "demo")
+    sections = PAGE_SECTIONS + ["section-gradcam", "section-cam", "section-whitebox", "section-transfer", "section-inversion",
+                                "section-accuracy-clean"]
+    assert_rendered(probe, picture, sections)
+    assert len(probe["images"]) >= 4 * 6  # every model's overlays, strips, examples and reconstructions
+
+
+@needs_chromium
+def test_chromium_renders_the_scorecard_without_errors_or_requests(tmp_path):
+    """A report with every check and every outcome, rebuilt from its JSON as ``auditkit report``
+    does: generic sections with every kind of artifact, skips, an xfail and an error."""
+    import json
+
+    from auditkit.reporters.html import scorecard_from_report
+
+    results = every_outcome_results()
+    report = json.loads(json.dumps({**REPORT, "results": [r.to_json() for r in results]}))
+    page = scorecard_from_report(report, pm=family_pm())
+    assert lint_html(page) == []
+    probe, picture = browse(page, tmp_path, "report")
+    sections = PAGE_SECTIONS + ["skipped", "errors", "section-gradcam", "section-cam", "section-whitebox", "section-transfer",
+                                "section-inversion", "section-accuracy-clean", "section-thirdparty-widget"]
+    assert_rendered(probe, picture, sections)
+    for check in ALL_CHECKS:
+        assert f"<code>{check}</code>" in page
+    top = picture.crop((0, 0, picture.width, 300))
+    colours = top.getcolors(1 << 16)
+    assert colours is None or len(colours) > 8  # the verdict banner and its text, not a blank page
 
 
 # -- rebuilding the scorecard from the JSON report alone ------------------------------------
