@@ -1,7 +1,7 @@
 """The feature-inversion section of the HTML scorecard: fidelity (SSIM, PSNR) of the
-reconstructions against the depth of the inverted layer, one line per model, and each model's
-reconstructions per layer. Built from the results alone; renders whatever subset of metrics and
-artifacts exists."""
+reconstructions against the depth of the inverted layer, one line per model, each model's
+reconstructions per layer, and each layer's PSNR drop below the calibration anchor. Built from
+the results alone; renders whatever subset of metrics and artifacts exists."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,12 +18,14 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     models, ordered, ran = svg.check_results(results, CHECK)
     if not ordered:
         return []
-    colors = svg.model_colors(models)
+    styles = svg.model_styles(models)
     out = [
         '<p class="legend">Each layer\'s output is inverted back to an image (Mahendran &amp; Vedaldi 2015): '
         "how much of the input survives at each depth? Depth is the fraction of the network's layers run, "
-        "so models of different size line up. High fidelity deep in the network means features released "
-        "there (an embedding API, split inference) give the input away.</p>"
+        "so models of different size line up. The first point is the anchor, the first convolution's output, "
+        "where the input is still all there: what the reconstruction reaches there is the optimizer's limit, "
+        "and each deeper layer's drop below it is what that layer loses. High fidelity deep in the network "
+        "means features released there (an embedding API, split inference) give the input away.</p>"
     ]
     if ran:
         layers = {r.model: _layers(r) for r in ran}
@@ -38,9 +40,8 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
                 pts = [p for p in layers[r.model] if p.get(key) is not None and p.get("depth") is not None]
                 if not pts:
                     continue
-                color, dash = colors.get(r.model, (None, None))
                 series.append({"label": r.model, "x": [p["depth"] for p in pts], "y": [p[key] for p in pts],
-                               "names": [p.get("name", "") for p in pts], "color": color, "dash": dash})
+                               "names": [p.get("name", "") for p in pts], **styles.get(r.model, {})})
             if series:
                 chart = svg.line_chart(series, "depth (fraction of layers run)", label, title=f"{label} against depth",
                                        reference_lines=refs, y_range=(0.0, 1.0) if key == "ssim" else None)
@@ -61,8 +62,9 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
         for r in ran:
             if layers[r.model]:
                 tables.append(svg.table(
-                    ["layer", "depth", "feature rel. error", "PSNR (dB)", "SSIM"],
-                    [[p.get("name", ""), p.get("depth"), p.get("feature_rel_err"), p.get("psnr"), p.get("ssim")]
+                    ["layer", "depth", "feature rel. error", "PSNR (dB)", "PSNR drop below the anchor (dB)", "SSIM"],
+                    [[f"{p.get('name', '')}" + (" (anchor)" if p.get("anchor") is True else ""), p.get("depth"),
+                      p.get("feature_rel_err"), p.get("psnr"), p.get("psnr_drop"), p.get("ssim")]
                      for p in layers[r.model]],
                     caption=r.model,
                 ))
@@ -100,6 +102,7 @@ def _layers(r: Any) -> list[dict[str, Any]]:
                 "ssim": _at(ssim, i),
                 "psnr": _at(psnr, i),
                 "feature_rel_err": r.metrics.get(f"{name}.feature_rel_err"),
+                "psnr_drop": r.metrics.get(f"{name}.psnr_drop"),
             })
         return out
     layer_names: list[str] = []
@@ -109,7 +112,8 @@ def _layers(r: Any) -> list[dict[str, Any]]:
             if layer not in layer_names:
                 layer_names.append(layer)
     return [{"name": n, "depth": None, "ssim": r.metrics.get(f"{n}.ssim"), "psnr": r.metrics.get(f"{n}.psnr"),
-             "feature_rel_err": r.metrics.get(f"{n}.feature_rel_err")} for n in layer_names]
+             "feature_rel_err": r.metrics.get(f"{n}.feature_rel_err"), "psnr_drop": r.metrics.get(f"{n}.psnr_drop")}
+            for n in layer_names]
 
 
 def _at(curve: dict[str, Any] | None, i: int) -> Any:

@@ -1,5 +1,6 @@
 """Which layers to invert: the output of each stage of the network, found from the module tree
-and the probe forward's output shapes, or the module names the user configured."""
+and the probe forward's output shapes, or the module names the user configured, preceded by
+the calibration anchor (the first convolution's output)."""
 from __future__ import annotations
 
 import difflib
@@ -102,9 +103,7 @@ def default_stages(
         if calls[name] > 1:
             notes.append(f"{name} skipped: it runs {calls[name]} times per forward")
             continue
-        info = first[name]
-        depth = sum(1 for o in leaf_orders if o <= info.order) / max(len(leaf_orders), 1)
-        stages.append(Stage(name, tuple(info.output_shape), info.order, depth))
+        stages.append(_stage(first[name], leaf_orders))
     if stages and _is_logits(stages[-1].output_shape, num_classes):
         notes.append(f"{stages[-1].name} skipped: it is the classifier head (outputs the logits)")
         stages.pop()
@@ -140,10 +139,43 @@ def configured_stages(names: Sequence[str], layers: Sequence[Any]) -> list[Stage
                 f"layer {name!r} runs {calls[name]} times per forward, so its output is ambiguous; "
                 "expected a module that runs once (pick the module after it)"
             )
-        info = first[name]
-        depth = sum(1 for o in leaf_orders if o <= info.order) / max(len(leaf_orders), 1)
-        stages.append(Stage(name, tuple(info.output_shape), info.order, depth))
+        stages.append(_stage(first[name], leaf_orders))
     return sorted(stages, key=lambda s: s.order)
+
+
+def anchor_stage(layers: Sequence[Any]) -> tuple[Stage | None, str]:
+    """The calibration anchor: the earliest feature layer, where the input is still (nearly)
+    all there, so that what the optimization reaches there is its own limit, not a loss.
+
+    It is the output of the first ``nn.Conv2d`` in call order (the stem's first convolution),
+    else of the first module with a spatial ([B,C,H,W]) output; either must run once per
+    forward and must not be a pass-through (identity, dropout).
+
+    :param layers: ``target.layers``, in call order.
+    :returns: (stage, source): the anchor and ``"first convolution"`` or ``"first spatial
+        layer"``; (None, "") when the model has neither.
+    """
+    calls: dict[str, int] = {}
+    first: dict[str, Any] = {}
+    for info in layers:
+        calls[info.name] = calls.get(info.name, 0) + 1
+        first.setdefault(info.name, info)
+    leaf_orders = sorted(info.order for info in layers if not any(True for _ in info.module.children()))
+    candidates = sorted(
+        (info for name, info in first.items()
+         if calls[name] == 1 and len(info.output_shape) == 4 and not isinstance(info.module, _PASSTHROUGH)),
+        key=lambda info: info.order,
+    )
+    for source, wanted in (("first convolution", nn.Conv2d), ("first spatial layer", nn.Module)):
+        info = next((i for i in candidates if isinstance(i.module, wanted)), None)
+        if info is not None:
+            return _stage(info, leaf_orders), source
+    return None, ""
+
+
+def _stage(info: Any, leaf_orders: Sequence[int]) -> Stage:
+    depth = sum(1 for o in leaf_orders if o <= info.order) / max(len(leaf_orders), 1)
+    return Stage(info.name, tuple(info.output_shape), info.order, depth)
 
 
 def _open_units(

@@ -38,6 +38,28 @@ class IdentityThenPool(nn.Module):
         return self.fc(self.flatten(self.pool(self.conv(x))))
 
 
+class IdentityThenDownsample(nn.Module):
+    """``conv``: a 1x1 identity convolution, a stage of its own (the next convolution halves the
+    resolution); ``down`` + ``relu``: 2x2 block means of it (a half-resolution thumbnail, >= 0
+    for images in [0,1]); then global pooling and a linear head. The automatic stages start at
+    ``conv``, the anchor itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1, bias=False)
+        self.down = nn.Conv2d(3, 3, 2, stride=2, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(3, 4)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            self.down.weight.copy_(_average_2x2(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.pool(self.relu(self.down(self.conv(x))))))
+
+
 class StagedNet(nn.Module):
     """Four stages whose information content is known, for images in [0,1]:
     ``features.1`` = (x, 0) exactly (invertible), ``features.3`` = x averaged over 2x2 blocks,
@@ -141,6 +163,12 @@ def staged_net() -> StagedNet:
 def identity_then_pool() -> IdentityThenPool:
     torch.manual_seed(0)
     return IdentityThenPool()
+
+
+@pytest.fixture
+def identity_then_downsample() -> IdentityThenDownsample:
+    torch.manual_seed(0)
+    return IdentityThenDownsample()
 
 
 @pytest.fixture

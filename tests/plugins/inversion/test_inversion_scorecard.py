@@ -23,15 +23,17 @@ def r(model, outcome="passed", metrics=None, artifacts=(), **kw) -> CheckResult:
     return result("inversion.fidelity", model, outcome, metrics, artifacts, **kw)
 
 
-def layer(name, depth, ssim, psnr) -> dict:
-    return {"name": name, "depth": depth, "ssim": ssim, "psnr": psnr, "feature_rel_err": 0.01, "feature_err_ratio": 0.1}
+def layer(name, depth, ssim, psnr, **extra) -> dict:
+    return {"name": name, "depth": depth, "ssim": ssim, "psnr": psnr, "feature_rel_err": 0.01, "feature_err_ratio": 0.1, **extra}
 
 
 def results() -> list[CheckResult]:
     return [
         # the full record: per-layer details, curves and the reconstruction grid
         r("target", metrics={"layer1.ssim": 0.9, "layer2.ssim": 0.5},
-          details={"layers": [layer("layer1", 0.25, 0.9, 30.25), layer(f"layer2{EVIL}", 0.75, 0.5, 18.0)],
+          details={"layers": [layer("conv1", 0.05, 0.99, 41.5, anchor=True, psnr_drop=0.0),
+                              layer("layer1", 0.25, 0.9, 30.25, anchor=False, psnr_drop=11.25),
+                              layer(f"layer2{EVIL}", 0.75, 0.5, 18.0, anchor=False, psnr_drop=23.5)],
                    "settings": {"leak_ssim": 0.7}},
           artifacts=[Artifact("reconstructions", "image/png", png(), "rows: images; columns: the original, then layer1, layer2")]),
         # only the curves
@@ -72,6 +74,8 @@ def test_reconstructions_and_per_layer_numbers():
     for model in ("target", "resnet18", "googlenet"):
         assert f"<caption>{model}</caption>" in tables
     assert "<td>inception3a</td>" in tables and "30.25" in tables
+    # the anchor is marked and each layer's PSNR drop below it is a column
+    assert "PSNR drop below the anchor (dB)" in tables and "<td>conv1 (anchor)</td>" in tables and "11.25" in tables
 
 
 def test_skips_and_escaping():

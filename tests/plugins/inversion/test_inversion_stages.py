@@ -1,5 +1,5 @@
-"""Which layers are inverted by default (the output of each stage) and how configured names
-are checked."""
+"""Which layers are inverted by default (the output of each stage), how configured names
+are checked, and which layer is the calibration anchor."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,7 @@ from torch import nn
 
 from auditkit import Target
 from auditkit.testing.models import TinyFCNet, TinyGAPNet, Wrapped
-from auditkit_inversion.stages import LayerSelectionError, configured_stages, default_stages
+from auditkit_inversion.stages import LayerSelectionError, anchor_stage, configured_stages, default_stages
 
 
 def probed(model: nn.Module, size: int = 32) -> Target:
@@ -250,3 +250,52 @@ def test_a_residual_block_stays_whole_though_its_children_change_resolution():
     # input resolution; its shared ReLU runs three times, which keeps the block whole
     names, _ = _body_stages(torchvision.models.resnet50(num_classes=4), size=64)
     assert names == ["maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]
+
+
+# -- the calibration anchor: the first convolution's output ----------------------------------------
+
+
+def test_the_anchor_is_the_first_convolution_in_call_order():
+    target = probed(TinyGAPNet())
+    anchor, source = anchor_stage(target.layers)
+    assert (anchor.name, source, anchor.output_shape) == ("features.0", "first convolution", (1, 8, 32, 32))
+    assert anchor.depth == pytest.approx(1 / 12)  # the first of the 12 leaf modules
+    # ResNet-18: the stem's conv1 (stride 2), before the first automatic stage (maxpool)
+    target = probed(torchvision.models.resnet18(num_classes=4))
+    assert anchor_stage(target.layers)[0].name == "conv1"
+    assert anchor_stage(probed(Wrapped(TinyGAPNet())).layers)[0].name == "net.features.0"
+
+
+def test_the_anchor_follows_the_call_order_not_the_definition_order():
+    class Reordered(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.late = nn.Conv2d(4, 4, 3, padding=1)
+            self.early = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(self.late(self.early(x)).mean((2, 3)))
+
+    assert anchor_stage(probed(Reordered()).layers)[0].name == "early"
+
+
+def test_a_shared_convolution_is_not_the_anchor_the_next_one_is():
+    class SharedStem(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.down = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+            self.fc = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(self.down(self.conv(self.conv(x))).mean((2, 3)))
+
+    assert anchor_stage(probed(SharedStem()).layers)[0].name == "down"
+
+
+def test_without_a_convolution_the_anchor_is_the_first_spatial_layer_else_none():
+    no_conv = nn.Sequential(nn.Identity(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(3 * 16 * 16, 4))
+    anchor, source = anchor_stage(probed(no_conv).layers)
+    assert (anchor.name, source) == ("1", "first spatial layer")  # not the pass-through Identity
+    assert anchor_stage(probed(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))).layers) == (None, "")
