@@ -40,7 +40,7 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "whitebox.fgsm": {"l2_eps": [], "targeted": [], "bisection_steps": 2, "min_eps_search_factor": 2.0, "examples": 2},
     "whitebox.pgd": {"l2_eps": [], "targeted": [], "steps": 5, "bisection_steps": 1, "min_eps_search_factor": 2.0,
                      "examples": 2},
-    "whitebox.masking": {"steps": 5, "strong_steps_factor": 2, "strong_restarts": 1, "unbounded_steps": 5},
+    "whitebox.masking": {"steps": 5, "strong_steps_factor": 2, "strong_restarts": 1},
     "transfer.proxy": {"query_budget": 96, "augment_rounds": 1, "epochs_per_round": 4, "max_train_seconds": 10.0,
                        "attacks": ["fgsm", "pgd"], "l2_epsilons": []},
 }

@@ -1,5 +1,6 @@
 """The white-box checks' bridge to torchattacks: perturbation budgets and their metric labels,
-the Target seen as an nn.Module, batched FGSM/PGD runs with restarts, and minimal-epsilon search."""
+the Target seen as an nn.Module, batched FGSM/PGD runs with restarts, the unbounded attack, and
+minimal-epsilon search."""
 from __future__ import annotations
 
 import math
@@ -20,6 +21,11 @@ TARGETED_MODES = ("random", "least_likely")
 
 # Perturbations may exceed their budget by float rounding only (torchattacks clamps in float32).
 _BUDGET_SLACK = 1e-5
+
+# The unbounded attack's Linf step sizes, one stage each: 1/8 crosses the pixel range in eight
+# steps, and each stage halves the step down to 1/128 (2/255), fine enough to settle into a
+# thin adversarial region that sign steps of 1/4 jump across and back.
+UNBOUNDED_STEP_SIZES = (1 / 8, 1 / 16, 1 / 32, 1 / 64, 1 / 128)
 
 def max_budget(norm: str, image_shape: tuple[int, ...]) -> float:
     """The largest meaningful budget for images in [0,1]: 1 for Linf (any pixel to any value),
@@ -185,6 +191,50 @@ def run_attack(
         adversarial[todo] = adv
         logits[todo] = out
         success[todo] = hit
+    assert logits is not None
+    return AttackOutcome(success, adversarial, logits)
+
+
+def unbounded_attack(
+    module: TargetModule,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int,
+    step_sizes: tuple[float, ...] = UNBOUNDED_STEP_SIZES,
+) -> AttackOutcome:
+    """An untargeted attack whose budget reaches any image: Linf PGD at eps = 1 from the clean
+    image, with a step size that decays stage by stage.
+
+    ``steps`` sign steps are shared out evenly over the stages of ``step_sizes`` (absolute
+    step sizes, largest first; with fewer steps than stages, the first ``steps`` stages get one
+    each). Each stage is torchattacks' PGD started from where the previous stage left each
+    image, on the images no stage has fooled yet: the Linf ball of radius 1 around any image
+    holds the whole [0,1] box, so restarting the projection there loses nothing. Starting
+    from the clean image, not a random point, keeps success down to the gradients: noise of
+    that size would be a random image, whose misclassification says nothing about them.
+
+    Constant steps cannot do this job: steps of 1/4 saturate pixels at 0 or 1 within a few
+    steps and then oscillate across any adversarial region narrower than a step, so an
+    ordinary model keeps images that a smaller step reaches. An image counts as fooled when
+    any stage fooled it; ``adversarial`` holds that stage's image, or the last stage's for
+    images never fooled.
+    """
+    stages = step_sizes[: max(1, min(steps, len(step_sizes)))]
+    share, extra = divmod(steps, len(stages))
+    success = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+    adversarial = images.clone()
+    logits: torch.Tensor | None = None
+    for i, alpha in enumerate(stages):
+        todo = (~success).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        spec = AttackSpec("pgd", "linf", share + (i < extra), alpha, False, 1)
+        out = run_attack(module, spec, adversarial[todo], labels[todo], 1.0)
+        if logits is None:
+            logits = torch.empty(images.shape[0], out.logits.shape[1], dtype=out.logits.dtype, device=images.device)
+        adversarial[todo] = out.adversarial
+        logits[todo] = out.logits
+        success[todo] = out.success
     assert logits is not None
     return AttackOutcome(success, adversarial, logits)
 

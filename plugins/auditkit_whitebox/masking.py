@@ -10,8 +10,12 @@ import torch
 
 from auditkit import Check, Findings, Threshold, UsageError, skip
 from auditkit.batching import oom_backoff
+from auditkit.stats import wilson_interval
 
-from auditkit_whitebox.attacks import AttackSpec, TargetModule, budget_label, input_gradient, parse_budget, run_attack
+from auditkit_whitebox.attacks import (
+    UNBOUNDED_STEP_SIZES, AttackSpec, TargetModule, budget_label, input_gradient, parse_budget, run_attack,
+    unbounded_attack,
+)
 
 TRANSFER_CHECK = "transfer.proxy"
 TRANSFER_METRIC = "transfer_success@"
@@ -43,10 +47,12 @@ class MaskingSettings:
     :ivar restarts: random restarts of the reference attack.
     :ivar strong_steps_factor: the budget probe runs this many times the steps, of the same size...
     :ivar strong_restarts: ...with this many random restarts, on the images the reference attack left.
-    :ivar unbounded_steps: PGD steps of the unbounded attack (Linf eps = 1, from the clean image,
-        steps of ``rel_step_size``: 10 steps of 0.25 can take any pixel across the range and back).
+    :ivar unbounded_steps: sign steps of the unbounded attack (Linf eps = 1, from the clean image),
+        shared over stages whose step size halves from 1/8 to 1/128 (see ``unbounded_attack``).
     :ivar tolerance: how far a comparison may go the wrong way before a flag is raised, as a
-        share of images; never less than one image, so a single image raises no flag.
+        share of images; never less than one image, so a single image raises no flag. The
+        unbounded attack's survivors raise their flag only when the lower end of their share's
+        95% confidence interval lies above it.
     """
 
     eps: float = 8 / 255
@@ -55,7 +61,7 @@ class MaskingSettings:
     restarts: int = 1
     strong_steps_factor: int = 4
     strong_restarts: int = 2
-    unbounded_steps: int = 10
+    unbounded_steps: int = 100
     tolerance: float = 0.05
 
     def __post_init__(self) -> None:
@@ -76,7 +82,8 @@ class GradientMasking(Check):
 
     Recomputes what it needs with small probes rather than relying on other checks' results:
     FGSM and PGD at the reference Linf budget, PGD at a quarter and four times that budget,
-    PGD with an unbounded budget from the clean image, one input gradient per image, a
+    an unbounded attack (``unbounded_attack``: Linf eps = 1 from the clean image, with a
+    decaying step size), one input gradient per image, a
     repeated forward pass, and a stronger PGD (more steps and restarts) at the budget where
     the reference attack fools about half the images. When ``transfer.proxy`` ran on the same
     model, its ``transfer_success@<budget>`` is compared with white-box PGD at that budget.
@@ -92,12 +99,20 @@ class GradientMasking(Check):
     headline = ("flags",)
     # <budget> as budget_label writes it; whitebox_success@ only when transfer.proxy ran first.
     metrics = (
-        "n_images", "clean_acc", "zero_grad_share", "randomized_share", "unbounded_acc", "flags", *FLAGS,
+        "n_images", "n_correct", "clean_acc", "zero_grad_share", "randomized_share", "unbounded_acc",
+        "unbounded_survivors", "flags", *FLAGS,
         "fgsm_acc@*", "pgd_acc@*", "strong_pgd_acc@*", "whitebox_success@*",
     )
     directions = {"flags": "lower"}
     thresholds = tuple(Threshold(flag, "max", 0) for flag in FLAGS)
     Settings = MaskingSettings
+    # Every probe attacks the correctly classified images only, so they are the sample.
+    sample_metric = "n_correct"
+    # With none of 10 images surviving, the survival share's 95% upper bound is 0.28 (Wilson):
+    # below 10 a pass bounds nothing, and one image is over twice the default 5% tolerance.
+    min_sample = 10
+    # An attack cannot change a constant output: every flag would describe the model, not the attack.
+    constant_sensitive = True
 
     def run(self, ctx: Any) -> Findings:
         s = self.settings
@@ -110,7 +125,6 @@ class GradientMasking(Check):
         module = TargetModule(ctx.target)
         ladder = sorted({s.eps / 4, s.eps, min(4 * s.eps, 1.0)})
         reference = AttackSpec("pgd", "linf", s.steps, s.rel_step_size, True, s.restarts)
-        unbounded = AttackSpec("pgd", "linf", s.unbounded_steps, s.rel_step_size, False, 1)
         margin = max(s.tolerance, 1 / n)
         margin_correct = max(s.tolerance, 1 / n_correct)
         reported = _transfer_results(ctx)
@@ -143,7 +157,7 @@ class GradientMasking(Check):
                 ladder_fooled[eps] += int(out.success.sum())
                 rungs.append(out.success)
             reference_success.append(torch.stack(rungs, 1))
-            count["unbounded"] += int(run_attack(module, unbounded, images, labels, 1.0).success.sum())
+            count["unbounded"] += int(unbounded_attack(module, images, labels, s.unbounded_steps).success.sum())
             for norm, eps in transfer:
                 spec = AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts)
                 transfer_fooled[(norm, eps)] += int(run_attack(module, spec, images, labels, eps).success.sum())
@@ -174,12 +188,14 @@ class GradientMasking(Check):
         fgsm_acc, pgd_acc = acc(count["fgsm"]), ladder_acc[s.eps]
         strong_acc = ladder_acc[ladder[rung]] - newly_fooled / n
         zero_share = count["zero_grad"] / n_correct
-        unbounded_survive = 1 - count["unbounded"] / n_correct
+        survivors = n_correct - count["unbounded"]
+        survive_low, survive_high = wilson_interval(survivors, n_correct)
         random_share = count["random"] / n
         probabilities = _looks_like_probabilities(clean.logits)
 
         metrics: dict[str, float] = {
             "n_images": float(n),
+            "n_correct": float(n_correct),
             "clean_acc": n_correct / n,
             "zero_grad_share": zero_share,
             "randomized_share": random_share,
@@ -187,6 +203,7 @@ class GradientMasking(Check):
             **{f"pgd_acc@{budget_label('linf', eps)}": a for eps, a in ladder_acc.items()},
             f"strong_pgd_acc@{rung_label}": strong_acc,
             "unbounded_acc": acc(count["unbounded"]),
+            "unbounded_survivors": float(survivors),
         }
         evidence = {
             "eps_insensitive": (
@@ -198,9 +215,12 @@ class GradientMasking(Check):
                 pgd_acc - fgsm_acc > margin,
                 f"robust accuracy at {eps_label}: PGD {pgd_acc:.2f}, FGSM {fgsm_acc:.2f}",
             ),
+            # A strong attack's survivors are evidence only beyond sampling noise: the flag needs
+            # the lower 95% bound of their share above the tolerance, and more than one image.
             "unbounded_attack_fails": (
-                unbounded_survive > margin_correct,
-                f"{unbounded_survive:.0%} of correctly classified images survive PGD at Linf eps=1",
+                survivors > 1 and survive_low > s.tolerance,
+                f"{survivors} of {n_correct} correctly classified images survive {_describe_unbounded(s)} "
+                f"(95% interval {survive_low:.0%}-{survive_high:.0%})",
             ),
             "zero_gradients": (
                 zero_share > margin_correct,
@@ -262,10 +282,21 @@ class GradientMasking(Check):
                 "not_evaluated": [] if reported else ["transfer_beats_whitebox"],
                 "reference_attack": reference.describe(),
                 "strong_attack": strong.describe(),
-                "unbounded_attack": unbounded.describe(),
+                "unbounded_attack": _describe_unbounded(s),
+                "unbounded_survivors": {
+                    "survivors": survivors, "of": n_correct, "interval_95": [survive_low, survive_high],
+                },
                 "margin": margin,
             },
         )
+
+
+def _describe_unbounded(s: MaskingSettings) -> str:
+    sizes = UNBOUNDED_STEP_SIZES[: max(1, min(s.unbounded_steps, len(UNBOUNDED_STEP_SIZES)))]
+    return (
+        f"PGD Linf eps=1 ({s.unbounded_steps} steps, step size halving from {sizes[0]:g} to {sizes[-1]:g}, "
+        "clean start)"
+    )
 
 
 def _transfer_results(ctx: Any) -> dict[tuple[str, float], tuple[str, float]]:
@@ -274,6 +305,8 @@ def _transfer_results(ctx: Any) -> dict[tuple[str, float], tuple[str, float]]:
     for result in ctx.results:
         if result.check != TRANSFER_CHECK or result.model != ctx.target.name:
             continue
+        if result.outcome.value not in ("passed", "failed"):
+            continue  # a skipped result keeps numbers measured on too little evidence: no yardstick
         for name, value in result.metrics.items():
             if not name.startswith(TRANSFER_METRIC) or not math.isfinite(value):
                 continue
