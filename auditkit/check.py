@@ -1,5 +1,6 @@
 """Checks and their results: the Check base class, Findings (what a check measured),
-CheckResult (the frozen record reporters read), Outcome, and skip()/xfail()."""
+CheckResult (the frozen record reporters read) with its typed parts (Curve), Outcome, and
+skip()/xfail()."""
 from __future__ import annotations
 
 import base64
@@ -22,12 +23,17 @@ class Outcome(str, enum.Enum):
     ERROR = "error"
 
 
-class Skipped(Exception):
-    """Raised by :func:`skip`; the check ends with outcome ``skipped`` and the reason."""
+class Skipped(BaseException):
+    """Raised by :func:`skip`; the check ends with outcome ``skipped`` and the reason.
+
+    A ``BaseException``, as pytest's own outcomes: a broad ``except Exception`` in a check
+    or in the model's code cannot swallow it."""
 
 
-class XFailed(Exception):
-    """Raised by :func:`xfail`; the check ends with outcome ``xfailed`` and the reason."""
+class XFailed(BaseException):
+    """Raised by :func:`xfail`; the check ends with outcome ``xfailed`` and the reason.
+
+    A ``BaseException`` for the same reason as :class:`Skipped`."""
 
 
 def skip(reason: str) -> None:
@@ -89,12 +95,79 @@ class Artifact:
     caption: str = ""
 
 
+@dataclass(frozen=True)
+class CurvePoint:
+    """One measured point of a :class:`Curve`: ``value`` at ``x`` (the budget epsilon for a
+    curve against a norm), with its confidence interval ``[lo, hi]`` when the check has one.
+    A value that could not be computed is NaN (null in JSON)."""
+
+    x: float
+    value: float
+    lo: float | None = None
+    hi: float | None = None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A measured curve, kept as data so reports read it without parsing metric names.
+
+    ``metric`` is the family it plots (``robust_acc``, ``transfer_success``): for a curve
+    against a perturbation budget (``norm`` ``"linf"`` or ``"l2"``) each point's value is
+    also reported as the metric ``<metric>@<budget>`` (thresholds and ``--compare`` use the
+    metrics; charts use the curve). ``variant`` tells curves of the same metric and norm apart
+    (an attack's name; empty for the check's main curve); ``name`` is unique within a result.
+    ``label`` names the series, ``x_label``/``y_label`` the axes, ``caption`` what it shows.
+    """
+
+    name: str
+    metric: str
+    points: tuple[CurvePoint, ...]
+    norm: str | None = None
+    variant: str = ""
+    label: str = ""
+    x_label: str = "epsilon"
+    y_label: str = ""
+    caption: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "metric": self.metric}
+        if self.norm is not None:
+            out["norm"] = self.norm
+        if self.variant:
+            out["variant"] = self.variant
+        out.update(label=self.label, x_label=self.x_label, y_label=self.y_label, caption=self.caption)
+        out["points"] = [
+            {"x": _json_number(p.x), "value": _json_number(p.value),
+             **{k: _json_number(v) for k, v in (("lo", p.lo), ("hi", p.hi)) if v is not None}}
+            for p in self.points
+        ]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Curve":
+        def number(v: Any) -> float:
+            return math.nan if v is None else float(v)
+
+        points = tuple(
+            CurvePoint(number(p.get("x")), number(p.get("value")),
+                       None if "lo" not in p else number(p["lo"]), None if "hi" not in p else number(p["hi"]))
+            for p in data.get("points") or ()
+        )
+        return cls(
+            name=str(data["name"]), metric=str(data.get("metric", data["name"])), points=points,
+            norm=data.get("norm"), variant=str(data.get("variant", "")), label=str(data.get("label", "")),
+            x_label=str(data.get("x_label", "epsilon")), y_label=str(data.get("y_label", "")),
+            caption=str(data.get("caption", "")),
+        )
+
+
 @dataclass
 class Findings:
     """What a check's ``run`` returns: numbers, artifacts, and optionally its own verdict.
 
     ``failures`` lists reasons the check failed on its own terms (a broken identity, a raised
     flag); thresholds from the check's defaults and the config are applied on top by the session.
+    ``curves`` are the check's measured curves (:class:`Curve`), which reports draw as they are.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
@@ -102,6 +175,7 @@ class Findings:
     failures: list[str] = field(default_factory=list)
     artifacts: list[Artifact] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -121,6 +195,7 @@ class CheckResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     role: str = "target"
     directions: Mapping[str, str] = field(default_factory=dict)
+    curves: tuple[Curve, ...] = ()
 
     @property
     def nodeid(self) -> str:
@@ -154,12 +229,18 @@ class CheckResult:
             out["nonfinite"] = nonfinite
         if self.artifacts:
             out["artifacts"] = [artifact_to_json(a) for a in self.artifacts]
+        if self.curves:
+            out["curves"] = [c.to_json() for c in self.curves]
         return out
+
+    def curve(self, metric: str, norm: str | None = None, variant: str = "") -> Curve | None:
+        """The curve of ``metric`` (against ``norm``, of ``variant``), or None."""
+        return next((c for c in self.curves if (c.metric, c.norm, c.variant) == (metric, norm, variant)), None)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "CheckResult":
         """The result back from :meth:`to_json`'s dict (a JSON report's ``results`` entry):
-        metrics (non-finite values restored from ``nonfinite``), thresholds, details and
+        metrics (non-finite values restored from ``nonfinite``), thresholds, details, curves and
         artifacts with their data, so reports such as the scorecard can be rebuilt from the
         JSON alone. Non-finite numbers inside ``details`` come back as None."""
         special = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -182,6 +263,7 @@ class CheckResult:
             details=dict(data.get("details") or {}),
             role=str(data.get("role", "target")),
             directions=dict(data.get("directions") or {}),
+            curves=tuple(Curve.from_json(c) for c in data.get("curves") or ()),
         )
 
 
@@ -253,9 +335,13 @@ class Check:
     ``"*.psnr"``); a threshold in the config on a name it does not declare is a usage error
     with "did you mean". Override :meth:`reported_metrics` when the names follow from the
     settings (one per configured epsilon). A check that declares none is not validated.
-    ``directions`` maps metric names (fnmatch patterns
-    such as ``"robust_acc@*"``) to ``"higher"`` or ``"lower"`` (which is better); reports use
-    it to mark the better model and ``--compare`` to find regressions. ``Settings`` is a dataclass whose fields are the
+    ``directions`` maps metric names (fnmatch patterns such as ``"robust_acc@*"``, the first
+    match wins) to ``"higher"`` or ``"lower"`` (which is better), or to None for a reference
+    value with no better side (a control, a count, a property of the data); reports use it to
+    mark the better model and ``--compare`` to find regressions, and a metric it does not
+    mention is never marked. Declare every metric (:meth:`declares`). ``headline`` names the
+    metrics reports show first. ``quick_settings`` are settings for a short run (the demo's),
+    given as a per-check config table would give them. ``Settings`` is a dataclass whose fields are the
     check's typed settings; config tables override them. ``thresholds`` are default pass
     conditions, overridable from config. ``needs_train_split`` (False, True, or a phrase such
     as "for the transfer proxy's queries") declares that the check trains on the data's train
@@ -276,7 +362,8 @@ class Check:
     headline: ClassVar[tuple[str, ...]] = ()
     metrics: ClassVar[tuple[str, ...]] = ()
     thresholds: ClassVar[tuple[Threshold, ...]] = ()
-    directions: ClassVar[dict[str, str]] = {}
+    directions: ClassVar[dict[str, str | None]] = {}
+    quick_settings: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
     needs_train_split: ClassVar[bool | str] = False
     min_sample: ClassVar[int] = 0
@@ -301,11 +388,17 @@ class Check:
 
     @classmethod
     def direction(cls, metric: str) -> str | None:
-        """``"higher"``/``"lower"`` when ``directions`` says which is better for ``metric``."""
+        """``"higher"``/``"lower"`` when ``directions`` says which is better for ``metric``;
+        None when it declares no better side or does not mention the metric."""
         for pattern, direction in cls.directions.items():
             if fnmatch.fnmatchcase(metric, pattern):
                 return direction
         return None
+
+    @classmethod
+    def declares(cls, metric: str) -> bool:
+        """Whether ``directions`` mentions ``metric`` (with a direction or as a reference value)."""
+        return any(fnmatch.fnmatchcase(metric, pattern) for pattern in cls.directions)
 
     @classmethod
     def reported_metrics(cls, settings: Any) -> tuple[str, ...]:

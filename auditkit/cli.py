@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import logging
 import signal
 import sys
@@ -11,18 +12,19 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from auditkit.config import DEFAULT_BASELINES, Config, find_config_file, parse_baselines, validate_file_table
+from auditkit.config import Config, find_config_file, validate_file_table
 from auditkit.errors import ExitCode, UsageError
-
-DEFAULT_REPORT_DIR = Path("reports")
+from auditkit.options import BY_NAME, DEFAULT_REPORT_DIR, OPTIONS, command_line_options
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-p", dest="plugins", action="append", default=[], metavar="PLUGIN",
-                   help="load a plugin module, or disable one with no:NAME (repeatable)")
+    BY_NAME["plugins"].add_to(p)
 
 
 def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
+    """The ``auditkit`` parser; ``run``'s options come from :data:`auditkit.options.OPTIONS`
+    and from the plugins of ``pm_for_options`` (``auditkit_addoption``, called historic so a
+    plugin registered later still adds its options to this parser)."""
     import auditkit
 
     parser = argparse.ArgumentParser(
@@ -33,52 +35,15 @@ def build_parser(pm_for_options=None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,checks,report}")
 
     run = sub.add_parser("run", help="audit a model", description="Audit a model on a dataset and write reports.")
-    run.add_argument("--model", help="torchvision:NAME, file.py:factory, module:factory, a .pt2 or TorchScript file")
-    run.add_argument("--weights", help="state_dict for the model (loaded with weights_only=True)")
-    run.add_argument("--weights-dir", dest="weights_dir", metavar="DIR",
-                     help="a folder of pretrained torchvision checkpoints, searched before the torch hub cache "
-                     "(for ?weights= models and the baselines)")
-    run.add_argument("--data", help="synthetic:shapes[?n=..&size=..], an ImageFolder dir, a COCO JSON, file.py:factory")
-    run.add_argument("--checks", help="comma-separated check ids or family.* patterns")
-    run.add_argument("-k", dest="keyword", metavar="EXPR", help="select checks whose id matches EXPR (and/or/not)")
-    run.add_argument("--baselines", help="comma-separated classic baselines to audit beside the model "
-                     "(default alexnet,googlenet,resnet18; resnet50 available) or none")
-    run.add_argument("--baseline-weights", action="append", default=[], metavar="NAME=PATH",
-                     help="a state_dict checkpoint for a baseline instead of training it (repeatable)")
-    run.add_argument("--baseline-steps", type=int, dest="baseline_steps", metavar="N",
-                     help="training budget per baseline in optimizer steps (default 1500); the same budget gives "
-                     "the same baseline on any machine")
-    run.add_argument("--baseline-epochs", type=int, metavar="N",
-                     help="the budget as N passes over the train split's size instead of --baseline-steps")
-    run.add_argument("--baseline-seconds", type=float, metavar="S",
-                     help="safety cap on each baseline's training time (default 600); when it binds, the report "
-                     "says so and the result depends on the machine's speed")
-    run.add_argument("--baseline-init", choices=("auto", "scratch", "pretrained"), dest="baseline_init",
-                     help="how trained baselines start: from scratch, or fine-tuned from torchvision's ImageNet "
-                     "weights (default auto: scratch on generated data, pretrained on any other)")
-    run.add_argument("--offline", action="store_true", default=None,
-                     help="never download (pretrained weights must be in --weights-dir or the torch hub cache); "
-                     "also AUDITKIT_OFFLINE=1 or offline = true")
-    run.add_argument("--device", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--seed", type=int)
-    run.add_argument("--max-images", type=int, dest="max_images", help="audit at most N evaluation images")
-    run.add_argument("--batch-size", type=int, dest="batch_size")
+    for option in command_line_options():
+        option.add_to(run)
     run.add_argument("--config", help="a TOML file with an auditkit table (default: ./auditkit.toml or ./pyproject.toml)")
-    run.add_argument("--json", help=f"write the JSON report here (default {DEFAULT_REPORT_DIR}/report.json)")
-    run.add_argument("--junitxml", help="write JUnit XML here")
-    run.add_argument("--html", help="write the HTML scorecard here")
-    run.add_argument("--md", help="write a short Markdown summary here (for a pull-request comment)")
-    run.add_argument("--compare", metavar="PREVIOUS.json",
-                     help="fail when a headline metric regressed against this earlier report")
-    run.add_argument("--trust-pickle", action="store_true", default=None, dest="trust_pickle",
-                     help="allow loading a fully pickled model (runs code from the file)")
-    run.add_argument("--no-progress", action="store_false", dest="progress", default=None, help="hide progress bars")
     verbosity = run.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="count", default=0)
     verbosity.add_argument("-v", "--verbose", action="count", default=0)
     _add_common(run)
     if pm_for_options is not None:
-        pm_for_options.hook.auditkit_addoption(parser=run)
+        pm_for_options.hook.auditkit_addoption.call_historic(kwargs=dict(parser=run))
 
     demo = sub.add_parser("demo", help="run the embedded demo audit", description="Run the embedded demo audit.")
     demo.add_argument("--out", default=str(DEFAULT_REPORT_DIR / "demo"), help="output folder (default reports/demo)")
@@ -112,65 +77,35 @@ def _preparse_plugins(argv: Sequence[str]) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Config:
+    """The effective configuration of ``auditkit run``: each option from the command line,
+    else the config file, else the command line's default (:data:`auditkit.options.OPTIONS`);
+    options that collect (``-p``, ``--baseline-weights``) add the command line's to the file's."""
     rootdir = Path.cwd()
     source, table = find_config_file(rootdir, args.config)
-    values = validate_file_table(table, str(source)) if source else {}
-    config = Config(source=str(source) if source else None, rootdir=str(rootdir), invocation=["auditkit", *argv])
-    for key, value in values.items():
-        setattr(config, key, value)
-    cli = {
-        "model": args.model,
-        "weights": args.weights,
-        "weights_dir": args.weights_dir,
-        "data": args.data,
-        "keyword": args.keyword,
-        "device": args.device,
-        "seed": args.seed,
-        "max_images": args.max_images,
-        "batch_size": args.batch_size,
-        "json": args.json,
-        "junitxml": args.junitxml,
-        "html": args.html,
-        "md": args.md,
-        "compare": args.compare,
-        "trust_pickle": args.trust_pickle,
-        "progress": args.progress,
-    }
-    for key, value in cli.items():
-        if value is not None:
-            setattr(config, key, value)
-    if args.checks:
-        config.select = [c.strip() for c in args.checks.split(",") if c.strip()]
-    if args.baselines is not None:
-        config.baselines = parse_baselines(args.baselines)
-    elif "baselines" not in values:
-        config.baselines = list(DEFAULT_BASELINES)
-    for item in args.baseline_weights:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--baseline-weights {item!r}: expected NAME=PATH, e.g. resnet18=resnet18.pt")
-        config.baseline_weights[name] = path
+    from_file = validate_file_table(table, str(source)) if source else {}
+    config = Config(**from_file, source=str(source) if source else None, rootdir=str(rootdir),
+                    invocation=["auditkit", *argv])
+    for option in OPTIONS:
+        if option.flags and option.given(args):
+            value = option.from_command_line(args)
+            if option.extend:
+                current = getattr(config, option.name)
+                value = {**current, **value} if isinstance(value, dict) else [*current, *value]
+            setattr(config, option.name, value)
+        elif option.command_default is not None and option.file_key not in from_file:
+            setattr(config, option.name, copy.copy(option.command_default))
     # The command line's budget replaces the config file's, whichever unit either uses.
     if args.baseline_steps is not None and args.baseline_epochs is not None:
         raise UsageError("--baseline-steps and --baseline-epochs both set the training budget; give one")
     if args.baseline_steps is not None:
-        config.baseline_steps, config.baseline_epochs = args.baseline_steps, None
+        config.baseline_epochs = None
     if args.baseline_epochs is not None:
-        config.baseline_steps, config.baseline_epochs = None, args.baseline_epochs
-    if args.baseline_seconds is not None:
-        config.baseline_seconds = args.baseline_seconds
-    if args.baseline_init is not None:
-        config.baseline_init = args.baseline_init
-    if args.offline:
-        config.offline = True
-    config.plugins = list(config.plugins) + list(args.plugins)
+        config.baseline_steps = None
     config.verbosity = args.verbose - args.quiet
-    if config.json is None:
-        config.json = str(DEFAULT_REPORT_DIR / "report.json")
-    if config.max_images is not None and config.max_images < 1:
-        raise UsageError(f"--max-images must be at least 1, got {config.max_images}")
-    if config.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {config.batch_size}")
+    for option in OPTIONS:
+        value = getattr(config, option.name)
+        if option.minimum is not None and value is not None and value < option.minimum:
+            raise UsageError(f"{option.flag} must be at least {option.minimum}, got {value}")
     config.options = args
     return config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import shlex
 import tomllib
 import types
 import typing
@@ -13,97 +14,100 @@ from typing import Any, Mapping
 
 from auditkit.check import Check, Threshold
 from auditkit.errors import UsageError
+from auditkit.options import BY_FILE_KEY, BY_NAME, DEFAULT_BASELINES, OPTIONS, parse_baselines
 
-DEFAULT_BASELINES = ("alexnet", "googlenet", "resnet18")
+__all__ = ["DEFAULT_BASELINES", "Config", "configure_check", "find_config_file", "parse_baselines", "validate_file_table"]
 
 
-@dataclass
+def _option_fields(cls: type) -> type:
+    """Give ``cls`` one dataclass field per option of :data:`auditkit.options.OPTIONS`, in
+    the table's order, before the fields ``cls`` declares itself."""
+    own = dict(cls.__dict__.get("__annotations__", {}))
+    annotations: dict[str, Any] = {}
+    for option in OPTIONS:
+        name = option.type.__name__
+        annotations[option.name] = name if option.default is not None else f"{name} | None"
+        setattr(cls, option.name, field(default_factory=option.initial))
+    cls.__annotations__ = {**annotations, **own}
+    return cls
+
+
+@dataclass(init=False)
+@_option_fields
 class Config:
-    """Every setting of one audit. Reporters write ``to_json()`` into the report."""
+    """Every setting of one audit: one field per option of :data:`auditkit.options.OPTIONS`
+    (``config.seed``, ``config.selected_checks``, ``config.check_settings``, ...), then where
+    the settings came from. Reporters write ``to_json()`` into the report.
 
-    model: str | None = None
-    weights: str | None = None
-    weights_dir: str | None = None
-    data: str = "synthetic:shapes"
-    select: list[str] | None = None
-    keyword: str | None = None
-    baselines: list[str] = field(default_factory=list)
-    baseline_weights: dict[str, str] = field(default_factory=dict)
-    # The baselines' training budget, in optimizer steps (None: the default budget,
-    # auditkit.baselines.training.DEFAULT_STEPS), or in passes over the train split's size;
-    # baseline_seconds is only a safety cap on wall time per baseline.
-    baseline_steps: int | None = None
-    baseline_epochs: int | None = None
-    baseline_seconds: float = 600.0
-    baseline_init: str = "auto"  # auto | scratch | pretrained
-    offline: bool = False  # never download (also AUDITKIT_OFFLINE=1)
-    device: str = "auto"
-    seed: int = 0
-    max_images: int | None = None
-    batch_size: int = 64
-    json: str | None = None
-    junitxml: str | None = None
-    html: str | None = None
-    md: str | None = None
-    compare: str | None = None
-    compare_abs_tolerance: float = 0.02
-    compare_rel_tolerance: float = 0.05
-    plugins: list[str] = field(default_factory=list)
-    trust_pickle: bool = False
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    verbosity: int = 0
-    progress: bool | None = None
-    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ``Config(**values)`` takes the options by name or by their config-file key (``select``,
+    ``checks``); an unknown name is a ``TypeError``.
+    """
+
     source: str | None = None  # the config file read, if any
     rootdir: str = "."
     invocation: list[str] | None = None
     options: Any = None  # the parsed argparse namespace (plugins' own options)
     pluginmanager: Any = field(default=None, repr=False)
 
+    def __init__(self, **values: Any) -> None:
+        for key in [k for k in values if k in BY_FILE_KEY and k not in BY_NAME]:
+            name = BY_FILE_KEY[key].name
+            if name in values:
+                raise TypeError(f"Config() got both {key!r} and {name!r}, which name the same option")
+            values[name] = values.pop(key)
+        for f in dataclasses.fields(self):
+            if f.name in values:
+                value = values.pop(f.name)
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            setattr(self, f.name, value)
+        if values:
+            unknown = ", ".join(map(repr, values))
+            raise TypeError(f"Config() got unexpected keyword argument(s) {unknown}{_suggest(next(iter(values)), BY_NAME)}")
+
+    # The config-file and report keys of two options, for code written against them.
+    @property
+    def select(self) -> list[str] | None:
+        """The ``--checks`` selection (``selected_checks``), by its config-file key."""
+        return self.selected_checks
+
+    @select.setter
+    def select(self, value: list[str] | None) -> None:
+        self.selected_checks = value
+
+    @property
+    def checks(self) -> dict[str, dict[str, Any]]:
+        """The per-check tables (``check_settings``), by their config-file key."""
+        return self.check_settings
+
+    @checks.setter
+    def checks(self, value: dict[str, dict[str, Any]]) -> None:
+        self.check_settings = value
+
     def to_json(self) -> dict[str, Any]:
-        skip = {"options", "pluginmanager", "invocation", "verbosity", "progress"}
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        """The report's ``config``: every option by its config-file key, where the settings
+        came from, and the command line (when there was one)."""
+        out = {o.file_key: getattr(self, o.name) for o in OPTIONS if o.file_key}
+        out.update(source=self.source, rootdir=self.rootdir)
         if self.invocation:
             out["command"] = " ".join(self.invocation)
         return out
 
+    @classmethod
+    def from_json(cls, recorded: Mapping[str, Any]) -> "Config":
+        """The configuration a report's ``config`` records (:meth:`to_json` read back); keys
+        this version does not know are left out."""
+        known = {k: v for k, v in recorded.items() if k in BY_FILE_KEY or k in ("source", "rootdir")}
+        config = cls(**known)
+        if recorded.get("command"):
+            config.invocation = shlex.split(str(recorded["command"]))
+        return config
+
     def check_table(self, check_id: str) -> dict[str, Any]:
-        return dict(self.checks.get(check_id, {}))
-
-
-# Keys allowed in the [tool.auditkit] table and their types.
-_FILE_KEYS: dict[str, Any] = {
-    "model": str,
-    "weights": str,
-    "weights_dir": str,
-    "data": str,
-    "select": list,
-    "keyword": str,
-    "baselines": (list, str),
-    "baseline_weights": dict,
-    "baseline_steps": int,
-    "baseline_epochs": int,
-    "baseline_seconds": (int, float),
-    "baseline_init": str,
-    "offline": bool,
-    "device": str,
-    "seed": int,
-    "max_images": int,
-    "batch_size": int,
-    "json": str,
-    "junitxml": str,
-    "html": str,
-    "md": str,
-    "compare": str,
-    "compare_abs_tolerance": (int, float),
-    "compare_rel_tolerance": (int, float),
-    "plugins": list,
-    "trust_pickle": bool,
-    "mean": list,
-    "std": list,
-    "checks": dict,
-}
+        """The config table of one check (its settings and ``thresholds``), a copy."""
+        return dict(self.check_settings.get(check_id, {}))
 
 
 def find_config_file(rootdir: Path, explicit: str | None = None) -> tuple[Path | None, dict[str, Any]]:
@@ -135,28 +139,19 @@ def _read_table(path: Path) -> dict[str, Any]:
 
 
 def validate_file_table(table: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """Check the top-level keys and types of a [tool.auditkit] table."""
+    """Check the top-level keys and types of a [tool.auditkit] table; return its values by
+    the config-file key."""
     out: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in _FILE_KEYS:
-            raise UsageError(f"{source}: unknown key {key!r} in [tool.auditkit]{_suggest(key, _FILE_KEYS)}")
-        expected = _FILE_KEYS[key]
-        ok_types = expected if isinstance(expected, tuple) else (expected,)
-        if expected is int and isinstance(value, bool) or not isinstance(value, ok_types):
+        option = BY_FILE_KEY.get(key)
+        if option is None:
+            raise UsageError(f"{source}: unknown key {key!r} in [tool.auditkit]{_suggest(key, BY_FILE_KEY)}")
+        ok_types = option.accepted_file_types
+        if option.type is int and isinstance(value, bool) or not isinstance(value, ok_types):
             names = " or ".join(t.__name__ for t in ok_types)
             raise UsageError(f"{source}: [tool.auditkit] {key} must be {names}, got {type(value).__name__} {value!r}")
-        out[key] = value
-    if isinstance(out.get("baselines"), str):
-        out["baselines"] = parse_baselines(out["baselines"])
+        out[key] = parse_baselines(value) if option.name == "baselines" and isinstance(value, str) else value
     return out
-
-
-def parse_baselines(value: str | list[str] | None) -> list[str]:
-    if value is None:
-        return []
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
-    items = [v for v in items if v]
-    return [] if items in ([], ["none"]) else items
 
 
 def configure_check(check_cls: type[Check], table: Mapping[str, Any], source: str) -> Check:

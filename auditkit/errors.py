@@ -1,4 +1,6 @@
-"""Errors the host turns into exit codes and one-line messages instead of tracebacks."""
+"""Errors the host turns into exit codes and one-line messages instead of tracebacks, and the
+exit codes themselves."""
+import enum
 
 
 class UsageError(Exception):
@@ -15,9 +17,10 @@ class TargetError(Exception):
     """
 
 
-class ExitCode:
+class ExitCode(enum.IntEnum):
     """Exit codes, as pytest's: 0 all passed, 1 a check failed or errored, 2 interrupted,
-    3 internal error, 4 usage error, 5 no checks collected."""
+    3 internal error, 4 usage error, 5 no checks collected. An ``int``: the process exits
+    with it and the JSON report writes it as a number."""
 
     OK = 0
     CHECKS_FAILED = 1

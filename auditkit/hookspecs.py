@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from auditkit.check import Check, CheckResult, Findings
     from auditkit.config import Config
     from auditkit.data.base import AuditData
-    from auditkit.session import AuditContext, AuditSession
+    from auditkit.context import AuditContext
+    from auditkit.session import AuditSession
 
 hookspec = pluggy.HookspecMarker("auditkit")
 
@@ -27,7 +28,7 @@ hookspec = pluggy.HookspecMarker("auditkit")
 # -------------------------------------------------------------------------------------------
 
 
-@hookspec
+@hookspec(historic=True)
 def auditkit_addoption(parser: "argparse.ArgumentParser") -> None:
     """Add command-line options to ``auditkit run``.
 
@@ -35,15 +36,22 @@ def auditkit_addoption(parser: "argparse.ArgumentParser") -> None:
     ``parser.add_argument_group("my plugin")`` to keep the help readable. The parsed values
     reach plugins through ``config.options`` in :func:`auditkit_configure`.
 
+    historic: a plugin registered after the call is called with the same parser when it
+    registers (as pytest's ``pytest_addoption``).
+
     :param parser: the ``argparse`` parser of the ``run`` subcommand.
     """
 
 
-@hookspec
+@hookspec(historic=True)
 def auditkit_configure(config: "Config") -> None:
     """Called once after the command line and config file are parsed, before any model or
     data is loaded. Validate your own options here (raise ``auditkit.UsageError`` for bad
     input, which exits 4) or register further plugins through ``config.pluginmanager``.
+
+    historic: a plugin registered later in the audit (for example by another plugin's
+    ``auditkit_configure``) is called with the same config when it registers, so every
+    plugin is configured whenever it arrives. Implementations cannot be wrappers.
 
     :param config: the effective configuration of this audit.
     """
@@ -115,6 +123,17 @@ def auditkit_modify_checks(config: "Config", checks: "list[Check]") -> None:
 # -------------------------------------------------------------------------------------------
 # running
 # -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def auditkit_session_start(session: "AuditSession") -> None:
+    """Called once per audit when everything is loaded and the checks are collected, right
+    before the first check runs (also when no check was collected). The terminal reporter
+    prints its header here: platform, device, plugins, data, models, checks collected.
+
+    :param session: the session about to run: ``session.config``, ``session.data``,
+        ``session.target``, ``session.baselines``, ``session.checks``, ``session.device``.
+    """
 
 
 @hookspec(firstresult=True)

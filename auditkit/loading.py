@@ -1,21 +1,27 @@
-"""Built-in model and data loading, as the last implementations of the loading hooks, so a
-plugin can add a model or data format by answering first."""
+"""The loading hooks' last word: when no plugin and no built-in format (:mod:`auditkit.models`,
+:mod:`auditkit.data`) answers a spec, say why in one line instead of answering None."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generator
 
 from auditkit.plugin_manager import hookimpl
 
 
-@hookimpl(trylast=True)
-def auditkit_load_model(spec: str, options: Any, config: Any) -> Any:
-    from auditkit.models.loaders import load_model
+@hookimpl(wrapper=True)
+def auditkit_load_model(spec: str, options: Any, config: Any) -> Generator[None, Any, Any]:
+    target = yield
+    if target is None:
+        from auditkit.models.loaders import unknown_spec_error
 
-    return load_model(spec, options)
+        raise unknown_spec_error(spec)
+    return target
 
 
-@hookimpl(trylast=True)
-def auditkit_load_data(spec: str, config: Any) -> Any:
-    from auditkit.data.loaders import load_data
+@hookimpl(wrapper=True)
+def auditkit_load_data(spec: str, config: Any) -> Generator[None, Any, Any]:
+    data = yield
+    if data is None:
+        from auditkit.data.loaders import unknown_spec_error
 
-    return load_data(spec, seed=config.seed)
+        raise unknown_spec_error(spec)
+    return data

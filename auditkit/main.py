@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import difflib
+import inspect
 import logging
 import re
 import time
@@ -17,10 +19,14 @@ from auditkit.check import Check
 from auditkit.compare import comparable, find_regressions, load_report
 from auditkit.config import Config, configure_check
 from auditkit.data.base import DEFAULT_TRAIN_FRACTION, AuditData
-from auditkit.errors import TargetError, UsageError
+from auditkit.errors import ExitCode, TargetError, UsageError
 from auditkit.outputs import check_output_paths
 from auditkit.reporters.json_report import build_report
-from auditkit.session import AuditRun, AuditSession, ExitCode, preserved_random_state, resolve_device
+from auditkit.device import resolve_device
+from auditkit.options import BY_NAME, OPTIONS
+from auditkit.results import AuditRun
+from auditkit.seeding import preserved_random_state
+from auditkit.session import AuditSession
 from auditkit.target import BlackBoxTarget, Target
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,7 @@ def collect_checks(config: Config, pm: Any) -> list[Check]:
     selected and ordered by the ``auditkit_modify_checks`` implementations."""
     classes = [cls for cls, _ in registered_checks(config, pm)]
     known = {c.id for c in classes}
-    for check_id in config.checks:
+    for check_id in config.check_settings:
         if check_id not in known:
             raise UsageError(
                 f"{config.source or 'config'}: [tool.auditkit.checks.\"{check_id}\"] names no registered check "
@@ -77,7 +83,7 @@ def load_target(config: Config, pm: Any, data: AuditData, device: torch.device) 
         weights=config.weights,
         num_classes=data.num_classes,
         trust_pickle=config.trust_pickle,
-        device=str(device),
+        device=device,
         mean=tuple(config.mean) if config.mean else None,
         std=tuple(config.std) if config.std else None,
         weights_dir=config.weights_dir,
@@ -189,7 +195,7 @@ def load_baselines(
     train split's size; ``baseline_seconds`` only caps each training's wall time."""
     from auditkit.baselines import INITS, Budget, available, load_baseline
     from auditkit.baselines.training import DEFAULT_STEPS
-    from auditkit.session import progress_bar
+    from auditkit.progress import progress_bar
 
     unknown = [b for b in config.baselines if b not in available()]
     if unknown:
@@ -305,11 +311,11 @@ def run_audit(
         config.pluginmanager = pm
         if reporter is not None:
             pm.register(reporter, name="terminalreporter")
-        pm.hook.auditkit_configure(config=config)
+        pm.hook.auditkit_configure.call_historic(kwargs=dict(config=config))
         check_output_paths(config)  # before anything loads: a typo in --html must not cost an hour's audit
         previous = load_report(config.compare) if config.compare else None
         checks = collect_checks(config, pm)  # before anything loads: a config typo must not wait for the model
-        device = resolve_device(config.device)
+        device = resolve_device(config.device)  # once: every loader and the session get this torch.device
         if data is None:
             data = pm.hook.auditkit_load_data(spec=config.data, config=config)
             if data is None:
@@ -338,13 +344,12 @@ def run_audit(
                     announce(f"warning: {note}")
         baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
         for t in [target, *baselines]:
-            t.device = device
+            t.device = device  # a plugin's loader or a baseline given by the caller may have chosen another
             probe(t, data, device)
-        session = AuditSession(config, pm, data=data, target=target, baselines=baselines)
+        session = AuditSession(config, pm, data=data, target=target, baselines=baselines, device=device)
         session.warnings = notes
         session.checks = checks
-        if reporter is not None:
-            reporter.session_start(session)
+        pm.hook.auditkit_session_start(session=session)
         if checks:
             session.run(checks)
         else:
@@ -364,31 +369,11 @@ def audit(
     data: AuditData | str = "synthetic:shapes",
     checks: Sequence[str] | None = None,
     *,
-    keyword: str | None = None,
-    baselines: Sequence[str] = (),
-    baseline_weights: dict[str, str] | None = None,
-    baseline_steps: int | None = None,
-    baseline_epochs: int | None = None,
-    baseline_seconds: float = 600.0,
-    baseline_init: str = "auto",
-    offline: bool = False,
-    weights_dir: str | None = None,
-    device: str = "auto",
-    seed: int = 0,
-    max_images: int | None = None,
-    batch_size: int = 64,
-    weights: str | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
     plugins: Sequence[object] = (),
-    json: str | None = None,
-    junitxml: str | None = None,
-    html: str | None = None,
-    md: str | None = None,
-    compare: str | None = None,
     verbose: int = -1,
     autoload: bool | None = None,
+    **options: Any,
 ) -> AuditRun:
     """Audit ``model`` on ``data`` from Python and return the results.
 
@@ -396,6 +381,9 @@ def audit(
         ``Target``/``BlackBoxTarget``, or any callable mapping images in [0,1] to scores.
     :param data: an ``AuditData`` or a data spec string (as ``--data``).
     :param checks: check ids or ``family.*`` patterns to run (default: all).
+    :param options: any option of :data:`auditkit.options.OPTIONS` that the Python API takes,
+        by its name (``--max-images`` is ``max_images``; ``help(auditkit.audit)`` lists them
+        with their defaults); among them:
     :param baselines: classic baselines to audit beside the model (``"alexnet"``,
         ``"googlenet"``, ``"resnet18"``, ``"resnet50"``); none by default here (the command
         line defaults to the three classics). Trained once per data and cached.
@@ -418,38 +406,19 @@ def audit(
     :returns: an ``AuditRun``: ``run["accuracy.clean"].metrics["top1"]``, ``run.exit_code``,
         ``run.to_dataframe()``.
     :raises UsageError: bad model, data, settings or check names.
+    :raises TypeError: a keyword argument that names no option.
     """
     from auditkit.plugin_manager import get_plugin_manager
     from auditkit.reporters.terminal import TerminalReporter
 
     config = Config(
         model=model if isinstance(model, str) else None,
-        weights=weights,
         data=data if isinstance(data, str) else getattr(data, "spec", "python"),
-        select=list(checks) if checks else None,
-        keyword=keyword,
-        baselines=list(baselines),
-        baseline_weights=dict(baseline_weights or {}),
-        baseline_steps=baseline_steps,
-        baseline_epochs=baseline_epochs,
-        baseline_seconds=baseline_seconds,
-        baseline_init=baseline_init,
-        offline=offline,
-        weights_dir=weights_dir,
-        device=device,
-        seed=seed,
-        max_images=max_images,
-        batch_size=batch_size,
-        json=json,
-        junitxml=junitxml,
-        html=html,
-        md=md,
-        compare=compare,
-        mean=list(mean) if mean else None,
-        std=list(std) if std else None,
+        selected_checks=list(checks) if checks else None,
         verbosity=verbose,
         progress=False if verbose < 0 else None,
-        checks=dict(settings or {}),
+        check_settings=dict(settings or {}),
+        **api_options(options),
     )
     pm = get_plugin_manager(autoload=autoload, extra=plugins)
     reporter = TerminalReporter(verbosity=verbose) if verbose >= 0 else None
@@ -462,3 +431,35 @@ def audit(
             reporter=reporter,
         )
     return AuditRun(session, session.report or {})
+
+
+#: The options :func:`audit` takes as keyword arguments (the rest are its own parameters).
+API_OPTIONS = tuple(o for o in OPTIONS if o.python_api)
+
+
+def api_options(given: dict[str, Any]) -> dict[str, Any]:
+    """:func:`audit`'s option keyword arguments as config values: lists and tables copied (the
+    caller's objects stay theirs), None or empty as the option's default."""
+    out = {}
+    for name, value in given.items():
+        option = BY_NAME.get(name)
+        if option is None or not option.python_api:
+            known = [o.name for o in API_OPTIONS]
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"audit() got an unexpected keyword argument {name!r}{hint}")
+        if option.type in (list, dict):
+            value = option.type(value) if value else option.initial()
+        out[name] = value
+    return out
+
+
+def _audit_signature() -> inspect.Signature:
+    """:func:`audit`'s signature with every option spelled out, for ``help()`` and editors."""
+    own = inspect.signature(audit)
+    params = [p for p in own.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default) for o in API_OPTIONS]
+    return own.replace(parameters=params)
+
+
+audit.__signature__ = _audit_signature()  # type: ignore[attr-defined]

@@ -15,7 +15,9 @@ from typing import Iterable, Iterator, Sequence
 import pluggy
 
 from auditkit import hookspecs
+from auditkit.data import DATA_FORMATS
 from auditkit.errors import UsageError
+from auditkit.models import MODEL_FORMATS
 
 hookimpl = pluggy.HookimplMarker("auditkit")
 
@@ -25,6 +27,8 @@ AUTOLOAD_ENV = "AUDITKIT_DISABLE_PLUGIN_AUTOLOAD"
 # The host's own features, each one a plugin module (the pytest idea: the core only calls hooks).
 DEFAULT_PLUGINS = (
     "auditkit.loading",
+    *MODEL_FORMATS,
+    *DATA_FORMATS,
     "auditkit.selection",
     "auditkit.runner",
     "auditkit.reporters.json_report",

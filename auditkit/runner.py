@@ -127,6 +127,7 @@ def auditkit_make_result(
         message=message,
         artifacts=tuple(findings.artifacts),
         details=dict(findings.details),
+        curves=tuple(findings.curves),
         directions={m: d for m in metrics if (d := check.direction(m)) is not None},
         **common,
     )

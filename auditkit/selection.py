@@ -13,10 +13,10 @@ from auditkit.plugin_manager import hookimpl
 
 @hookimpl(tryfirst=True)
 def auditkit_modify_checks(config: Any, checks: list[Check]) -> None:
-    if config.select:
+    if config.selected_checks:
         known = [c.id for c in checks]
         selected = []
-        for pattern in config.select:
+        for pattern in config.selected_checks:
             matched = [c for c in checks if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern + ".")]
             if not matched:
                 raise UsageError(f"--checks {pattern!r}: no such check; known checks: {', '.join(known)}")

@@ -1,220 +1,58 @@
-"""AuditSession: load -> collect -> run every check on the target and each baseline -> report.
-Owns the device, the seeds, the shared clean forward pass and the guard around each check."""
+"""AuditSession: run every check on the target and each baseline, each inside a guard, and
+keep the results. Owns the shared clean forward pass and the session's device.
+
+The session's collaborators live in their own modules and are re-exported here for code that
+imports them from ``auditkit.session``: :mod:`auditkit.context` (``AuditContext``,
+``CleanPass``), :mod:`auditkit.device`, :mod:`auditkit.progress`, :mod:`auditkit.seeding`,
+:mod:`auditkit.results` (``AuditRun``), :mod:`auditkit.environment`, and ``ExitCode``."""
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import random
-import sys
 import time
-import zlib
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from auditkit.batching import oom_backoff
 from auditkit.check import Check, CheckResult, Outcome
 from auditkit.config import Config
-from auditkit.data.base import AuditData, Batch
-from auditkit.errors import ExitCode, TargetError, UsageError  # noqa: F401  (ExitCode re-exported)
+from auditkit.context import AuditContext, CleanPass
+from auditkit.data.base import AuditData
+from auditkit.device import describe_device, resolve_device
+from auditkit.environment import environment
+from auditkit.errors import ExitCode, TargetError
+from auditkit.progress import progress_bar
+from auditkit.results import AuditRun
+from auditkit.seeding import check_seed, preserved_random_state, seed_everything
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from auditkit.target import BlackBoxTarget, Target
+__all__ = [
+    "AuditContext", "AuditRun", "AuditSession", "CleanPass", "ExitCode", "check_seed", "describe_device",
+    "environment", "preserved_random_state", "progress_bar", "resolve_device", "seed_everything",
+]
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda[:N]`` must exist; ``cpu`` always works."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {device!r}: expected auto, cpu or cuda[:N]") from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available on this machine (use auto or cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif dev.type != "cpu":
-        raise UsageError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
-    return dev
-
-
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
-    return "cpu"
-
-
-class CleanPass:
-    """The clean forward pass over the evaluation images, computed once per model and shared
-    by every check. ``logits`` is [N,K] on the device (for a black box that returns scores,
-    its scores, which are already probabilities: ``probabilities`` is then True; None for one
-    that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
-
-    def __init__(
-        self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None, probabilities: bool = False
-    ):
-        self.logits = logits
-        self.preds = preds
-        self.labels = labels
-        self.probabilities = probabilities
-        self._constant: tuple[int, int] | None | bool = False  # False: not worked out yet
-
-    @property
-    def probs(self) -> torch.Tensor:
-        if self.logits is None:
-            raise TargetError("this target returns labels only: no scores")
-        return self.logits.float() if self.probabilities else torch.softmax(self.logits.float(), dim=1)
-
-    @property
-    def correct(self) -> torch.Tensor:
-        if self.labels is None:
-            raise TargetError("the data has no labels")
-        return self.preds == self.labels
-
-    def __len__(self) -> int:
-        return int(self.preds.shape[0])
-
-    @property
-    def constant(self) -> tuple[int, int] | None:
-        """``(class, n_images)`` when the model predicts one class for every one of the
-        ``n_images`` >= 2 evaluation images, else None. Not when every label is that class
-        too: a model right on every image of one-class data predicts one class as well, and
-        the clean pass cannot tell it from a constant one. Worked out once and kept: every
-        result of this model asks."""
-        if self._constant is False:
-            n = len(self)
-            first = self.preds[:1]
-            constant = n >= 2 and bool((self.preds == first).all())
-            if constant and self.labels is not None and bool((self.labels == first).all()):
-                constant = False
-            self._constant = (int(first), n) if constant else None
-        return self._constant  # type: ignore[return-value]
-
-
-class AuditContext:
-    """What a check may use while it runs on one model.
-
-    :ivar target: the model under audit (``Target`` or ``BlackBoxTarget``), in eval mode on
-        :attr:`device`. Its ``role`` is "target" or "baseline".
-    :ivar data: the ``AuditData``; :meth:`batches` yields it on the device.
-    :ivar settings: the check's settings (its ``Settings`` dataclass, config applied).
-    :ivar generator: a ``torch.Generator`` on the CPU seeded for this check and model.
-    :ivar results: results so far in this session (for checks that compare, e.g. masking
-        flags that look at transfer results).
-    """
-
-    def __init__(self, session: "AuditSession", target: Any, check: Check):
-        self.session = session
-        self.target = target
-        self.check = check
-        self.data: AuditData = session.data
-        self.settings = check.settings
-        self.config = session.config
-        self.device: torch.device = session.device
-        self.seed = check_seed(session.config.seed, check.id, target.name)
-        self.generator = torch.Generator().manual_seed(self.seed)
-        self.batch_size = session.config.batch_size
-        self.results: list[CheckResult] = session.results
-
-    @property
-    def model_name(self) -> str:
-        return self.target.name
-
-    @property
-    def n_images(self) -> int:
-        return self.session.n_eval
-
-    @property
-    def clean(self) -> CleanPass:
-        """The shared clean forward pass of this model over the evaluation images."""
-        return self.session.clean_pass(self.target)
-
-    def batches(self, split: str = "eval", limit: int | None = None, batch_size: int | None = None) -> Iterator[Batch]:
-        """Batches of ``split`` on the device; eval is capped at ``--max-images``."""
-        if split == "eval":
-            limit = self.n_images if limit is None else min(limit, self.n_images)
-        for batch in self.data.batches(split, batch_size or self.batch_size, limit=limit):
-            yield batch.to(self.device)
-
-    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
-        """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""
-        return self.session.progress(iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits of the target on ``images`` with batch-size backoff on CUDA OOM."""
-        return oom_backoff(self.target, images)
-
-    def baseline_results(self) -> dict[str, CheckResult]:
-        """This check's results on the baselines so far, by model name."""
-        return {r.model: r for r in self.results if r.check == self.check.id and r.role == "baseline"}
-
-
-def progress_bar(config: Config):
-    """A function wrapping an iterable in a progress bar on stderr when the config asks for
-    one (by default: on a terminal, not with -q), else returning it unchanged."""
-    show = config.progress
-    if show is None:
-        show = config.verbosity >= 0 and sys.stderr.isatty()
-
-    def wrap(iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
-        if not show:
-            return iterable
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
-
-    return wrap
-
-
-def check_seed(seed: int, check_id: str, model: str) -> int:
-    """A seed per (session seed, check, model): reruns agree, checks don't share streams."""
-    return zlib.crc32(f"{seed}:{check_id}:{model}".encode()) & 0x7FFFFFFF
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-@contextlib.contextmanager
-def preserved_random_state() -> Iterator[None]:
-    """Leave the caller's random generators as they were: Python's ``random``, NumPy's global
-    generator and torch's CPU and CUDA generators are saved on entry and restored on exit,
-    whatever the block seeds or draws (an audit inside a training loop must not change the
-    loop's shuffles)."""
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 class AuditSession:
     """One audit: the data, the target and baselines, the checks, and their results."""
 
-    def __init__(self, config: Config, pluginmanager: Any, *, data: AuditData, target: Any, baselines: Sequence[Any] = ()):
+    def __init__(
+        self,
+        config: Config,
+        pluginmanager: Any,
+        *,
+        data: AuditData,
+        target: Any,
+        baselines: Sequence[Any] = (),
+        device: torch.device | None = None,
+    ):
         self.config = config
         self.pm = pluginmanager
         self.hook = pluginmanager.hook
         self.data = data
         self.target = target
         self.baselines = list(baselines)
-        self.device = target.device
+        self.device: torch.device = target.device if device is None else device
         self.n_eval = len(data.eval) if config.max_images is None else min(config.max_images, len(data.eval))
         self.results: list[CheckResult] = []
         self.checks: list[Check] = []
@@ -372,10 +210,14 @@ class AuditSession:
         last, so one output that fails costs no other its file; the failures are listed in
         ``not_written`` (shown in the summary) and turn an exit code 0 into 4 (the path or the
         disk was the problem) or 3 (a writer crashed). The JSON report's ``summary.exit_code``
-        is the audit's verdict, decided before anything was written."""
+        is the audit's verdict, decided before anything was written. The report dict
+        (``self.report``) is built once, here, before any writer runs: every writer reads that
+        same dict (one ``created`` time for the JSON and the scorecard)."""
         from auditkit.outputs import call_writers, describe_failure
+        from auditkit.reporters.json_report import build_report
 
         self.duration_s = time.time() - self.start
+        self.report = build_report(self)
         hook = self.hook.auditkit_session_finish
         if any(getattr(i, "hookwrapper", False) or getattr(i, "wrapper", False) for i in hook.get_hookimpls()):
             hook(session=self, exitstatus=self.exitstatus)  # a plugin wraps the writers: let pluggy run them
@@ -409,77 +251,3 @@ def _missing_reason(missing: list[str], target: Any) -> str:
         "localization": "the data has no boxes or masks",
     }
     return "; ".join(reasons.get(m, f"requires {m!r}") for m in missing)
-
-
-class AuditRun:
-    """The outcome of :func:`auditkit.audit`: every result, the models, the exit code.
-
-    ``run["accuracy.clean"]`` is the target's result of that check;
-    ``run["accuracy.clean", "resnet18"]`` a baseline's.
-    """
-
-    def __init__(self, session: AuditSession, report: dict[str, Any]):
-        self.results: list[CheckResult] = list(session.results)
-        self.exit_code: int = session.exitstatus
-        self.not_written: list[str] = list(session.not_written)  # outputs that could not be written
-        self.models = report.get("models", [])
-        self.report = report
-        self.duration_s = session.duration_s
-
-    def __getitem__(self, key: str | tuple[str, str]) -> CheckResult:
-        check_id, model = (key, "target") if isinstance(key, str) else key
-        for r in self.results:
-            if r.check == check_id and r.model == model:
-                return r
-        have = sorted({r.check for r in self.results})
-        raise KeyError(f"no result for check {check_id!r} on model {model!r}; checks run: {have}")
-
-    def __iter__(self) -> Iterator[CheckResult]:
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    @property
-    def passed(self) -> bool:
-        return self.exit_code == ExitCode.OK
-
-    def to_json(self) -> dict[str, Any]:
-        return self.report
-
-    def to_dataframe(self) -> "pd.DataFrame":
-        """One row per (check, model, metric): check, model, role, outcome, metric, value."""
-        import pandas as pd
-
-        rows = []
-        for r in self.results:
-            base = {"check": r.check, "model": r.model, "role": r.role, "outcome": r.outcome.value}
-            if not r.metrics:
-                rows.append({**base, "metric": None, "value": None})
-            for metric, value in r.metrics.items():
-                rows.append({**base, "metric": metric, "value": float(value)})
-        return pd.DataFrame(rows, columns=["check", "model", "role", "outcome", "metric", "value"])
-
-    def __repr__(self) -> str:
-        counts: dict[str, int] = {}
-        for r in self.results:
-            counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
-        return f"<AuditRun exit_code={self.exit_code} {counts}>"
-
-
-def environment() -> dict[str, Any]:
-    import platform
-
-    import torchvision
-
-    import auditkit
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "auditkit": auditkit.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-    }

@@ -143,7 +143,7 @@ def _read(weights: Any, path: Path, what: str) -> dict[str, torch.Tensor]:
     except Exception as exc:
         # The state_dict reader of --weights says in one line what the file is instead
         # (imported here: the model loaders import this module).
-        from auditkit.models.loaders import read_state_dict
+        from auditkit.models.state_dict import read_state_dict
 
         read_state_dict(str(path), f"{what}: pretrained weights {str(path)!r}")
         raise UsageError(

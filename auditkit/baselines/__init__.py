@@ -23,7 +23,7 @@ from auditkit.baselines.training import Budget, Recipe, TrainingReport, is_const
 from auditkit.data.base import AuditData
 from auditkit.data.synthetic import shapes_stream
 from auditkit.errors import UsageError
-from auditkit.models.loaders import load_state_dict, read_state_dict
+from auditkit.models.state_dict import load_state_dict, read_state_dict
 from auditkit.stats import wilson_interval
 from auditkit.target import IMAGENET_MEAN, IMAGENET_STD, Target
 

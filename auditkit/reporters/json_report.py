@@ -65,7 +65,8 @@ def write_json(report: dict[str, Any], path: str | Path) -> Path:
 
 @hookimpl(tryfirst=True)  # the JSON first: whatever fails later, the results are on disk
 def auditkit_session_finish(session: Any, exitstatus: int) -> None:
-    session.report = build_report(session)
+    if session.report is None:  # AuditSession.finish builds it once for every writer
+        session.report = build_report(session)
     if session.config.json:
         path = write_json(session.report, session.config.json)
         session.written.append(("JSON report", str(path)))

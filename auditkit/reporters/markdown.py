@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 from auditkit.check import CheckResult, Outcome
 from auditkit.plugin_manager import hookimpl
-from auditkit.reporters.html import (
+from auditkit.reporters.comparison import (
     describe_threshold,
     threshold_violated,
     thresholds_by_metric,

@@ -774,3 +774,23 @@ def artifact_html(artifact: Any) -> str:
     except Exception as exc:  # a broken artifact must not take the scorecard down
         body = f'<p class="muted">artifact {esc(name)} ({esc(kind)}) could not be rendered: {esc(type(exc).__name__)}: {esc(exc)}</p>'
     return figure(body, caption or name)
+
+
+def curve_html(curve: Any) -> str:
+    """Render an ``auditkit.check.Curve`` as a ``<figure>`` with a line chart and its band.
+    Never raises: a curve that cannot be drawn becomes a note."""
+    name = str(getattr(curve, "name", "curve"))
+    caption = str(getattr(curve, "caption", "") or "")
+    try:
+        points = sorted(curve.points, key=lambda p: p.x)
+        label = str(curve.label or name)
+        body = line_chart(
+            [{"label": label, "x": [p.x for p in points], "y": [p.value for p in points],
+              "lo": [p.lo for p in points], "hi": [p.hi for p in points]}],
+            x_label=str(curve.x_label or "x") + (f" ({curve.norm})" if curve.norm else ""),
+            y_label=str(curve.y_label or curve.metric),
+            title=name,
+        )
+    except Exception as exc:  # a broken curve must not take the scorecard down
+        body = f'<p class="muted">curve {esc(name)} could not be rendered: {esc(type(exc).__name__)}: {esc(exc)}</p>'
+    return figure(body, caption or name)

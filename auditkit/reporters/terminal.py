@@ -55,12 +55,13 @@ class TerminalReporter:
 
     # -- session start -------------------------------------------------------------------------
 
-    def session_start(self, session: Any) -> None:
+    @hookimpl
+    def auditkit_session_start(self, session: Any) -> None:
         if self.verbosity < 0:
             return
         import torch
 
-        from auditkit.session import describe_device
+        from auditkit.device import describe_device
 
         self.rule("auditkit session starts")
         self.write(

@@ -1,6 +1,6 @@
 """Helpers for testing a plugin's scorecard section (``auditkit_scorecard_sections``): results
 as a check reports them, a small PNG artifact, the one section a plugin returns, and the
-section's SVG charts by title. Used by auditkit's own plugin tests; plugin authors may use
+section's SVG charts by title, a curve against a budget. Used by auditkit's own plugin tests; plugin authors may use
 them too."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import io
 import re
 from typing import Any, Iterable, Sequence
 
-from auditkit.check import Artifact, CheckResult, Outcome
+from auditkit.check import Artifact, CheckResult, Curve, CurvePoint, Outcome
 
 
 def png(width: int = 16, height: int = 16, colour: tuple[int, int, int] = (0, 120, 200)) -> bytes:
@@ -43,3 +43,15 @@ def only_section(plugin: Any, results: Sequence[CheckResult], config: Any = None
 def charts(html: str) -> dict[str, str]:
     """The ``<svg>`` charts in ``html`` by the text of their ``<title>``."""
     return {re.search(r"<title>(.*?)</title>", c).group(1): c for c in re.findall(r"<svg.*?</svg>", html, re.S)}
+
+
+def budget_curve(
+    metric: str, norm: str, eps: Sequence[float], values: Sequence[float],
+    lo: Sequence[float] | None = None, hi: Sequence[float] | None = None, variant: str = "",
+) -> Curve:
+    """A :class:`Curve` of ``metric`` against the ``norm`` budget, as a check reports it."""
+    lo = list(lo) if lo is not None else [None] * len(values)
+    hi = list(hi) if hi is not None else [None] * len(values)
+    points = tuple(CurvePoint(float(e), float(v), low, high) for e, v, low, high in zip(eps, values, lo, hi))
+    name = "_".join(part for part in (metric, variant, norm) if part)
+    return Curve(name=name, metric=metric, points=points, norm=norm, variant=variant, label=name)

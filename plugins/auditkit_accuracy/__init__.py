@@ -15,7 +15,7 @@ class CleanAccuracy(Check):
     requires = ("labels",)
     headline = ("top1",)
     metrics = ("top1", "n_images")
-    directions = {"top1": "higher"}
+    directions = {"top1": "higher", "n_images": None}
     # top1 is a rate over images: 5 is the smallest n at which even a perfect score can be told
     # from a coin flip at the 5% level (0.5^n < 0.05).
     min_sample = 5

@@ -101,6 +101,8 @@ class CamConsistency(Check):
         "flip_corr": "higher",
         "pointing_game": "higher",
         "energy_in_box": "higher",
+        "center_baseline": None,  # where a centred map would point: a control, not a score
+        "n_*": None,
     }
     # The rule is an identity that must hold on every image: one image already tests it.
     min_sample = 1

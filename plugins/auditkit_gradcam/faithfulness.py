@@ -104,12 +104,22 @@ class GradCamFaithfulness(Check):
     id = "gradcam.faithfulness"
     requires = ("white_box",)
     headline = ("deletion_auc", "insertion_auc")
+    quick_settings = {"max_images": 12}
     metrics = (
         "deletion_auc", "insertion_auc", "deletion_auc_random", "insertion_auc_random",
         *(f"{name}{part}" for name in ("deletion_gain", "insertion_gain") for part in ("", "_ci_low", "_ci_high")),
         "deletion_p_value", "insertion_p_value", "n_images", "steps",
     )
-    directions = {"deletion_auc": "lower", "insertion_auc": "higher", "deletion_gain": "higher", "insertion_gain": "higher"}
+    directions = {
+        "deletion_auc": "lower",
+        "insertion_auc": "higher",
+        "*_random": None,  # the random-map control
+        "deletion_gain*": "higher",
+        "insertion_gain*": "higher",
+        "*_p_value": "lower",
+        "n_images": None,
+        "steps": None,
+    }
     thresholds = (
         Threshold("deletion_p_value", "max", SIGNIFICANCE),
         Threshold("insertion_p_value", "max", SIGNIFICANCE),

@@ -173,12 +173,17 @@ class GradCamLocalization(Check):
         "pointing_p_value", "box_area_share", "mean_iou", "n_images", "empty_maps",
     )
     directions = {
-        "pointing_game": "higher",
-        "energy_in_box": "higher",
-        "loc_acc_iou50": "higher",
+        "center_baseline*": None,  # the centred-map control
+        "pointing_game*": "higher",
+        "energy_in_box*": "higher",
+        "loc_acc_iou50*": "higher",
         "mean_iou": "higher",
-        "pointing_gain": "higher",
-        "energy_gain": "higher",
+        "pointing_gain*": "higher",
+        "energy_gain*": "higher",
+        "pointing_p_value": "lower",
+        "box_area_share": None,  # a property of the data
+        "n_images": None,
+        "empty_maps": None,
     }
     thresholds = (
         Threshold("pointing_p_value", "max", SIGNIFICANCE),

@@ -130,8 +130,12 @@ class GradCamRandomization(Check):
     id = "gradcam.randomization"
     requires = ("white_box", "layers")
     headline = ("max_rank_corr",)
+    quick_settings = {"max_images": 8}
     metrics = ("max_rank_corr", "final_rank_corr", "max_ssim", "final_ssim", "n_blocks", "n_images", "empty_original_maps")
-    directions = {"max_rank_corr": "lower", "final_rank_corr": "lower", "max_ssim": "lower", "final_ssim": "lower"}
+    directions = {
+        "max_rank_corr": "lower", "final_rank_corr": "lower", "max_ssim": "lower", "final_ssim": "lower",
+        "n_*": None, "empty_original_maps": None,
+    }
     thresholds = (Threshold("max_rank_corr", "max", 0.5),)
     # A mean over images (with a non-empty original map) against a bar: as many as a one-sided
     # sign test over the images needs to reach the 5% level at all (0.5^n < 0.05 -> 5).

@@ -61,6 +61,7 @@ class InversionFidelity(Check):
     id = "inversion.fidelity"
     requires = ("white_box", "layers")
     headline = ("faithful_depth", "leaking_layers", "max_feature_err_ratio")
+    quick_settings = {"max_images": 2, "steps": 40}
     # Per layer, named by the module: "<layer>.feature_rel_err", "<layer>.psnr", "<layer>.ssim",
     # "<layer>.psnr_drop" (the last and "anchor_*" only when there is an anchor).
     metrics = (
@@ -69,7 +70,12 @@ class InversionFidelity(Check):
         "*.feature_rel_err", "*.psnr", "*.ssim", "*.psnr_drop",
     )
     # Lower fidelity at depth means less of the input leaks through released features.
-    directions = {"faithful_depth": "lower", "leaking_layers": "lower", "max_feature_err_ratio": "lower"}
+    directions = {
+        "faithful_depth": "lower", "leaking_layers": "lower", "max_feature_err_ratio": "lower",
+        # what each layer keeps describes the architecture, not a better or worse model
+        "max_feature_rel_err": None, "psnr_slope": None, "ssim_slope": None, "anchor_*": None, "n_*": None,
+        "*.feature_rel_err": None, "*.psnr": None, "*.ssim": None, "*.psnr_drop": None,
+    }
     thresholds = (Threshold("max_feature_err_ratio", "max", 0.5),)
     # The rule (did the optimization halve its start's feature mismatch at every layer) holds
     # or fails image by image: one reconstructed image is already evidence.

@@ -13,6 +13,7 @@ import torch
 
 from auditkit import Artifact, Check, Findings, TargetError, Threshold, UsageError, skip
 from auditkit.batching import oom_backoff
+from auditkit.check import Curve, CurvePoint
 from auditkit.stats import wilson_interval
 
 from auditkit_transfer.attacks import (
@@ -80,6 +81,8 @@ class ProxyTransfer(Check):
     requires = ()
     needs_train_split = "for the transfer proxy's queries"
     headline = ("transfer_success", "proxy_agreement", "queries")
+    quick_settings = {"query_budget": 96, "augment_rounds": 1, "epochs_per_round": 4, "max_train_seconds": 10.0,
+                      "attacks": ["fgsm", "pgd"], "l2_epsilons": []}
     # "@<attack>_<budget>" per attack, "@<budget>" for the strongest attack at that budget.
     metrics = (
         "queries", "attack_queries", "proxy_agreement", "proxy_agreement_lo", "proxy_agreement_hi", "n_images",
@@ -87,7 +90,11 @@ class ProxyTransfer(Check):
         *(f"{family}{part}@*" for family in ("transfer_success", "targeted_success") for part in ("", "_lo", "_hi")),
         "noise_success@*", "whitebox_gap@*",
     )
-    directions = {"transfer_success*": "lower", "targeted_success@*": "lower", "proxy_agreement": "higher"}
+    directions = {
+        "transfer_success*": "lower", "targeted_success*": "lower", "proxy_agreement*": "higher",
+        # the audit's own cost and controls
+        "queries": None, "attack_queries": None, "n_images": None, "noise_success@*": None, "whitebox_gap@*": None,
+    }
     thresholds = (
         # The majority criterion: within the standard Linf 8/255 threat model, an attacker who
         # only sees answers must not flip most of the images the model gets right.
@@ -334,7 +341,7 @@ class ProxyTransfer(Check):
                 f"proxy training stopped at its safety cap max_train_seconds={s.max_train_seconds:g} before its step "
                 "budget: these numbers depend on machine speed (raise or unset the cap to make them reproducible)"
             )
-        artifacts = _curves(counts, s) + [
+        artifacts = [
             Artifact(
                 name="proxy_validation_agreement",
                 kind="curve",
@@ -363,33 +370,37 @@ class ProxyTransfer(Check):
                 "no whitebox.fgsm/whitebox.pgd results for this model yet: by default they run after transfer.proxy"
             ),
         }
-        return Findings(metrics=metrics, message="; ".join(parts), artifacts=artifacts, details=details)
+        return Findings(metrics=metrics, message="; ".join(parts), artifacts=artifacts, details=details,
+                        curves=_curves(counts, s, strongest))
 
 
-def _curves(counts: dict[tuple[str, str], list[int]], s: Any) -> list[Artifact]:
-    """Untargeted transfer success against epsilon, one curve per attack and norm, and the
-    random-noise control per norm."""
+def _curves(counts: dict[tuple[str, str], list[int]], s: Any, strongest: dict[str, str]) -> list[Curve]:
+    """Untargeted transfer success against epsilon per norm: the strongest attack at each budget
+    (the ``transfer_success@<budget>`` metrics), each attack on its own (variant: the attack),
+    and the random-noise control (``noise_success``), with 95% Wilson intervals."""
     curves = []
     for norm, epsilons in (("linf", s.linf_epsilons), ("l2", s.l2_epsilons)):
-        series = [("transfer_success", a, f"{a.upper()} (transfer)") for a in s.attacks if supported(a, norm)]
-        series.append(("noise_success", None, "random noise"))
-        for family, attack, label in series:
-            xs, ys, los, his = [], [], [], []
+        series = [("transfer_success", "", "strongest attack (transfer)")]
+        series += [("transfer_success", a, f"{a.upper()} (transfer)") for a in s.attacks if supported(a, norm)]
+        series.append(("noise_success", "", "random noise"))
+        for family, variant, label in series:
+            points = []
             for eps in epsilons:
-                key = threat_key(norm, float(eps)) if attack is None else AttackConfig(attack, norm, float(eps)).key
-                if (family, key) not in counts:
+                budget = threat_key(norm, float(eps))
+                if family == "transfer_success" and not variant:
+                    key = f"{strongest[budget]}_{budget}" if budget in strongest else None
+                else:
+                    key = budget if family == "noise_success" else AttackConfig(variant, norm, float(eps)).key
+                if key is None or (family, key) not in counts:
                     continue
                 hits, _, n = counts[(family, key)]
                 lo, hi = wilson_interval(hits, n)
-                xs.append(float(eps))
-                ys.append(hits / n)
-                los.append(lo)
-                his.append(hi)
-            if xs:
-                name = f"{family}_{attack or 'noise'}_{norm}"
-                curves.append(Artifact(
-                    name=name, kind="curve",
-                    data={"x": xs, "y": ys, "lo": los, "hi": his, "label": f"{label}, {norm}"},
+                points.append(CurvePoint(float(eps), hits / n, lo, hi))
+            if points:
+                curves.append(Curve(
+                    name="_".join(part for part in (family, variant, norm) if part), metric=family, norm=norm,
+                    variant=variant, points=tuple(points), label=f"{label}, {norm}", x_label="epsilon",
+                    y_label="share of correctly answered images flipped",
                     caption=f"Share of correctly answered images flipped vs {norm} epsilon, with 95% Wilson intervals",
                 ))
     return curves

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from auditkit.errors import TargetError, UsageError
-from auditkit.target import NO_INPUT_GRADIENT, reduce_to_logits
+from auditkit.target import NO_INPUT_GRADIENT, Target
 
 BUILTIN_PROXY = "resnet"
 
@@ -76,17 +76,18 @@ class ProxyResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
-class _Normalized(nn.Module):
-    """A model preceded by its input normalization, so the proxy takes pixels in [0, 1]."""
+class _TargetModule(nn.Module):
+    """A loaded :class:`~auditkit.target.Target` as a trainable module: its model's parameters
+    are this module's, and a forward pass is the Target's own (its normalization inside, its
+    choice of logits), so the proxy takes pixels in [0, 1] like the target it imitates."""
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, target: Target):
         super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
+        self.model = target.model  # registered: parameters(), train() and state_dict() reach it
+        self.target = target
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reduce_to_logits(self.model((x - self.mean) / self.std))
+        return self.target(x)
 
 
 def build_proxy(spec: str, num_classes: int, input_size: Sequence[int], *, width: int = 16, device: torch.device | str = "cpu") -> nn.Module:
@@ -104,11 +105,12 @@ def build_proxy(spec: str, num_classes: int, input_size: Sequence[int], *, width
         from auditkit.models.loaders import ModelOptions, load_model
 
         try:
-            loaded = load_model(spec, ModelOptions(num_classes=num_classes))
+            loaded = load_model(spec, ModelOptions(num_classes=num_classes, device=str(device)))
         except UsageError as exc:
             raise UsageError(f"transfer.proxy setting proxy={spec!r}: {exc}; expected 'resnet', torchvision:NAME or a factory spec") from exc
-        mean, std = loaded.mean_std
-        model = _Normalized(copy.deepcopy(loaded.model), mean, std)
+        target = copy.deepcopy(loaded)
+        target.__enter__()  # on the device, normalization included; a fresh copy: nothing to restore
+        model = _TargetModule(target)
     return model.to(device)
 
 

@@ -1,13 +1,12 @@
 """The black-box transfer section of the HTML scorecard: transfer success against epsilon, one line
 per model with its 95% band (the strongest attack at each budget, random noise dashed), the
-queries each proxy cost and how well it imitates its model. Built from the results alone;
-renders whatever subset of metrics and artifacts exists."""
+queries each proxy cost and how well it imitates its model. Built from the results alone (the
+curves for the charts); renders whatever subset of metrics, curves and artifacts exists."""
 from __future__ import annotations
 
 from typing import Any
 
 import auditkit
-from auditkit import budgets
 from auditkit.reporters import svg
 
 CHECK = "transfer.proxy"
@@ -44,56 +43,19 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     }]
 
 
-def parse_budget(label: str) -> tuple[str, float] | None:
-    """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
-    try:
-        return budgets.parse_budget(label)
-    except ValueError:
-        return None
-
-
-def _points(metrics: Any, family: str) -> dict[str, list[tuple[float, float, Any, Any]]]:
-    """{norm: [(eps, rate, lo, hi)]} from ``<family>@<norm>_<eps>`` metrics (budget-level ones
-    only: ``transfer_success@pgd_linf_8/255`` names one attack and is left out)."""
+def _points(r: Any, metric: str) -> dict[str, list[tuple[float, float, Any, Any]]]:
+    """{norm: [(eps, rate, lo, hi)]} from the result's main curves of ``metric`` (for
+    ``transfer_success``, the strongest attack at each budget)."""
     out: dict[str, list[tuple[float, float, Any, Any]]] = {}
-    for name, value in metrics.items():
-        if not name.startswith(f"{family}@"):
-            continue
-        label = name.split("@", 1)[1]
-        budget = parse_budget(label)
-        if budget is None:
-            continue
-        norm, eps = budget
-        out.setdefault(norm, []).append((eps, value, metrics.get(f"{family}_lo@{label}"), metrics.get(f"{family}_hi@{label}")))
-    for pts in out.values():
-        pts.sort()
+    for norm in NORM_TITLES:
+        curve = r.curve(metric, norm) if hasattr(r, "curve") else None
+        if curve is not None and curve.points:
+            out[norm] = sorted((p.x, p.value, p.lo, p.hi) for p in curve.points)
     return out
 
 
-def _from_artifacts(r: Any, family: str) -> dict[str, list[tuple[float, float, Any, Any]]]:
-    """The same points from the per-attack curves, taking the strongest attack at each epsilon."""
-    best: dict[str, dict[float, tuple[float, float, Any, Any]]] = {}
-    for a in r.artifacts:
-        if a.kind != "curve" or not a.name.startswith(f"{family}_") or not isinstance(a.data, dict):
-            continue
-        norm = a.name.rsplit("_", 1)[-1]
-        if norm not in NORM_TITLES:
-            continue
-        data = a.data
-        xs, ys = data.get("x") or [], data.get("y") or []
-        los, his = data.get("lo") or [None] * len(xs), data.get("hi") or [None] * len(xs)
-        for x, y, lo, hi in zip(xs, ys, los, his):
-            if y is None:
-                continue
-            kept = best.setdefault(norm, {}).get(x)
-            if kept is None or y > kept[1]:
-                best[norm][x] = (x, y, lo, hi)
-    return {norm: sorted(points.values()) for norm, points in best.items()}
-
-
 def _charts(ran: list[Any], styles: dict[str, dict[str, str]]) -> str:
-    data = {r.model: (_points(r.metrics, "transfer_success") or _from_artifacts(r, "transfer_success"),
-                      _points(r.metrics, "noise_success") or _from_artifacts(r, "noise_success")) for r in ran}
+    data = {r.model: (_points(r, "transfer_success"), _points(r, "noise_success")) for r in ran}
     charts = []
     for norm, title in NORM_TITLES.items():
         series = []

@@ -1,15 +1,14 @@
-"""Artifacts of the white-box checks: adversarial examples as small PNG strips and robust
-accuracy curves with their confidence bands."""
+"""What the white-box checks keep for the reports: adversarial examples as small PNG strips and
+robust accuracy curves with their confidence bands."""
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 import torch
 from PIL import Image
 
-from auditkit import Artifact
+from auditkit.check import Curve, CurvePoint
 
 # Tiles are scaled to about this many pixels a side: big enough to see a 32x32 image,
 # small enough that a scorecard with a dozen examples stays light.
@@ -40,14 +39,16 @@ def example_strip(original: torch.Tensor, adversarial: torch.Tensor) -> tuple[by
 
 
 def accuracy_curve(
-    name: str, label: str, eps: list[float], acc: list[float], lo: list[float], hi: list[float]
-) -> Artifact:
-    """A robust-accuracy-versus-epsilon curve with its 95% band, for the reports."""
-    clean = [None if math.isnan(v) else v for v in acc]
-    return Artifact(
-        name=name,
-        kind="curve",
-        data={"x": list(eps), "y": clean, "lo": list(lo), "hi": list(hi), "label": label,
-              "x_label": "epsilon", "y_label": "robust accuracy"},
+    norm: str, label: str, eps: list[float], acc: list[float], lo: list[float], hi: list[float]
+) -> Curve:
+    """Robust accuracy against the ``norm`` budget with its 95% Wilson band, for the reports."""
+    return Curve(
+        name=f"robust_acc_{norm}",
+        metric="robust_acc",
+        norm=norm,
+        points=tuple(CurvePoint(float(e), float(a), float(low), float(high)) for e, a, low, high in zip(eps, acc, lo, hi)),
+        label=label,
+        x_label="epsilon",
+        y_label="robust accuracy",
         caption=f"{label}: robust accuracy vs epsilon, 95% Wilson interval",
     )

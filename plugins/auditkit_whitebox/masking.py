@@ -13,12 +13,12 @@ from auditkit.batching import oom_backoff
 from auditkit.stats import wilson_interval
 
 from auditkit_whitebox.attacks import (
-    UNBOUNDED_STEP_SIZES, AttackSpec, TargetModule, budget_label, input_gradient, parse_budget, run_attack,
+    NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, TargetModule, budget_label, input_gradient, run_attack,
     unbounded_attack,
 )
 
 TRANSFER_CHECK = "transfer.proxy"
-TRANSFER_METRIC = "transfer_success@"
+TRANSFER_METRIC = "transfer_success"
 
 # Each flag, as named in the metrics, and what it means when raised.
 FLAGS: dict[str, str] = {
@@ -35,6 +35,19 @@ FLAGS: dict[str, str] = {
 # Logits of the same images in different batches agree to float rounding; randomness (dropout
 # left on, random input transforms) moves them by far more than this, relative to their scale.
 _REPEAT_RTOL = 1e-3
+
+
+# budget_sensitive needs the stronger attack to fool this many more images: 0.5**5 = 0.031 is
+# the first one-sided sign-test p-value below 0.05, so fewer is within random-start noise.
+MIN_NEWLY_FOOLED = 5
+
+
+def budget_sensitive(reference_acc: float, strong_acc: float, newly_fooled: int, margin: float) -> bool:
+    """Whether a stronger PGD (more steps and restarts) changed robust accuracy "a lot": by
+    more than ``margin`` and on at least :data:`MIN_NEWLY_FOOLED` more images. Random starts
+    make two runs of one attack differ by an image or two, so a gain of fewer images is no
+    evidence that the reference attack was too weak."""
+    return reference_acc - strong_acc > margin and newly_fooled >= MIN_NEWLY_FOOLED
 
 
 @dataclass
@@ -86,7 +99,8 @@ class GradientMasking(Check):
     decaying step size), one input gradient per image, a
     repeated forward pass, and a stronger PGD (more steps and restarts) at the budget where
     the reference attack fools about half the images. When ``transfer.proxy`` ran on the same
-    model, its ``transfer_success@<budget>`` is compared with white-box PGD at that budget.
+    model, its transfer success at each budget (its ``transfer_success`` curves) is compared
+    with white-box PGD at that budget.
 
     Each flag is a 0/1 metric with a default threshold ``<flag> <= 0``: the check fails when
     any flag is raised, naming each, and a flag can be dropped from the config
@@ -97,13 +111,19 @@ class GradientMasking(Check):
     id = "whitebox.masking"
     requires = ("white_box",)
     headline = ("flags",)
+    quick_settings = {"steps": 5, "strong_steps_factor": 2, "strong_restarts": 1}
     # <budget> as budget_label writes it; whitebox_success@ only when transfer.proxy ran first.
     metrics = (
         "n_images", "n_correct", "clean_acc", "zero_grad_share", "randomized_share", "unbounded_acc",
         "unbounded_survivors", "flags", *FLAGS,
         "fgsm_acc@*", "pgd_acc@*", "strong_pgd_acc@*", "whitebox_success@*",
     )
-    directions = {"flags": "lower"}
+    directions = {
+        "flags": "lower", **dict.fromkeys(FLAGS, "lower"), "clean_acc": "higher", "whitebox_success@*": "lower",
+        # the probes' own numbers: evidence behind the flags, not scores
+        "n_*": None, "zero_grad_share": None, "randomized_share": None, "unbounded_acc": None,
+        "unbounded_survivors": None, "fgsm_acc@*": None, "pgd_acc@*": None, "strong_pgd_acc@*": None,
+    }
     thresholds = tuple(Threshold(flag, "max", 0) for flag in FLAGS)
     Settings = MaskingSettings
     # Every probe attacks the correctly classified images only, so they are the sample.
@@ -227,9 +247,9 @@ class GradientMasking(Check):
                 f"{zero_share:.0%} of correctly classified images have an exactly zero input gradient",
             ),
             "budget_sensitive": (
-                ladder_acc[ladder[rung]] - strong_acc > margin,
+                budget_sensitive(ladder_acc[ladder[rung]], strong_acc, newly_fooled, margin),
                 f"robust accuracy at {rung_label}: {ladder_acc[ladder[rung]]:.2f} with {reference.describe()}, "
-                f"{strong_acc:.2f} adding {strong.describe()}",
+                f"{strong_acc:.2f} adding {strong.describe()} ({newly_fooled} more images fooled)",
             ),
             "randomized_outputs": (
                 random_share > margin,
@@ -300,21 +320,21 @@ def _describe_unbounded(s: MaskingSettings) -> str:
 
 
 def _transfer_results(ctx: Any) -> dict[tuple[str, float], tuple[str, float]]:
-    """``transfer_success@<budget>`` of ``transfer.proxy`` on this model, by (norm, eps)."""
+    """Transfer success of ``transfer.proxy`` on this model (its main ``transfer_success``
+    curves: the strongest attack at each budget), by (norm, eps), with the metric's name."""
     found: dict[tuple[str, float], tuple[str, float]] = {}
     for result in ctx.results:
         if result.check != TRANSFER_CHECK or result.model != ctx.target.name:
             continue
         if result.outcome.value not in ("passed", "failed"):
             continue  # a skipped result keeps numbers measured on too little evidence: no yardstick
-        for name, value in result.metrics.items():
-            if not name.startswith(TRANSFER_METRIC) or not math.isfinite(value):
+        for curve in result.curves:
+            if curve.metric != TRANSFER_METRIC or curve.variant or curve.norm not in NORMS:
                 continue
-            try:
-                norm, eps = parse_budget(name[len(TRANSFER_METRIC):])
-            except ValueError:
-                continue  # a metric this version cannot map to a budget: nothing to compare with
-            found[(norm, eps)] = (name, float(value))
+            for point in curve.points:
+                if math.isfinite(point.value):
+                    label = f"{TRANSFER_METRIC}@{budget_label(curve.norm, point.x)}"
+                    found[(curve.norm, point.x)] = (label, float(point.value))
     return found
 
 

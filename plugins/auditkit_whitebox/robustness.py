@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
+from auditkit.check import Curve
 from auditkit.stats import wilson_interval
 
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
@@ -167,10 +168,12 @@ class _RobustAccuracy(Check):
     )
     directions = {
         "clean_acc": "higher",
-        "robust_acc@*": "higher",
+        "robust_acc*": "higher",  # with its interval's bounds
         "attack_success*": "lower",
         "targeted_success_*": "lower",
         "median_min_eps*": "higher",
+        "rises_with_eps": "lower",
+        "n_*": None,
     }
     thresholds = (Threshold("rises_with_eps", "max", 0),)
     # Only correctly classified images are attacked; the rates come with 95% Wilson intervals,
@@ -264,7 +267,7 @@ class _RobustAccuracy(Check):
             "n_images": float(n_images),
             "n_attacked": float(n_correct),
         }
-        artifacts: list[Artifact] = []
+        curves: list[Curve] = []
         rises: list[str] = []
         summary: list[str] = []
         for norm, grid in budgets.items():
@@ -289,7 +292,7 @@ class _RobustAccuracy(Check):
                 his.append(hi)
                 parts.append(f"{label.split('_', 1)[1]} {acc:.2f}")
             spec = self.attack_spec(norm)
-            artifacts.append(accuracy_curve(f"robust_acc_{norm}", spec.describe(), grid, accs, los, his))
+            curves.append(accuracy_curve(norm, spec.describe(), grid, accs, los, his))
             metrics[_min_eps_metric(norm)] = median(min_eps[norm])
             summary.append(f"{spec.describe()}: robust acc " + ", ".join(parts))
         first = next(iter(budgets))
@@ -312,7 +315,8 @@ class _RobustAccuracy(Check):
         return Findings(
             metrics=metrics,
             message=message,
-            artifacts=artifacts + examples,
+            artifacts=examples,
+            curves=curves,
             details={
                 "attack": {norm: self.attack_spec(norm).describe() for norm in budgets},
                 "targeted": list(modes[1:]),
@@ -378,6 +382,7 @@ class FGSMRobustness(_RobustAccuracy):
 
     id = "whitebox.fgsm"
     Settings = FGSMSettings
+    quick_settings = {"l2_eps": [], "targeted": [], "bisection_steps": 2, "min_eps_search_factor": 2.0, "examples": 2}
 
     def attack_spec(self, norm: str) -> AttackSpec:
         return AttackSpec("fgsm", norm)
@@ -395,6 +400,8 @@ class PGDRobustness(_RobustAccuracy):
 
     id = "whitebox.pgd"
     Settings = PGDSettings
+    quick_settings = {"l2_eps": [], "targeted": [], "steps": 5, "bisection_steps": 1, "min_eps_search_factor": 2.0,
+                      "examples": 2}
 
     def attack_spec(self, norm: str) -> AttackSpec:
         s = self.settings

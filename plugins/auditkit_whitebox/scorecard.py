@@ -8,7 +8,6 @@ import math
 from typing import Any
 
 import auditkit
-from auditkit import budgets
 from auditkit.reporters import svg
 
 ATTACKS = {"whitebox.fgsm": "FGSM", "whitebox.pgd": "PGD"}
@@ -36,40 +35,19 @@ def auditkit_scorecard_sections(results: list[Any], config: Any) -> list[dict[st
     }]
 
 
-def parse_budget(label: str) -> tuple[str, float] | None:
-    """``linf_8/255`` -> ("linf", 8/255); ``l2_0.5`` -> ("l2", 0.5); None if not a budget."""
-    try:
-        return budgets.parse_budget(label)
-    except ValueError:
-        return None
-
-
 def _curves(r: Any) -> dict[str, dict[str, list]]:
-    """Robust accuracy per norm: {norm: {"x", "y", "lo", "hi"}}, from the ``robust_acc_<norm>``
-    artifacts, else from the ``robust_acc@<budget>`` metrics."""
+    """Robust accuracy per norm, {norm: {"x", "y", "lo", "hi"}}, from the result's curves."""
     curves: dict[str, dict[str, list]] = {}
-    for a in r.artifacts:
-        if a.kind == "curve" and a.name.startswith("robust_acc_") and isinstance(a.data, dict):
-            norm = a.name[len("robust_acc_"):]
-            if norm in NORM_TITLES and a.data.get("x"):
-                curves[norm] = {k: list(a.data.get(k) or []) for k in ("x", "y", "lo", "hi")}
-    if curves:
-        return curves
-    points: dict[str, list[tuple[float, float, float | None, float | None]]] = {}
-    for name, value in r.metrics.items():
-        if not name.startswith("robust_acc@"):
-            continue
-        label = name.split("@", 1)[1]
-        budget = parse_budget(label)
-        if budget is None:
-            continue
-        norm, eps = budget
-        points.setdefault(norm, []).append(
-            (eps, value, r.metrics.get(f"robust_acc_lo@{label}"), r.metrics.get(f"robust_acc_hi@{label}"))
-        )
-    for norm, pts in points.items():
-        pts.sort()
-        curves[norm] = {"x": [p[0] for p in pts], "y": [p[1] for p in pts], "lo": [p[2] for p in pts], "hi": [p[3] for p in pts]}
+    for norm in NORM_TITLES:
+        curve = r.curve("robust_acc", norm) if hasattr(r, "curve") else None
+        if curve is not None and curve.points:
+            points = sorted(curve.points, key=lambda p: p.x)
+            curves[norm] = {
+                "x": [p.x for p in points],
+                "y": [None if math.isnan(p.value) else p.value for p in points],
+                "lo": [p.lo for p in points],
+                "hi": [p.hi for p in points],
+            }
     return curves
 
 

@@ -456,11 +456,11 @@ def test_weak_baselines_are_named_in_the_markdown_summary_and_the_scorecard(smal
 def test_a_weak_baseline_gets_no_star_and_is_marked_in_the_charts():
     from auditkit.check import CheckResult
     from auditkit.reporters import svg
-    from auditkit.reporters.html import comparison_groups
+    from auditkit.reporters.comparison import comparison_groups
 
     def result(model, robust_acc, role="baseline"):
         return CheckResult("whitebox.pgd", model, Outcome.PASSED, {"robust_acc": robust_acc}, role=role,
-                           headline=("robust_acc",))
+                           headline=("robust_acc",), directions={"robust_acc": "higher"})
 
     # the constant predictor "wins" robust accuracy: no attack changes a constant output
     results = [result("target", 0.2, "target"), result("resnet18", 0.4), result("alexnet", 1.0)]

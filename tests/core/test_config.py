@@ -131,3 +131,80 @@ def test_may_report_matches_exact_names_and_patterns():
     assert not Declared.may_report("acc@*")  # thresholds name exact metrics, never patterns
     assert Declared.may_report("acc@c", Declared.Settings(budgets=("c",)))
     assert Configurable.may_report("whatever")
+
+
+# -- one declaration per option: auditkit.options.OPTIONS ----------------------------------------
+
+
+def test_config_fields_the_file_keys_and_the_parser_all_come_from_the_option_table():
+    import dataclasses
+
+    from auditkit.cli import build_parser
+    from auditkit.config import Config
+    from auditkit.options import OPTIONS
+
+    names = [f.name for f in dataclasses.fields(Config)]
+    assert names[: len(OPTIONS)] == [o.name for o in OPTIONS]
+    defaults = Config()
+    for option in OPTIONS:
+        assert getattr(defaults, option.name) == option.default
+        if option.file_key:  # every file key is accepted, with the option's type
+            sample = {str: "x", int: 1, float: 0.5, bool: True, list: [], dict: {}}[option.type]
+            assert validate_file_table({option.file_key: sample}, "f") == {option.file_key: sample}
+    run = next(a for a in build_parser()._actions if a.dest == "command").choices["run"]
+    flags = {s: a.dest for a in run._actions for s in a.option_strings}
+    for option in OPTIONS:
+        for flag in option.flags:
+            assert flags[flag] == option.name
+
+
+def test_the_checks_selection_and_the_per_check_tables_have_names_that_say_so():
+    from auditkit.config import Config
+
+    config = Config(select=["accuracy.*"], checks={"accuracy.clean": {"min_sample": 1}})  # the file's keys
+    assert config.selected_checks == ["accuracy.*"] and config.check_settings == {"accuracy.clean": {"min_sample": 1}}
+    assert (config.select, config.checks) == (config.selected_checks, config.check_settings)  # aliases
+    recorded = config.to_json()
+    assert recorded["select"] == ["accuracy.*"] and recorded["checks"] == {"accuracy.clean": {"min_sample": 1}}
+    assert "selected_checks" not in recorded and "check_settings" not in recorded  # the report's keys are unchanged
+    assert Config.from_json({**recorded, "command": "auditkit run --seed 1", "future_key": 1}).selected_checks == ["accuracy.*"]
+    with pytest.raises(TypeError, match="both 'select' and 'selected_checks'"):
+        Config(select=["a"], selected_checks=["b"])
+    with pytest.raises(TypeError, match="did you mean 'seed'"):
+        Config(sede=1)
+
+
+def test_the_command_line_over_the_config_file(tmp_path, monkeypatch):
+    from auditkit.cli import build_parser, config_from_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "auditkit.toml").write_text(
+        'select = ["gradcam.*"]\nseed = 3\nplugins = ["a"]\nbaseline_weights = {alexnet = "a.pt"}\n'
+        '[checks."accuracy.clean"]\nmin_sample = 2\n'
+    )
+    argv = ["run", "--checks", "accuracy.clean, whitebox.*", "-p", "b", "--baseline-weights", "resnet18=r.pt"]
+    config = config_from_args(build_parser().parse_args(argv), argv)
+    assert config.selected_checks == ["accuracy.clean", "whitebox.*"]  # the command line replaces
+    assert config.seed == 3 and config.check_settings == {"accuracy.clean": {"min_sample": 2}}  # the file's stay
+    assert config.plugins == ["a", "b"]  # -p adds to the file's plugins
+    assert config.baseline_weights == {"alexnet": "a.pt", "resnet18": "r.pt"}
+    assert config.baselines == ["alexnet", "googlenet", "resnet18"] and config.json == "reports/report.json"
+    for bad, message in ((["--max-images", "0"], "--max-images must be at least 1, got 0"),
+                         (["--batch-size", "0"], "--batch-size must be at least 1, got 0")):
+        with pytest.raises(UsageError, match=message):
+            config_from_args(build_parser().parse_args(["run", *bad]), ["run", *bad])
+
+
+def test_the_command_line_rebuilt_from_a_config():
+    from auditkit.config import Config
+    from auditkit.options import command_line, shell_command
+
+    config = Config(data="synthetic:shapes?n=4", select=["cam.*"], max_images=4, html="x.html",
+                    baseline_weights={"resnet18": "r.pt"}, offline=True, check_settings={"cam.consistency": {}})
+    args = command_line(config)
+    assert args[:4] == ["auditkit", "run", "--model", "<your model spec>"]
+    assert args[4:] == ["--data", "synthetic:shapes?n=4", "--checks", "cam.*", "--baselines", "none",
+                        "--baseline-weights", "resnet18=r.pt", "--offline", "--device", "auto", "--seed", "0",
+                        "--max-images", "4", "--html", "x.html"]
+    assert shell_command(Config(model="torchvision:resnet18", baselines=["alexnet", "resnet18"])) == (
+        "auditkit run --model torchvision:resnet18 --baselines alexnet,resnet18 --device auto --seed 0")

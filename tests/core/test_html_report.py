@@ -21,16 +21,12 @@ from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import DEFAULT_PLUGINS, get_plugin_manager
 from auditkit.reporters import svg
-from auditkit.reporters.html import (
-    HIGHER,
-    LOWER,
-    lint_html,
-    metric_direction,
-    render_scorecard,
-    reproduce_command,
-)
+from auditkit.reporters.comparison import comparison_groups
+from auditkit.reporters.html import render_scorecard
+from auditkit.reporters.reproduce import reproduce_command
+from auditkit.testing.html import lint_html
+from auditkit.testing.scorecard import budget_curve, result
 from auditkit.testing.scorecard import png as solid_png
-from auditkit.testing.scorecard import result
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -64,11 +60,13 @@ def every_kind_of_result() -> list[CheckResult]:
     baselines, a third-party check with artifacts, a skip, an xfail and an error."""
     out = []
     for model, top1, corr in (("target", 0.5, 0.6), ("alexnet", 0.7, 0.2), ("resnet18", 0.9, 0.4)):
-        out.append(result("accuracy.clean", model, metrics={"top1": top1, "n_images": 8}, headline=("top1",), message="fine"))
+        out.append(result("accuracy.clean", model, metrics={"top1": top1, "n_images": 8}, headline=("top1",), message="fine",
+                          directions={"top1": "higher"}))
         out.append(result(
             "gradcam.randomization", model, "failed" if corr > 0.5 else "passed",
             metrics={"max_rank_corr": corr, "final_rank_corr": corr / 2},
             thresholds={"max_rank_corr": {"op": "max", "value": 0.5}}, headline=("max_rank_corr",),
+            directions={"max_rank_corr": "lower", "final_rank_corr": "lower"},
             message=f"max_rank_corr={corr} violates max_rank_corr <= 0.5" if corr > 0.5 else "ok",
         ))
     out.append(result(
@@ -206,7 +204,7 @@ def test_unknown_direction_ties_and_lone_values_are_not_marked():
     assert cells[("x.check", "score", "b1")]["text"] == "nan"
 
 
-def test_declared_directions_and_thresholds_decide_unknown_metrics():
+def test_only_declared_directions_mark_the_best_value():
     results = [
         result("x.check", "target", metrics={"weird": 1.0, "gated": 0.2}, headline=("weird", "gated"),
                directions={"weird": "lower"}, thresholds={"gated": {"op": "min", "value": 0.5}}),
@@ -214,7 +212,8 @@ def test_declared_directions_and_thresholds_decide_unknown_metrics():
     ]
     cells = Cells(render(results, report=None)).cells
     assert "best" in cells[("x.check", "weird", "target")]["class"]
-    assert "best" in cells[("x.check", "gated", "b1")]["class"]
+    # a threshold says what passes, not which model is better: undeclared, the metric is unmarked
+    assert not any("best" in cells[("x.check", "gated", m)]["class"] for m in ("target", "b1"))
     assert "violates" in cells[("x.check", "gated", "target")]["class"]
 
 
@@ -222,9 +221,9 @@ def test_gated_metrics_get_a_row_only_when_some_model_breaks_them():
     thresholds = {"p_value": {"op": "max", "value": 0.05}, "flag": {"op": "max", "value": 0}}
     results = [
         result("x.check", "target", "failed", metrics={"score": 1.0, "p_value": 0.2, "flag": 0.0}, headline=("score",),
-               thresholds=thresholds),
+               thresholds=thresholds, directions={"p_value": "lower"}),
         result("x.check", "b1", metrics={"score": 2.0, "p_value": 0.01, "flag": 0.0}, headline=("score",),
-               thresholds=thresholds),
+               thresholds=thresholds, directions={"p_value": "lower"}),
     ]
     cells = Cells(render(results, report=None)).cells
     assert {metric for _, metric, _ in cells} == {"score", "p_value"}
@@ -235,8 +234,9 @@ def test_gated_metrics_get_a_row_only_when_some_model_breaks_them():
 def test_relative_thresholds_are_shown_against_their_baseline():
     relative = {"top1@resnet18": {"op": "min", "value": 0.9, "baseline": "resnet18", "reference": 0.8}}
     results = [
-        result("accuracy.clean", "target", "failed", metrics={"top1": 0.5}, headline=("top1",), thresholds=relative),
-        result("accuracy.clean", "resnet18", metrics={"top1": 0.8}, headline=("top1",)),
+        result("accuracy.clean", "target", "failed", metrics={"top1": 0.5}, headline=("top1",), thresholds=relative,
+               directions={"top1": "higher"}),
+        result("accuracy.clean", "resnet18", metrics={"top1": 0.8}, headline=("top1",), directions={"top1": "higher"}),
     ]
     text = render(results, report=None)
     assert "\u2265 0.9 \u00d7 resnet18" in text
@@ -253,22 +253,35 @@ def test_long_failure_messages_are_shortened_in_the_verdict():
     assert "<summary>full message</summary>" in verdict and "the end)" in verdict
 
 
-@pytest.mark.parametrize(
-    "metric, direction",
-    [("top1", HIGHER), ("pointing_game", HIGHER), ("robust_acc@linf_8/255", HIGHER), ("energy_in_box", HIGHER),
-     ("max_rank_corr", LOWER), ("logit_max_abs_err", LOWER), ("attack_success", LOWER), ("deletion_auc", LOWER),
-     ("transfer_success@l2_0.5", LOWER), ("pointing_p_value", LOWER), ("center_baseline", None),
-     ("deletion_auc_random", None), ("n_images", None), ("something_else", None)],
-)
-def test_metric_direction_table(metric, direction):
-    assert metric_direction(metric) == direction
+def _registered_checks() -> list[type]:
+    from auditkit.main import registered_checks
+
+    return [cls for cls, _ in registered_checks(Config(), get_plugin_manager(confdir=None))]
 
 
-def test_metric_direction_falls_back_on_the_threshold_then_defers_to_the_check():
-    assert metric_direction("custom", {"op": "min", "value": 1}) == HIGHER
-    assert metric_direction("custom", {"op": "max", "value": 1}) == LOWER
-    assert metric_direction("center_baseline", {"op": "min", "value": 1}) is None  # known to have no better side
-    assert metric_direction("top1", None, "lower") == LOWER
+def _example_name(pattern: str) -> str:
+    """A metric name a pattern from ``Check.metrics`` stands for (``robust_acc@*`` -> ``robust_acc@linf_8/255``)."""
+    return pattern.replace("@*", "@linf_8/255").replace("*.", "layer1.")
+
+
+def test_every_built_in_check_declares_a_direction_or_none_for_every_metric():
+    undeclared = [(cls.id, m) for cls in _registered_checks() for m in map(_example_name, cls.metrics) if not cls.declares(m)]
+    assert undeclared == []
+
+
+def test_scorecard_marks_exactly_what_the_checks_declare():
+    """The table marks the better model by the direction the check declares, and nothing for a
+    metric declared as a reference value (the core names no metric)."""
+    for cls in _registered_checks():
+        for metric in map(_example_name, cls.metrics):
+            declared = cls.direction(metric)
+            directions = {metric: declared} if declared is not None else {}  # as the runner records them
+            results = [result(cls.id, model, metrics={metric: value}, headline=(metric,), directions=directions)
+                       for model, value in (("target", 0.2), ("b1", 0.8))]
+            (row,) = comparison_groups(results, ["target", "b1"])[0]["rows"]
+            best = [c["model"] for c in row["cells"] if "best" in c["classes"]]
+            expected = {"higher": ["b1"], "lower": ["target"], None: []}[declared]
+            assert (row["direction"] or None, best) == (declared, expected), (cls.id, metric)
 
 
 def test_verdict_lists_what_failed_and_why():
@@ -793,6 +806,7 @@ def every_family_results() -> list[CheckResult]:
                 label = budget_label("linf", e)
                 metrics |= {f"robust_acc@{label}": a, f"robust_acc_lo@{label}": a - 0.15, f"robust_acc_hi@{label}": a + 0.15}
             out.append(result(check, model, metrics=metrics, headline=("clean_acc", "robust_acc@linf_8/255"),
+                              curves=(budget_curve("robust_acc", "linf", eps, acc, [a - 0.15 for a in acc], [a + 0.15 for a in acc]),),
                               artifacts=[Artifact("example_0", "image/png", png(96, 32, COLOURS[i]), "original, adversarial, x10")]))
         out.append(result(
             "whitebox.masking", model, metrics={"flags": 0.0, "zero_gradients": 0.0},
@@ -806,6 +820,9 @@ def every_family_results() -> list[CheckResult]:
                         f"transfer_success_hi@{label}": 1.15 - a, f"noise_success@{label}": 0.02}
         out.append(result(
             "transfer.proxy", model, metrics=metrics, headline=("transfer_success", "proxy_agreement", "queries"),
+            curves=(budget_curve("transfer_success", "linf", eps, [1 - a for a in acc], [0.85 - a for a in acc],
+                                 [1.15 - a for a in acc]),
+                    budget_curve("noise_success", "linf", eps, [0.02] * len(eps))),
             details={"training": {"proxy": "resnet", "trained_on": "scores", "epochs": [4, 0]},
                      "gate": {"norm": "linf", "epsilon": 8 / 255, "attack": "pgd"}},
             artifacts=[Artifact("proxy_validation_agreement", "curve", {"x": [1, 2, 3, 4], "y": [0.5, 0.6, 0.75, 0.8]})],
@@ -986,11 +1003,16 @@ def test_results_round_trip_through_json_with_artifacts_and_non_finite_metrics()
         thresholds={"a": {"op": "min", "value": 0.5}}, headline=("a", "up"), directions={"a": "higher"},
         message="m", details={"k": [1, 2]}, traceback="tb", duration_s=1.5,
         artifacts=(Artifact("picture", "image/png", png(), "a picture"), Artifact("trend", "curve", {"x": [1], "y": [2.0]})),
+        curves=(budget_curve("robust_acc", "linf", [1 / 255, 8 / 255], [0.5, math.nan], [0.4, 0.0], [0.6, 0.1]),
+                budget_curve("transfer_success", "l2", [0.5], [0.25], variant="pgd")),
     )
     data = json.loads(json.dumps(original.to_json(), allow_nan=False))
+    assert data["curves"][0]["points"][1] == {"x": 8 / 255, "value": None, "lo": 0.0, "hi": 0.1}
     assert data["metrics"]["up"] is None and data["nonfinite"] == {"up": "inf", "down": "-inf", "none": "nan"}
     back = CheckResult.from_json(data)
     assert back.artifacts == original.artifacts and back.artifacts[0].data == png()
+    assert back.curves[1] == original.curves[1] and back.curve("transfer_success", "l2", "pgd") == original.curves[1]
+    assert math.isnan(back.curves[0].points[1].value) and back.curves[0].points[0] == original.curves[0].points[0]
     assert back.metrics["up"] == math.inf and back.metrics["down"] == -math.inf and math.isnan(back.metrics["none"])
     assert (back.check, back.model, back.outcome, back.metrics["a"], back.thresholds, back.headline, back.directions,
             back.message, dict(back.details), back.traceback, back.duration_s) == (

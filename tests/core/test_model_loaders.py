@@ -2,6 +2,7 @@
 module, and the one-line usage errors. Tiny models, 32x32 inputs, nothing downloaded."""
 from __future__ import annotations
 
+import re
 import textwrap
 import warnings
 
@@ -454,12 +455,16 @@ def test_torchvision_detection_model_is_not_a_classifier():
 
 
 @pytest.mark.parametrize(
-    ("spec", "kind"),
-    [("model.onnx", "ONNX"), ("https://example.com/predict", "HTTP"), ("http://localhost:8000", "HTTP")],
+    ("spec", "expected"),
+    [
+        ("model.onnx", "model 'model.onnx': no such file; expected an ONNX model file"),
+        ("http://127.0.0.1:9#retries=0&timeout=0.5", "cannot reach the endpoint"),
+    ],
 )
-def test_black_box_specs_are_not_available_yet(spec, kind):
-    expected = f"black-box {kind} targets need the optional extra and are not available in this version yet"
-    with pytest.raises(UsageError, match=expected):
+def test_black_box_specs_load_in_the_core_without_the_transfer_plugin(spec, expected):
+    """ONNX files and HTTP endpoints are model formats of auditkit.models: loading them needs no
+    plugin (``-p no:transfer`` removes only the transfer.proxy check)."""
+    with pytest.raises(UsageError, match=re.escape(expected)):
         load_model(spec, ModelOptions())
 
 

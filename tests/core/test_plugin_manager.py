@@ -33,7 +33,7 @@ def test_the_contract_hooks_exist():
     expected = {
         "auditkit_addoption", "auditkit_configure", "auditkit_load_model", "auditkit_load_data",
         "auditkit_collect_checks", "auditkit_modify_checks", "auditkit_run_check", "auditkit_make_result",
-        "auditkit_log_result", "auditkit_session_finish", "auditkit_scorecard_sections",
+        "auditkit_log_result", "auditkit_session_start", "auditkit_session_finish", "auditkit_scorecard_sections",
     }
     assert expected <= set(HOOKS)
 
@@ -199,6 +199,11 @@ def test_every_hook_is_called_in_a_real_run(tmp_path, monkeypatch, capsys):
             CALLED.add("auditkit_log_result")
 
         @auditkit.hookimpl
+        def auditkit_session_start(session):
+            CALLED.add("auditkit_session_start")
+            assert [c.id for c in session.checks] == ["probe.all_hooks"] and not session.results
+
+        @auditkit.hookimpl
         def auditkit_session_finish(session, exitstatus):
             CALLED.add("auditkit_session_finish")
             session.hook.auditkit_scorecard_sections(results=session.results, config=session.config)
@@ -259,3 +264,44 @@ def test_a_check_id_that_is_not_family_dot_name_is_refused():
     pm = get_plugin_manager(autoload=False, extra=[Plugin()])
     with pytest.raises(UsageError, match=r"check id 'Foo check' is not valid; expected 'family.name'"):
         registered_checks(Config(), pm)
+
+
+def test_setup_hooks_are_historic_so_a_plugin_registered_later_is_configured_too(tmp_path, monkeypatch, capsys):
+    """As pytest's pytest_addoption/pytest_configure: a plugin that another plugin registers
+    from its auditkit_configure still gets auditkit_configure (and auditkit_addoption)."""
+    _write_module(tmp_path, "late_registrar", """
+        import auditkit
+
+        SEEN = []
+
+        class Late:
+            @auditkit.hookimpl
+            def auditkit_addoption(self, parser):
+                SEEN.append(("addoption", parser.prog))
+
+            @auditkit.hookimpl
+            def auditkit_configure(self, config):
+                SEEN.append(("configure", config.seed))
+
+        @auditkit.hookimpl
+        def auditkit_configure(config):
+            config.pluginmanager.register(Late(), name="late")
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--baselines", "none", "-p", "late_registrar", "--checks", "accuracy.clean", "--seed", "7",
+                 "--model", "auditkit.testing.models:tiny_factory", "--data", "synthetic:shapes?n=4&size=32",
+                 "--json", "r.json", "-q"])
+    assert code in (0, 1), capsys.readouterr()
+    import late_registrar
+
+    assert late_registrar.SEEN == [("addoption", "auditkit run"), ("configure", 7)]
+    sys.modules.pop("late_registrar", None)
+
+
+def test_the_terminal_header_comes_through_the_session_start_hook():
+    from auditkit.reporters.terminal import TerminalReporter
+
+    impl = getattr(TerminalReporter, "auditkit_session_start")
+    assert hasattr(impl, "auditkit_impl")  # a hookimpl, reached through pm.hook like any plugin's
+    assert not hasattr(TerminalReporter, "session_start")

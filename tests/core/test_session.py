@@ -236,3 +236,85 @@ def test_warnings_reach_the_report_not_stderr(tiny_data, capsys):
     assert any("outputs 6 classes; the data uses the first 4" in w for w in run.report["warnings"]), run.report["warnings"]
     captured = capsys.readouterr()
     assert "warning: target outputs 6 classes" in captured.out and "UserWarning" not in captured.err
+
+
+class SwallowingSkip(Check):
+    """A check whose broad ``except Exception`` would have swallowed an Exception-based skip."""
+
+    id = "test.swallowing_skip"
+
+    def run(self, ctx):
+        try:
+            auditkit.skip("skipped through a broad except")
+        except Exception:  # noqa: BLE001 - the point of the test
+            pass
+        return Findings(metrics={"value": 1.0})
+
+
+def test_a_broad_except_in_a_check_cannot_swallow_skip_or_xfail(tiny_data, tiny_model):
+    assert issubclass(auditkit.Skipped, BaseException) and not issubclass(auditkit.Skipped, Exception)
+    assert issubclass(auditkit.XFailed, BaseException) and not issubclass(auditkit.XFailed, Exception)
+    run = _audit(tiny_model, tiny_data, SwallowingSkip)
+    assert run["test.swallowing_skip"].outcome is Outcome.SKIPPED
+    assert run["test.swallowing_skip"].message.startswith("skipped through a broad except")
+
+
+def test_exit_codes_are_an_int_enum_written_as_numbers(tiny_data, tiny_model, tmp_path):
+    import enum
+
+    assert issubclass(ExitCode, enum.IntEnum)
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 5]
+    run = _audit(tiny_model, tiny_data, Crashing, json=str(tmp_path / "r.json"))
+    assert run.exit_code is ExitCode.CHECKS_FAILED and run.exit_code == 1
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["exit_code"] == 1
+
+
+def test_the_device_is_resolved_once_and_handed_on_as_a_torch_device(tiny_data, monkeypatch):
+    import auditkit.main
+    from auditkit.device import resolve_device as real
+
+    calls, seen = [], []
+    monkeypatch.setattr(auditkit.main, "resolve_device", lambda d: calls.append(d) or real(d))
+
+    class Probe(auditkit.Check):
+        id = "test.device"
+
+        def run(self, ctx):
+            seen.append((ctx.device, ctx.target.device, ctx.session.device))
+            return Findings(metrics={"value": 1.0})
+
+    class Loader:
+        @auditkit.hookimpl(tryfirst=True)
+        def auditkit_load_model(self, spec, options, config):
+            seen.append(options.device)
+            from auditkit.testing.models import TinyGAPNet
+
+            return auditkit.Target(TinyGAPNet(num_classes=options.num_classes), spec=spec, device=options.device)
+
+    run = auditkit.audit("probe:model", tiny_data, plugins=[CheckPlugin(Probe), Loader()], autoload=False, device="cpu")
+    assert run["test.device"].outcome is Outcome.PASSED
+    cpu = torch.device("cpu")
+    assert calls == ["cpu"] and seen == [cpu, (cpu, cpu, cpu)]
+    assert all(isinstance(d, torch.device) for d in [seen[0], *seen[1]])
+
+
+def test_the_python_api_takes_the_options_by_name_and_refuses_unknown_ones(tiny_data, tiny_model):
+    import inspect
+
+    from auditkit.main import audit
+
+    assert {"max_images", "baseline_steps", "compare_abs_tolerance", "device"} <= set(inspect.signature(audit).parameters)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_image'; did you mean 'max_images'"):
+        _audit(tiny_model, tiny_data, Constant, max_image=3)
+    assert _audit(tiny_model, tiny_data, Constant, max_images=3)["test.constant"].metrics == {"value": 1.0}
+
+
+def test_names_moved_out_of_the_session_module_still_import_from_it():
+    from auditkit import context, device, environment, progress, results, seeding, session
+
+    assert session.AuditContext is context.AuditContext and session.CleanPass is context.CleanPass
+    assert session.AuditRun is results.AuditRun and session.environment is environment.environment
+    assert session.resolve_device is device.resolve_device and session.describe_device is device.describe_device
+    assert session.progress_bar is progress.progress_bar
+    assert session.seed_everything is seeding.seed_everything and session.check_seed is seeding.check_seed
+    assert session.preserved_random_state is seeding.preserved_random_state

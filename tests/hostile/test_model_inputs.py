@@ -19,7 +19,7 @@ from auditkit import Outcome
 from auditkit.errors import UsageError
 from auditkit.testing.models import tiny_factory
 from auditkit.weights import checkpoint_name, load_state_dict as load_pretrained
-from auditkit_transfer.endpoints import EndpointClient, EndpointError
+from auditkit.models.http_endpoint import EndpointClient, EndpointError
 
 from .conftest import DATA, FACTORY, assert_usage_error, run_cli_subprocess
 

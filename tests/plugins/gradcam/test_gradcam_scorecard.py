@@ -8,7 +8,8 @@ import re
 from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
-from auditkit.reporters.html import lint_html, render_scorecard
+from auditkit.reporters.html import render_scorecard
+from auditkit.testing.html import lint_html
 from auditkit.testing.scorecard import only_section, png as solid_png, result as r
 from auditkit_gradcam import scorecard
 

@@ -83,10 +83,13 @@ def test_metric_names_are_stable_and_the_report_is_json(target_cnn, labelled_by_
     report = json.loads(out.read_text())
     (entry,) = [r for r in report["results"] if r["check"] == "transfer.proxy"]
     assert entry["metrics"]["transfer_success@pgd_linf_8/255"] == m["transfer_success@pgd_linf_8/255"]
-    curves = {a.name: a for a in result.artifacts}
-    assert {"transfer_success_pgd_linf", "noise_success_noise_l2", "proxy_validation_agreement"} <= set(curves)
-    curve = curves["transfer_success_pgd_linf"].data
-    assert curve["x"] == [8 / 255] and curve["y"] == [m["transfer_success@pgd_linf_8/255"]] and curve["lo"][0] <= curve["y"][0] <= curve["hi"][0]
+    assert "proxy_validation_agreement" in {a.name for a in result.artifacts}
+    assert {"transfer_success_pgd_linf", "noise_success_l2", "transfer_success_linf"} <= {c.name for c in result.curves}
+    (point,) = result.curve("transfer_success", "linf", "pgd").points
+    assert point.x == 8 / 255 and point.value == m["transfer_success@pgd_linf_8/255"] and point.lo <= point.value <= point.hi
+    (point,) = result.curve("transfer_success", "linf").points  # the strongest attack at the budget
+    assert (point.value, point.lo) == (m["transfer_success@linf_8/255"], m["transfer_success_lo@linf_8/255"])
+    assert [c["name"] for c in entry["curves"]] == [c.name for c in result.curves]
 
 
 def test_thresholds_gate_on_transfer_success(target_cnn, labelled_by_target):

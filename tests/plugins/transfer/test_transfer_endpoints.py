@@ -15,8 +15,8 @@ import torch
 import auditkit
 from auditkit import Outcome, UsageError
 from auditkit.models.loaders import ModelOptions
-from auditkit_transfer.blackbox import scores_to_probabilities
-from auditkit_transfer.endpoints import (
+from auditkit.models.blackbox import scores_to_probabilities
+from auditkit.models.http_endpoint import (
     PROTOCOL,
     EndpointClient,
     EndpointError,
@@ -25,8 +25,8 @@ from auditkit_transfer.endpoints import (
     decode_response,
     encode_request,
     encode_response,
-    load_http_target,
 )
+from auditkit.models.http_endpoint import load as load_http_target
 from conftest import FAST, labelled_by
 from transfer_servers import PredictionServer
 

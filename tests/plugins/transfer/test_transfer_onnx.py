@@ -11,7 +11,7 @@ from torch import nn
 
 import auditkit
 from auditkit import Outcome, UsageError
-from auditkit_transfer.onnx_target import ONNXTarget
+from auditkit.models.onnx_file import ONNXTarget
 from conftest import FAST
 
 

@@ -35,7 +35,7 @@ def test_the_default_proxy_is_sized_for_the_input(side, feature_side):
 def test_build_proxy_from_specs():
     tv = build_proxy("torchvision:resnet18", 3, (3, 32, 32))
     assert tv(torch.rand(2, 3, 32, 32)).shape == (2, 3)
-    assert torch.allclose(tv.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))  # ImageNet normalization inside
+    assert tv.target.mean_std[0] == pytest.approx((0.485, 0.456, 0.406))  # the Target's ImageNet normalization inside
     factory = build_proxy("auditkit.testing.models:tiny_factory", 6, (3, 16, 16))
     assert factory(torch.rand(2, 3, 16, 16)).shape == (2, 6)
     with pytest.raises(UsageError, match=r"setting proxy='torchvision:resnet19'.*did you mean"):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
-from auditkit.reporters.html import lint_html, render_scorecard
-from auditkit.testing.scorecard import charts, only_section, result
+from auditkit.reporters.html import render_scorecard
+from auditkit.testing.html import lint_html
+from auditkit.testing.scorecard import budget_curve, charts, only_section, result
 from auditkit_transfer import scorecard
 
 EVIL = "<script>alert(1)</script>"
@@ -33,17 +32,32 @@ def budget_metrics(rates: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def curves(rates: dict[tuple[str, float], float]) -> tuple:
+    """The curves transfer.proxy reports for these budget-level rates: the strongest attack at
+    each budget (with its band) and the random-noise control, per norm."""
+    out = []
+    for norm in ("linf", "l2"):
+        points = sorted((eps, rate) for (n, eps), rate in rates.items() if n == norm)
+        eps, values = [e for e, _ in points], [v for _, v in points]
+        out.append(budget_curve("transfer_success", norm, eps, values, [v - 0.1 for v in values], [v + 0.1 for v in values]))
+        out.append(budget_curve("noise_success", norm, eps, [v / 4 for v in values]))
+    return tuple(out)
+
+
 def results() -> list[CheckResult]:
+    rates = {("linf", 4 / 255): 0.2, ("linf", 8 / 255): 0.4, ("linf", 16 / 255): 0.7, ("l2", 0.5): 0.3}
     return [
         r("target", "failed", budget_metrics({"linf_4/255": 0.2, "linf_8/255": 0.4, "linf_16/255": 0.7, "l2_0.5": 0.3}),
           artifacts=[Artifact("proxy_validation_agreement", "curve", {"x": [1, 2, 3], "y": [0.5, 0.7, 0.8]}, "agreement")],
+          curves=curves(rates),
           details={"training": {"proxy": "resnet", "trained_on": "scores", "epochs": 3},
                    "gate": {"norm": "linf", "epsilon": "8/255", "attack": "pgd"}}, message=f"flips {EVIL}"),
-        # a baseline that kept only the per-attack curves: the strongest at each epsilon is drawn
-        r("resnet18", artifacts=[
-            Artifact("transfer_success_fgsm_linf", "curve", {"x": [4 / 255, 8 / 255], "y": [0.1, 0.2], "lo": [0, 0.1], "hi": [0.2, 0.3]}, "c"),
-            Artifact("transfer_success_pgd_linf", "curve", {"x": [4 / 255, 8 / 255], "y": [0.15, 0.1], "lo": [0, 0], "hi": [0.3, 0.2]}, "c"),
-        ]),
+        # a baseline with its main curve only (no noise control, no metrics): one line, with its band; a
+        # per-attack curve (variant) is not drawn
+        r("resnet18", curves=(
+            budget_curve("transfer_success", "linf", [4 / 255, 8 / 255], [0.15, 0.2], [0, 0.1], [0.3, 0.3]),
+            budget_curve("transfer_success", "linf", [4 / 255, 8 / 255], [0.9, 0.9], variant="fgsm"),
+        )),
         r("alexnet", "skipped", message="the model returns labels only, not scores"),
     ]
 
@@ -60,11 +74,11 @@ def test_section_is_well_formed():
 
 def test_transfer_success_against_epsilon_one_line_per_model():
     linf = charts(section()["html"])["Transfer success, L\u221e"]
-    # target: the attack line and its noise control; resnet18: the attack line from its curves
+    # target: the attack line and its noise control; resnet18: its attack line
     assert linf.count("<polyline") == 3 and linf.count("<polygon") == 2
     assert ">target</text>" in linf and ">target, random noise</text>" in linf and ">resnet18</text>" in linf
     assert ">16</text>" in linf  # epsilon in 1/255 units
-    assert "transfer success 0.1500" in linf  # resnet18 at 4/255: PGD's 0.15 beats FGSM's 0.1
+    assert "transfer success 0.1500" in linf and "transfer success 0.9000" not in linf  # resnet18's main curve only
     l2 = charts(section()["html"])["Transfer success, L2"]
     assert ">target</text>" in l2 and "resnet18" not in l2
 
@@ -81,12 +95,6 @@ def test_skips_and_escaping():
     html = section()["html"]
     assert "the model returns labels only, not scores" in html
     assert EVIL not in html
-
-
-@pytest.mark.parametrize("label, expected", [("linf_8/255", ("linf", 8 / 255)), ("l2_0.5", ("l2", 0.5)),
-                                             ("pgd_linf_8/255", None), ("linf_x/0", None)])
-def test_parse_budget(label, expected):
-    assert scorecard.parse_budget(label) == expected
 
 
 def test_renders_whatever_subset_exists():

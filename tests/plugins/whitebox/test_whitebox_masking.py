@@ -7,6 +7,7 @@ import torch
 import auditkit
 import auditkit_whitebox
 from auditkit import Check, Findings, Outcome
+from auditkit.testing.scorecard import budget_curve
 from auditkit_whitebox.masking import FLAGS
 
 from whitebox_models import NoisyLogits, QuantizedInput, ScaledLogits, SoftmaxOutput
@@ -77,14 +78,14 @@ def test_a_flag_can_be_dropped_from_the_config(quadrant_cnn, quadrants):
 
 
 class _FakeTransfer:
-    """Stands in for the transfer plugin: a ``transfer.proxy`` result with a planted success."""
+    """Stands in for the transfer plugin: a ``transfer.proxy`` result with planted success curves."""
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, curves):
         class TransferProxy(Check):
             id = "transfer.proxy"
 
             def run(self, ctx):
-                return Findings(metrics=dict(metrics))
+                return Findings(metrics=dict(metrics), curves=list(curves))
 
         self.check = TransferProxy
 
@@ -93,10 +94,10 @@ class _FakeTransfer:
         return [self.check]
 
 
-def _with_transfer(model, data, metrics):
+def _with_transfer(model, data, curves, metrics=None):
     run = auditkit.audit(
         model, data, checks=["transfer.proxy", "whitebox.masking"],
-        plugins=[auditkit_whitebox, _FakeTransfer(metrics)], autoload=False,
+        plugins=[auditkit_whitebox, _FakeTransfer(metrics or {"queries": 100.0}, curves)], autoload=False,
     )
     return run["whitebox.masking"]
 
@@ -104,17 +105,18 @@ def _with_transfer(model, data, metrics):
 def test_a_transfer_attack_stronger_than_white_box_is_flagged(quadrant_cnn, quadrants):
     # On the masked model white-box PGD at 8/255 fools nothing; a black-box attack fooling 90% is
     # proof that the gradients, not the model, are the obstacle.
-    planted = {"transfer_success@linf_8/255": 0.9, "queries": 100.0}
+    planted = [budget_curve("transfer_success", "linf", [8 / 255], [0.9])]
     masked = _with_transfer(ScaledLogits(quadrant_cnn), quadrants, planted)
     assert "transfer_beats_whitebox" in _raised(masked)
     assert masked.metrics["whitebox_success@linf_8/255"] == 0.0
     assert "transfer_success@linf_8/255: transfer 0.90 vs white-box PGD 0.00" in masked.message
     # On the ordinary model white-box PGD at 48/255 (another budget than the probes use) fools
     # everything, so a transfer success of 0.5 is no warning; a transfer success within the
-    # tolerance needs no white-box run; names that are no budget are ignored.
-    planted = {
-        "transfer_success@linf_48/255": 0.5, "transfer_success@l2_0.5": 0.0, "transfer_success@pgd_linf_8/255": 1.0,
-    }
+    # tolerance needs no white-box run; one attack's curve (a variant) is not the budget's.
+    planted = [
+        budget_curve("transfer_success", "linf", [48 / 255], [0.5]), budget_curve("transfer_success", "l2", [0.5], [0.0]),
+        budget_curve("transfer_success", "linf", [8 / 255], [1.0], variant="pgd"),
+    ]
     plain = _with_transfer(quadrant_cnn, quadrants, planted)
     assert plain.metrics["transfer_beats_whitebox"] == 0.0 and plain.metrics["whitebox_success@linf_48/255"] == 1.0
     assert not any(name.startswith("whitebox_success@l2") for name in plain.metrics)

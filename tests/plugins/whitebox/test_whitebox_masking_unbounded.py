@@ -154,3 +154,14 @@ def test_no_false_alarm_on_a_trained_cnn_on_64px_shapes():
     assert result.metrics["clean_acc"] >= 0.7, result.message
     assert result.metrics["unbounded_attack_fails"] == 0.0, result.message
     assert result.metrics["unbounded_survivors"] <= 1, result.message
+
+
+def test_budget_sensitivity_needs_more_than_random_start_noise():
+    """The demo's trained models raised budget_sensitive on 2 of 24 images newly fooled
+    (robust accuracy 0.29 -> 0.21): within what a second random start does."""
+    from auditkit_whitebox.masking import MIN_NEWLY_FOOLED, budget_sensitive
+
+    assert MIN_NEWLY_FOOLED == 5 and 0.5**MIN_NEWLY_FOOLED < 0.05 <= 0.5 ** (MIN_NEWLY_FOOLED - 1)
+    assert not budget_sensitive(0.29, 0.21, newly_fooled=2, margin=0.05)
+    assert budget_sensitive(0.50, 0.20, newly_fooled=30, margin=0.05)
+    assert not budget_sensitive(0.50, 0.48, newly_fooled=30, margin=0.05)  # many images, small share

@@ -117,12 +117,13 @@ def test_results_carry_curves_examples_thresholds_and_serialize(quadrant_cnn, qu
     result = run["whitebox.pgd"]
     assert result.thresholds == {"rises_with_eps": {"op": "max", "value": 0.0}}
     assert "not gated" in result.message and "rises_with_eps <= 0" in result.message
-    curves = {a.name: a for a in result.artifacts if a.kind == "curve"}
-    assert set(curves) == {"robust_acc_linf", "robust_acc_l2"}
-    linf = curves["robust_acc_linf"].data
-    assert linf["x"] == [8 / 255, 48 / 255]
-    assert linf["y"] == [result.metrics["robust_acc@linf_8/255"], result.metrics["robust_acc@linf_48/255"]]
-    assert all(lo <= y <= hi for lo, y, hi in zip(linf["lo"], linf["y"], linf["hi"]))
+    assert {(c.metric, c.norm) for c in result.curves} == {("robust_acc", "linf"), ("robust_acc", "l2")}
+    linf = result.curve("robust_acc", "linf")
+    assert [p.x for p in linf.points] == [8 / 255, 48 / 255]
+    assert [p.value for p in linf.points] == [result.metrics["robust_acc@linf_8/255"], result.metrics["robust_acc@linf_48/255"]]
+    assert [p.lo for p in linf.points] == [result.metrics["robust_acc_lo@linf_8/255"], result.metrics["robust_acc_lo@linf_48/255"]]
+    assert all(p.lo <= p.value <= p.hi for p in linf.points)
+    assert not [a for a in result.artifacts if a.kind == "curve"]  # the curves are typed, not artifacts
     images = [a for a in result.artifacts if a.kind == "image/png"]
     assert len(images) == 2
     for artifact in images:
@@ -133,6 +134,7 @@ def test_results_carry_curves_examples_thresholds_and_serialize(quadrant_cnn, qu
     report = json.loads(out.read_text())
     (entry,) = [r for r in report["results"] if r["check"] == "whitebox.pgd"]
     assert entry["metrics"]["robust_acc@linf_48/255"] == result.metrics["robust_acc@linf_48/255"]
+    assert auditkit.CheckResult.from_json(entry).curves == result.curves
 
 
 def test_defaults_cover_the_issues_budgets_and_stay_fast(quadrant_cnn, quadrants):

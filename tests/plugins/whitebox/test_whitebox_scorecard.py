@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from auditkit import Artifact, CheckResult
 from auditkit.config import Config
 from auditkit.plugin_manager import get_plugin_manager
-from auditkit.reporters.html import lint_html, render_scorecard
-from auditkit.testing.scorecard import charts, only_section, png as solid_png, result as r
+from auditkit.reporters.html import render_scorecard
+from auditkit.testing.html import lint_html
+from auditkit.testing.scorecard import budget_curve, charts, only_section, png as solid_png, result as r
 from auditkit_whitebox import scorecard
 
 EVIL = "<script>alert(1)</script>"
@@ -22,22 +21,8 @@ def png() -> bytes:
     return solid_png(40, 12, (90, 90, 90))
 
 
-def curve_artifact(norm, eps, acc) -> Artifact:
-    lo = [max(0.0, a - 0.1) for a in acc]
-    hi = [min(1.0, a + 0.1) for a in acc]
-    return Artifact(f"robust_acc_{norm}", "curve", {"x": eps, "y": acc, "lo": lo, "hi": hi, "label": norm}, "curve")
-
-
-def metrics_only(acc) -> dict[str, float]:
-    """A result that kept no curve artifact: the section reads the robust_acc@ metrics."""
-    out = {"clean_acc": 0.9}
-    for k, a in zip((1, 2, 4, 8), acc):
-        out[f"robust_acc@linf_{k}/255"] = a
-        out[f"robust_acc_lo@linf_{k}/255"] = a - 0.05
-        out[f"robust_acc_hi@linf_{k}/255"] = a + 0.05
-    out["robust_acc@l2_0.5"] = 0.5
-    out["attack_success"] = 0.4
-    return out
+def curve(norm, eps, acc):
+    return budget_curve("robust_acc", norm, eps, acc, [max(0.0, a - 0.1) for a in acc], [min(1.0, a + 0.1) for a in acc])
 
 
 def flags(raised: set[str]) -> dict:
@@ -48,11 +33,12 @@ def flags(raised: set[str]) -> dict:
 def results() -> list[CheckResult]:
     return [
         r("whitebox.pgd", "target", metrics={"clean_acc": 1.0},
-          artifacts=[curve_artifact("linf", LINF, [0.8, 0.6, 0.3, 0.1]), curve_artifact("l2", [0.25, 0.5, 1.0], [0.7, 0.4, 0.1]),
-                     *[Artifact(f"example_{i}_linf_2/255", "image/png", png(), f"{EVIL} -> 'cat'") for i in range(1, 6)]]),
-        r("whitebox.pgd", "resnet18", metrics=metrics_only([0.85, 0.7, 0.5, 0.2])),
+          curves=(curve("linf", LINF, [0.8, 0.6, 0.3, 0.1]), curve("l2", [0.25, 0.5, 1.0], [0.7, 0.4, 0.1])),
+          artifacts=[Artifact(f"example_{i}_linf_2/255", "image/png", png(), f"{EVIL} -> 'cat'") for i in range(1, 6)]),
+        r("whitebox.pgd", "resnet18", metrics={"clean_acc": 0.9},
+          curves=(curve("linf", LINF, [0.85, 0.7, 0.5, 0.2]), curve("l2", [0.5], [0.5]))),
         r("whitebox.pgd", "alexnet", "skipped", message="the model is a black box (no gradients)"),
-        r("whitebox.fgsm", "target", metrics={"clean_acc": 1.0}, artifacts=[curve_artifact("linf", LINF, [0.9, 0.8, 0.6, 0.4])]),
+        r("whitebox.fgsm", "target", metrics={"clean_acc": 1.0}, curves=(curve("linf", LINF, [0.9, 0.8, 0.6, 0.4]),)),
         r("whitebox.masking", "target", "failed", metrics={"flags": 1.0, "eps_insensitive": 1.0}, details=flags({"eps_insensitive"})),
         r("whitebox.masking", "resnet18", metrics={"flags": 0.0}, details=flags(set())),
     ]
@@ -69,14 +55,14 @@ def test_section_is_well_formed_and_covers_the_whitebox_checks():
     assert lint_html(s["html"], fragment=True) == []
 
 
-def test_robust_accuracy_one_line_per_model_with_bands_from_artifacts_or_metrics():
+def test_robust_accuracy_one_line_per_model_with_bands_from_the_curves():
     found = charts(section()["html"])
     linf = found["PGD, L\u221e"]
     assert linf.count("<polyline") == 2 and linf.count("<polygon") == 2
     assert ">target</text>" in linf and ">resnet18</text>" in linf
     assert ">8</text>" in linf  # epsilon in 1/255 units on the axis
     assert "robust accuracy 1" in linf  # epsilon 0 is the clean accuracy
-    assert found["PGD, L2"].count("<polyline") == 2  # resnet18: its one L2 budget from the metrics, after the clean point
+    assert found["PGD, L2"].count("<polyline") == 2  # resnet18: its one L2 budget, after the clean point
     assert found["FGSM, L\u221e"].count("<polyline") == 1
 
 
@@ -95,12 +81,6 @@ def test_masking_flags_per_model():
 
 def test_skipped_model_is_named_with_its_reason():
     assert "the model is a black box (no gradients)" in section()["html"]
-
-
-@pytest.mark.parametrize("label, expected", [("linf_8/255", ("linf", 8 / 255)), ("l2_0.5", ("l2", 0.5)),
-                                             ("linf_0.01", ("linf", 0.01)), ("pgd_linf_8/255", None), ("l2_x", None)])
-def test_parse_budget(label, expected):
-    assert scorecard.parse_budget(label) == expected
 
 
 def test_renders_whatever_subset_exists():

@@ -1,0 +1,121 @@
+"""What a check sees while it runs on one model: :class:`AuditContext`, and the shared clean
+forward pass (:class:`CleanPass`) it reads."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import torch
+
+from auditkit.batching import oom_backoff
+from auditkit.check import Check, CheckResult
+from auditkit.data.base import AuditData, Batch
+from auditkit.errors import TargetError
+from auditkit.seeding import check_seed
+
+if TYPE_CHECKING:
+    from auditkit.session import AuditSession
+
+
+class CleanPass:
+    """The clean forward pass over the evaluation images, computed once per model and shared
+    by every check. ``logits`` is [N,K] on the device (for a black box that returns scores,
+    its scores, which are already probabilities: ``probabilities`` is then True; None for one
+    that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
+
+    def __init__(
+        self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None, probabilities: bool = False
+    ):
+        self.logits = logits
+        self.preds = preds
+        self.labels = labels
+        self.probabilities = probabilities
+        self._constant: tuple[int, int] | None | bool = False  # False: not worked out yet
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self.logits is None:
+            raise TargetError("this target returns labels only: no scores")
+        return self.logits.float() if self.probabilities else torch.softmax(self.logits.float(), dim=1)
+
+    @property
+    def correct(self) -> torch.Tensor:
+        if self.labels is None:
+            raise TargetError("the data has no labels")
+        return self.preds == self.labels
+
+    def __len__(self) -> int:
+        return int(self.preds.shape[0])
+
+    @property
+    def constant(self) -> tuple[int, int] | None:
+        """``(class, n_images)`` when the model predicts one class for every one of the
+        ``n_images`` >= 2 evaluation images, else None. Not when every label is that class
+        too: a model right on every image of one-class data predicts one class as well, and
+        the clean pass cannot tell it from a constant one. Worked out once and kept: every
+        result of this model asks."""
+        if self._constant is False:
+            n = len(self)
+            first = self.preds[:1]
+            constant = n >= 2 and bool((self.preds == first).all())
+            if constant and self.labels is not None and bool((self.labels == first).all()):
+                constant = False
+            self._constant = (int(first), n) if constant else None
+        return self._constant  # type: ignore[return-value]
+
+
+class AuditContext:
+    """What a check may use while it runs on one model.
+
+    :ivar target: the model under audit (``Target`` or ``BlackBoxTarget``), in eval mode on
+        :attr:`device`. Its ``role`` is "target" or "baseline".
+    :ivar data: the ``AuditData``; :meth:`batches` yields it on the device.
+    :ivar settings: the check's settings (its ``Settings`` dataclass, config applied).
+    :ivar generator: a ``torch.Generator`` on the CPU seeded for this check and model.
+    :ivar results: results so far in this session (for checks that compare, e.g. masking
+        flags that look at transfer results).
+    """
+
+    def __init__(self, session: "AuditSession", target: Any, check: Check):
+        self.session = session
+        self.target = target
+        self.check = check
+        self.data: AuditData = session.data
+        self.settings = check.settings
+        self.config = session.config
+        self.device: torch.device = session.device
+        self.seed = check_seed(session.config.seed, check.id, target.name)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.batch_size = session.config.batch_size
+        self.results: list[CheckResult] = session.results
+
+    @property
+    def model_name(self) -> str:
+        return self.target.name
+
+    @property
+    def n_images(self) -> int:
+        return self.session.n_eval
+
+    @property
+    def clean(self) -> CleanPass:
+        """The shared clean forward pass of this model over the evaluation images."""
+        return self.session.clean_pass(self.target)
+
+    def batches(self, split: str = "eval", limit: int | None = None, batch_size: int | None = None) -> Iterator[Batch]:
+        """Batches of ``split`` on the device; eval is capped at ``--max-images``."""
+        if split == "eval":
+            limit = self.n_images if limit is None else min(limit, self.n_images)
+        for batch in self.data.batches(split, batch_size or self.batch_size, limit=limit):
+            yield batch.to(self.device)
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""
+        return self.session.progress(iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the target on ``images`` with batch-size backoff on CUDA OOM."""
+        return oom_backoff(self.target, images)
+
+    def baseline_results(self) -> dict[str, CheckResult]:
+        """This check's results on the baselines so far, by model name."""
+        return {r.model: r for r in self.results if r.check == self.check.id and r.role == "baseline"}

@@ -1,0 +1,25 @@
+"""The machine and software an audit ran on, for the report's ``environment``."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    import torchvision
+
+    import auditkit
+
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "auditkit": auditkit.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
