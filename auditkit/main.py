@@ -21,7 +21,6 @@ from auditkit.config import Config, configure_check
 from auditkit.data.base import DEFAULT_TRAIN_FRACTION, AuditData
 from auditkit.errors import ExitCode, TargetError, UsageError
 from auditkit.outputs import check_output_paths
-from auditkit.reporters.json_report import build_report
 from auditkit.device import resolve_device
 from auditkit.options import BY_NAME, OPTIONS
 from auditkit.results import AuditRun
@@ -355,8 +354,10 @@ def run_audit(
         else:
             session.exitstatus = ExitCode.NO_CHECKS_COLLECTED
         if previous is not None and not session.interrupted:
+            # find_regressions reads only the results: the report itself is built once, in finish
             session.regressions = find_regressions(
-                build_report(session), previous, abs_tol=config.compare_abs_tolerance, rel_tol=config.compare_rel_tolerance
+                {"results": [r.to_json() for r in session.results]},
+                previous, abs_tol=config.compare_abs_tolerance, rel_tol=config.compare_rel_tolerance
             )
             if session.regressions and session.exitstatus == ExitCode.OK:
                 session.exitstatus = ExitCode.CHECKS_FAILED
