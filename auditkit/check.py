@@ -201,6 +201,12 @@ class CheckResult:
     def nodeid(self) -> str:
         return f"{self.model}::{self.check}"
 
+    @property
+    def is_verdict(self) -> bool:
+        """Passed or failed: its numbers decided something. A skipped result may keep numbers
+        measured on too little evidence; comparison tables leave those out."""
+        return self.outcome in (Outcome.PASSED, Outcome.FAILED)
+
     def headline_metrics(self) -> dict[str, float]:
         names = [m for m in self.headline if m in self.metrics] or list(self.metrics)[:3]
         return {m: self.metrics[m] for m in names}

@@ -43,6 +43,9 @@ def check_writable(path: str | Path, option: str) -> None:
     if path.is_dir():
         raise UsageError(f"{option} {path}: is a folder; expected a file path such as {path / 'report'}")
     existed = path.exists()
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UsageError(f"{option} {path}: {blocker} is a file, not a folder; expected a writable file path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8"):

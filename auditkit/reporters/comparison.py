@@ -95,7 +95,8 @@ def comparison_groups(
             direction = declared_direction(ordered, metric)
             present = {
                 m: v for m in models
-                if m in per_model and m not in weak and (v := _number(per_model[m].metrics.get(metric))) is not None
+                if m in per_model and m not in weak and per_model[m].is_verdict
+                and (v := _number(per_model[m].metrics.get(metric))) is not None
             }
             best: set[str] = set()
             if direction is not None and len(present) >= 2 and len(set(present.values())) > 1:
@@ -104,7 +105,7 @@ def comparison_groups(
             cells = []
             for model in models:
                 r = per_model.get(model)
-                raw = None if r is None else r.metrics.get(metric)
+                raw = None if r is None or not r.is_verdict else r.metrics.get(metric)
                 own = None if r is None else gates[model].get(metric)
                 violates = own is not None and raw is not None and threshold_violated(own, raw)
                 notes = (["best of the models"] if model in best else []) + (

@@ -133,7 +133,7 @@ def _rows(results: Iterable[CheckResult]) -> list[tuple[str, str, CheckResult | 
         if target is not None:
             names += [m for m in _marks(target) if m not in names]
         for metric in names:
-            values = {model: r.metrics.get(metric) for model, r in per_model.items()}
+            values = {model: r.metrics.get(metric) if r.is_verdict else None for model, r in per_model.items()}
             rows.append((check, metric, target, values))
     return rows
 

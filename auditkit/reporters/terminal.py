@@ -83,7 +83,8 @@ class TerminalReporter:
         for t in session.all_targets:
             self.write(f"{t.role}: {t.name} = {t.spec} ({_describe_target(t)})")
         n_models = len(session.all_targets)
-        self.write(f"collected {len(session.checks)} checks x {n_models} model{'s' if n_models > 1 else ''}")
+        n_checks = len(session.checks)
+        self.write(f"collected {n_checks} check{'s' if n_checks != 1 else ''} x {n_models} model{'s' if n_models > 1 else ''}")
         self.write()
 
     # -- results -------------------------------------------------------------------------------
@@ -132,6 +133,9 @@ class TerminalReporter:
             self.rule(f"regressions against {session.config.compare}", "=", "31")
             for reg in session.regressions:
                 self.write(f"REGRESSED {reg.describe()}")
+        elif session.config.compare and not session.interrupted and self.verbosity >= 0:
+            self.write()
+            self.write(f"no headline metric regressed against {session.config.compare}")
         if (failed or skipped) and self.verbosity >= 0:
             self.write()
             self.rule("short audit summary info")
@@ -153,7 +157,7 @@ class TerminalReporter:
         base = [r for r in results if r.role == "baseline"]
         summary = ", ".join(parts) or "no checks ran"
         if base:
-            summary += f" (+{len(base)} baseline results)"
+            summary += f" (+{len(base)} baseline result{'s' if len(base) != 1 else ''})"
         if session.regressions:
             summary += f", {len(session.regressions)} regressed"
         unwritten = len(getattr(session, "not_written", ()))
@@ -171,6 +175,8 @@ class TerminalReporter:
         table: dict[tuple[str, str], dict[str, float]] = {}
         for r in session.results:
             for metric, value in r.headline_metrics().items():
+                if not r.is_verdict:
+                    value = None  # numbers of a skipped result decided nothing: shown as "-"
                 table.setdefault((r.check, metric), {})[r.model] = value
         if not table:
             return

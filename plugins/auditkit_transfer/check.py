@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -81,7 +82,7 @@ class ProxyTransfer(Check):
     requires = ()
     needs_train_split = "for the transfer proxy's queries"
     headline = ("transfer_success", "proxy_agreement", "queries")
-    quick_settings = {"query_budget": 96, "augment_rounds": 1, "epochs_per_round": 4, "max_train_seconds": 10.0,
+    quick_settings = {"query_budget": 96, "augment_rounds": 1, "epochs_per_round": 4,
                       "attacks": ["fgsm", "pgd"], "l2_epsilons": []}
     # "@<attack>_<budget>" per attack, "@<budget>" for the strongest attack at that budget.
     metrics = (
@@ -337,10 +338,13 @@ class ProxyTransfer(Check):
             )
         time_capped = "time" in log.stopped
         if time_capped:
-            parts.append(
+            capped = (
                 f"proxy training stopped at its safety cap max_train_seconds={s.max_train_seconds:g} before its step "
                 "budget: these numbers depend on machine speed (raise or unset the cap to make them reproducible)"
             )
+            parts.append(capped)
+            # also a warning: the terminal and the report's warnings say it, not only this result's message
+            warnings.warn(f"transfer.proxy on {ctx.target.name}: {capped}", stacklevel=2)
         artifacts = [
             Artifact(
                 name="proxy_validation_agreement",

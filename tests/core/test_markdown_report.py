@@ -155,3 +155,14 @@ def test_a_result_without_a_verdict_marks_nothing():
                message="insufficient evidence: 4 correctly answered images")
     table = rows(build_markdown(session([r], baselines=())))
     assert table[("transfer.proxy", "transfer_success")][:2] == ["❔ `transfer.proxy`", "transfer_success"]
+
+
+def test_a_skipped_result_shows_no_numbers_in_the_table():
+    """A result skipped for insufficient evidence keeps its numbers in its own section, but a
+    comparison table shows "–" for it: they decided nothing."""
+    skipped = result("cam.consistency", "alexnet", "skipped", metrics={"flip_corr": 0.123456},
+                     headline=("flip_corr",), message="insufficient evidence: flip_corr could not be computed (nan)")
+    judged = result("cam.consistency", "target", "passed", metrics={"flip_corr": 0.9}, headline=("flip_corr",))
+    text = build_markdown(session([judged, skipped]))
+    (line,) = [ln for ln in text.splitlines() if "flip_corr" in ln and ln.startswith("|")]
+    assert "0.9" in line and "0.1235" not in line and "–" in line

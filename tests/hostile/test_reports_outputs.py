@@ -195,3 +195,14 @@ def test_compare_with_the_same_data_finds_a_regression(cli, report, tmp_path):
     assert result.code == ExitCode.CHECKS_FAILED and "REGRESSED accuracy.clean top1 fell from 1" in result.out
     assert "1 regressed" in result.out.splitlines()[-1]  # the final line says why the run exits 1
 
+
+
+def test_an_output_under_a_file_names_the_file_in_the_way(cli, tmp_path, nothing_loads):
+    (tmp_path / "notadir").write_text("x")
+    line = assert_usage_error(cli(*RUN, "--json", "notadir/r.json"), "--json")
+    assert "notadir is a file, not a folder" in line and "File exists" not in line
+
+
+def test_compare_without_regressions_says_so(cli, report):
+    result = cli(*RUN, "--json", "r.json", "--compare", str(report))
+    assert f"no headline metric regressed against {report}" in result.out

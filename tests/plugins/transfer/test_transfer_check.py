@@ -198,8 +198,10 @@ def test_the_users_model_is_queried_only(target_cnn, labelled_by_target):
 
 def test_a_binding_time_cap_is_reported_in_the_result(target_cnn, labelled_by_target):
     # A cap of a nanosecond binds before the first step on any machine: deterministic.
-    result = _audit(target_cnn, labelled_by_target, max_train_seconds=1e-9)["transfer.proxy"]
+    run = _audit(target_cnn, labelled_by_target, max_train_seconds=1e-9)
+    result = run["transfer.proxy"]
     assert result.details["training"]["time_cap_bound"] is True
+    assert any("transfer.proxy on target: proxy training stopped at its safety cap" in w for w in run.report["warnings"])
     assert "time" in result.details["training"]["stopped"]
     assert "safety cap max_train_seconds=1e-09" in result.message and "depend on machine speed" in result.message
     uncapped = _audit(target_cnn, labelled_by_target)["transfer.proxy"]
