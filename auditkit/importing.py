@@ -20,11 +20,15 @@ class SourceFileRaised(Exception):
 
 
 @contextlib.contextmanager
-def on_sys_path(directory: str) -> Iterator[None]:
-    """``directory`` at the front of sys.path for the duration (unless already there)."""
+def on_sys_path(directory: str, *, at_end: bool = False) -> Iterator[None]:
+    """``directory`` on sys.path for the duration (unless already there): at the front, or
+    with ``at_end`` behind everything installed (installed modules then win)."""
     added = directory not in sys.path
     if added:
-        sys.path.insert(0, directory)
+        if at_end:
+            sys.path.append(directory)
+        else:
+            sys.path.insert(0, directory)
     try:
         yield
     finally:

@@ -10,13 +10,14 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import pluggy
 
 from auditkit import hookspecs
 from auditkit.data import DATA_FORMATS
 from auditkit.errors import UsageError
+from auditkit.importing import on_sys_path
 from auditkit.models import MODEL_FORMATS
 
 hookimpl = pluggy.HookimplMarker("auditkit")
@@ -112,7 +113,8 @@ def get_plugin_manager(
         if modname in blocked:
             continue
         try:
-            with _on_path(confdir):  # as pytest: a plugin module in the working directory is found
+            # as pytest: a plugin module in the working directory is found (installed ones win)
+            with on_sys_path(os.fspath(confdir), at_end=True) if confdir is not None else contextlib.nullcontext():
                 module = importlib.import_module(modname)
         except ImportError as exc:
             raise PluginError(f"-p {modname}: cannot import plugin module: {exc}") from exc
@@ -131,21 +133,6 @@ def get_plugin_manager(
     except pluggy.PluginValidationError as exc:
         raise PluginError(_explain_validation(exc)) from exc
     return pm
-
-
-@contextlib.contextmanager
-def _on_path(folder: str | os.PathLike | None) -> Iterator[None]:
-    """``folder`` at the end of ``sys.path`` while the block runs (installed modules win)."""
-    entry = os.fspath(folder) if folder is not None else None
-    if entry is None or entry in sys.path or os.path.abspath(entry) in map(os.path.abspath, filter(None, sys.path)):
-        yield
-        return
-    sys.path.append(entry)
-    try:
-        yield
-    finally:
-        if entry in sys.path:
-            sys.path.remove(entry)
 
 
 def _import_path(path: Path) -> object:
