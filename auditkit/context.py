@@ -2,7 +2,7 @@
 forward pass (:class:`CleanPass`) it reads."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, TypeVar
 
 import torch
 
@@ -14,6 +14,8 @@ from auditkit.seeding import check_seed
 
 if TYPE_CHECKING:
     from auditkit.session import AuditSession
+
+T = TypeVar("T")
 
 
 class CleanPass:
@@ -115,6 +117,23 @@ class AuditContext:
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of the target on ``images`` with batch-size backoff on CUDA OOM."""
         return oom_backoff(self.target, images)
+
+    def shared(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The value stored under ``key`` for this model, computed by ``compute()`` the first
+        time any check asks, and kept until every check has run on this model.
+
+        This is how checks share work beyond the clean pass (pytest's ``config.stash`` plays
+        the same part): Grad-CAM maps of the evaluation images, say, computed by whichever
+        Grad-CAM check runs first and read by the others. The key must name everything the
+        value depends on (layer, explained classes, number of images...): two checks asking
+        with the same key get the same object, so treat it as read-only. A ``compute`` that
+        raises stores nothing; the next check to ask tries again.
+        """
+        stores = self.session.__dict__.setdefault("_shared", {})
+        store = stores.setdefault(self.target.name, {})
+        if key not in store:
+            store[key] = compute()
+        return store[key]
 
     def baseline_results(self) -> dict[str, CheckResult]:
         """This check's results on the baselines so far, by model name."""

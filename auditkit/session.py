@@ -62,6 +62,7 @@ class AuditSession:
         self.interrupted = False
         self.exitstatus = ExitCode.OK
         self._clean: dict[str, CleanPass | TargetError] = {}
+        self._shared: dict[str, dict[Any, Any]] = {}  # per model: AuditContext.shared's values
         self.report: dict[str, Any] | None = None
         self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
         self.not_written: list[str] = []  # one line per output that could not be written
@@ -147,9 +148,14 @@ class AuditSession:
         return self.exitstatus
 
     def _run_model(self, target: Any) -> None:
-        with target:
-            for check in self.checks:
-                self.run_one(check, target)
+        try:
+            with target:
+                for check in self.checks:
+                    self.run_one(check, target)
+        finally:
+            # What the checks shared for this model (Grad-CAM maps, gradients) is not needed
+            # by the next model: free it (device memory) before that one runs.
+            self._shared.pop(target.name, None)
 
     def run_one(self, check: Check, target: Any) -> CheckResult:
         missing = self.missing_requirements(check, target)
