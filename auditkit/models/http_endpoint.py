@@ -1,6 +1,6 @@
 """Model format ``http(s)://URL[#option=value&...]``: black-box targets behind an HTTP(S) endpoint speaking ``auditkit.predict/1`` (specified in
-docs/black-box-targets.md): the protocol's messages, a client with deadlines, retries and
-backoff, and :class:`HTTPTarget`."""
+docs/black-box-targets.md): the protocol's messages, a client on urllib3 with deadlines,
+retries and backoff, and :class:`HTTPTarget`."""
 from __future__ import annotations
 
 import base64
@@ -21,6 +21,20 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InvalidHeader,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.response import HTTPResponse
+from urllib3.util import Retry, Timeout
 
 from auditkit.errors import TargetError, UsageError
 from auditkit.models.blackbox import SCORE_READINGS, scores_to_probabilities
@@ -43,7 +57,7 @@ NO_METADATA_STATUSES = frozenset({404, 405, 501})
 MAX_RESPONSE_BYTES = 64 * 2**20
 
 HTTP_OPTIONS: dict[str, SpecOption] = {
-    "timeout": SpecOption(float, "seconds one request may take in all, default 10", minimum=0.001),
+    "timeout": SpecOption(float, "seconds one attempt (each retry its own) may take in all, TLS handshake included, default 10", minimum=0.001),
     "retries": SpecOption(int, "further attempts after a timeout, a dropped connection or a 408/429/5xx, default 3", minimum=0),
     "backoff": SpecOption(float, "seconds before the first retry, doubling each time, default 0.5", minimum=0.0),
     "batch_size": SpecOption(int, "images per request, default 32", minimum=1),
@@ -169,10 +183,15 @@ class EndpointStats:
 
 
 class EndpointClient:
-    """HTTP(S) client for one endpoint: one persistent connection, a deadline per request
-    (connect, send and the whole answer), retries with exponential backoff on timeouts,
-    dropped connections and 408/425/429/5xx (honouring ``Retry-After``), and no retry on
-    other errors, which would fail the same way again.
+    """HTTP(S) client for one endpoint, on urllib3: one kept-alive connection, a deadline per
+    attempt (connecting, the TLS handshake, sending and the whole answer), retries with
+    exponential backoff on timeouts, dropped connections and 408/425/429/5xx (honouring
+    ``Retry-After``), and no retry on other errors, which would fail the same way again.
+
+    urllib3's :class:`~urllib3.util.Retry` decides what is retried and how long to wait; the
+    loop in :meth:`request` is this client's own, because an answer's body is read under the
+    attempt's deadline after urllib3 hands the response over, and a failure there is retried
+    like any other.
 
     HTTP(S)_PROXY variables are not used: the connection goes straight to the endpoint.
     """
@@ -211,124 +230,227 @@ class EndpointClient:
             self.headers["Authorization"] = os.environ[AUTHORIZATION_ENV]
         self.headers.update(headers or {})
         self.stats = EndpointStats()
-        self._conn: http.client.HTTPConnection | None = None
+        self._attempt = _Attempt(self.timeout)
+        self._pool: HTTPConnectionPool | None = None
+
+    def _retry_policy(self) -> _EndpointRetry:
+        # GET and POST: the protocol makes both safe to repeat. other=0: an error that is neither
+        # in connecting nor in reading (TLS is refused before this) is not retried.
+        return _EndpointRetry(
+            total=self.retries,
+            connect=None,
+            read=None,
+            other=0,
+            allowed_methods=frozenset({"GET", "POST"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.backoff,
+            backoff_max=self.max_backoff,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the connection; the next request opens a new one."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def __del__(self) -> None:
-        if getattr(self, "_conn", None) is not None:
+        if getattr(self, "_pool", None) is not None:
             self.close()
 
     def request(self, method: str, body: bytes | None = None, *, images: int = 0) -> tuple[int, bytes]:
         """Send one request, retrying as described; returns (status, body) of the final answer,
-        which is a 2xx or a status not worth retrying.
+        which is a 2xx, a status not worth retrying, or the last retryable one.
 
-        :raises EndpointError: every attempt timed out or lost its connection, or the
-            answer was larger than ``max_response_bytes``.
+        :raises EndpointError: every attempt timed out or lost its connection, TLS failed, or
+            the answer was larger than ``max_response_bytes``.
         """
-        last_error = ""
-        t0 = time.monotonic()
-        try:
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    self.stats.retries += 1
-                try:
-                    status, headers, data = self._attempt(method, body, images)
-                except _Transient as exc:
-                    last_error = str(exc)
-                    self.close()
-                    delay = self._delay(attempt, None)
-                else:
-                    self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
-                    if status not in RETRY_STATUSES or attempt == self.retries:
-                        self.stats.requests += 1
-                        return status, data
-                    last_error = f"HTTP {status} {_error_text(data)}"
-                    delay = self._delay(attempt, headers.get("Retry-After"))
-                if attempt < self.retries:
-                    log.warning("%s: %s; retrying in %.2g s (attempt %d of %d)", self.url, last_error, delay, attempt + 2, self.retries + 1)
-                    time.sleep(delay)
-        finally:
-            self.stats.seconds += time.monotonic() - t0
-        raise EndpointError(
-            f"endpoint {self.url}: no answer after {self.retries + 1} attempt(s) with a {self.timeout:g} s timeout "
-            f"each (last: {last_error}); check that the server is up, or raise #timeout= / #retries="
-        )
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        delay = min(self.max_backoff, self.backoff * 2**attempt)
-        if retry_after is not None:
-            try:
-                delay = min(self.max_backoff, max(delay, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP-date: keep our own schedule
-        return delay
-
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        if self._conn is not None:
-            return self._conn, False
-        if self.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        self._conn = conn
-        return conn, True
-
-    def _attempt(self, method: str, body: bytes | None, images: int) -> tuple[int, Mapping[str, str], bytes]:
         headers = dict(self.headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
-        for reuse in (True, False):
-            conn, fresh = self._connection()
-            self.stats.attempts += 1
-            self.stats.images_sent += images
-            deadline = time.monotonic() + self.timeout
-            # Every read of the answer, status line and headers included, waits only until the
-            # deadline: a server dripping bytes cannot stretch the request past its timeout.
-            conn.response_class = functools.partial(_DeadlineResponse, deadline=deadline)
-            try:
-                if conn.sock is None:
-                    conn.connect()  # within conn.timeout, the whole of this attempt's time
-                conn.sock.settimeout(max(deadline - time.monotonic(), 1e-3))  # for sending, in all
-                conn.request(method, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = self._read(response)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-                self.close()
-                if reuse and not fresh:
-                    self.stats.reconnects += 1
-                    continue  # most likely a kept-alive connection the server closed meanwhile: not a failure
-                raise _Transient(f"connection lost ({type(exc).__name__})") from exc
-            except (TimeoutError, socket.timeout) as exc:
-                raise _Transient(f"timed out after {self.timeout:g} s") from exc
-            except ssl.SSLError as exc:
-                self.close()
-                raise EndpointError(f"endpoint {self.url}: TLS failed: {exc}") from exc
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Transient(f"{type(exc).__name__}: {exc}") from exc
-            if response.will_close:
-                self.close()
-            return response.status, response.headers, data
-        raise AssertionError("unreachable")
+        retry = self._retry_policy()
+        t0 = time.monotonic()
+        try:
+            while True:
+                self._attempt.start()
+                self.stats.attempts += 1
+                self.stats.images_sent += images
+                try:
+                    response = self._send(method, body, headers)
+                    data = self._read(response)
+                except HTTPError as exc:
+                    if _dropped(exc) and not self._attempt.new_connection:
+                        self.stats.reconnects += 1
+                        continue  # most likely a kept-alive connection the server closed meanwhile: not a failure
+                    if isinstance(exc, SSLError):
+                        raise EndpointError(f"endpoint {self.url}: TLS failed: {_cause(exc)}") from exc
+                    failure = _failure(exc, self.timeout)
+                    try:
+                        retry = retry.increment(method, self.url, error=exc)
+                    except HTTPError:  # MaxRetryError, or the error itself where it is not to be retried
+                        raise EndpointError(
+                            f"endpoint {self.url}: no answer after {len(retry.history) + 1} attempt(s) with a "
+                            f"{self.timeout:g} s timeout each (last: {failure}); check that the server is up, "
+                            "or raise #timeout= / #retries="
+                        ) from exc
+                    response = None  # Retry-After belongs to answers
+                else:
+                    status = response.status
+                    self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
+                    if not retry.is_retry(method, status):
+                        self.stats.requests += 1
+                        return status, data
+                    try:
+                        retry = retry.increment(method, self.url, response=response)
+                    except MaxRetryError:
+                        self.stats.requests += 1
+                        return status, data
+                    failure = f"HTTP {status} {_error_text(data)}"
+                self.stats.retries += 1
+                log.warning(
+                    "%s: %s; retrying in %.2g s (attempt %d of %d)",
+                    self.url, failure, retry.delay(response), len(retry.history) + 1, self.retries + 1,
+                )
+                retry.sleep(response)
+        finally:
+            self.stats.seconds += time.monotonic() - t0
 
-    def _read(self, response: http.client.HTTPResponse) -> bytes:
+    def _send(self, method: str, body: bytes | None, headers: Mapping[str, str]) -> HTTPResponse:
+        if self._pool is None:
+            pool_class = _HTTPSPool if self.scheme == "https" else _HTTPPool
+            self._pool = pool_class(
+                self.host, self.port, timeout=Timeout(total=self.timeout), maxsize=1, block=False, attempt=self._attempt
+            )
+        # One attempt: the loop in request() retries. The body stays on the wire for _read, and
+        # is taken as sent (no gzip bombs: the protocol's answers are plain JSON).
+        return self._pool.urlopen(
+            method, self.path, body=body, headers=headers, retries=False, redirect=False,
+            preload_content=False, decode_content=False, enforce_content_length=True,
+        )
+
+    def _read(self, response: HTTPResponse) -> bytes:
         chunks, size = [], 0
-        # isclosed(): the whole body is in, and http.client may have closed the socket already
-        while not response.isclosed():
-            chunk = response.read(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                self.close()
-                raise EndpointError(f"endpoint {self.url}: the answer exceeds {self.max_response_bytes // 2**20} MiB; expected scores or labels")
-            chunks.append(chunk)
+        try:
+            for chunk in response.stream(65536):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise EndpointError(
+                        f"endpoint {self.url}: the answer exceeds {self.max_response_bytes // 2**20} MiB; expected scores or labels"
+                    )
+                chunks.append(chunk)
+        except BaseException:
+            response.close()  # the rest of the answer is still on the wire: the connection cannot be kept
+            raise
+        finally:
+            response.release_conn()
         return b"".join(chunks)
+
+
+class _EndpointRetry(Retry):
+    """urllib3's :class:`~urllib3.util.Retry` on this client's schedule: ``backoff_factor``
+    seconds before the first retry (urllib3 retries the first time at once), doubling each
+    time, at most ``backoff_max``; an answer's ``Retry-After``, in seconds (fractions too) or
+    as an HTTP-date, is waited for when longer than that, up to ``backoff_max`` as well, so a
+    server cannot park the client for hours."""
+
+    def __init__(self, *args: Any, backoff_max: float = 8.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.backoff_max = backoff_max  # a constructor argument of urllib3 2 only; 1.26 has a class constant
+
+    def new(self, **kw: Any) -> _EndpointRetry:
+        return super().new(**{"backoff_max": self.backoff_max, **kw})
+
+    def get_backoff_time(self) -> float:
+        if not self.history:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_factor * 2 ** (len(self.history) - 1)))
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            return super().parse_retry_after(retry_after)  # an HTTP-date, or InvalidHeader
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise InvalidHeader(f"Invalid Retry-After header: {retry_after}")
+        return seconds
+
+    def delay(self, response: HTTPResponse | None = None) -> float:
+        """Seconds to wait before the next attempt, after ``response`` (None: after an error)."""
+        delay = self.get_backoff_time()
+        if response is not None and self.respect_retry_after_header:
+            try:
+                retry_after = self.get_retry_after(response)
+            except InvalidHeader:
+                retry_after = None  # unreadable: keep our own schedule
+            if retry_after is not None:
+                delay = min(self.backoff_max, max(delay, retry_after))
+        return delay
+
+    def sleep(self, response: HTTPResponse | None = None) -> None:
+        time.sleep(self.delay(response))
+
+
+class _Attempt:
+    """The attempt under way: its deadline (a :func:`time.monotonic` time) and whether it opened
+    a new connection or went out on a kept-alive one."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.deadline = math.inf
+        self.new_connection = False
+
+    def start(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+        self.new_connection = False
+
+    def time_left(self) -> float:
+        # never 0, which would make a socket non-blocking rather than time out at once
+        return max(self.deadline - time.monotonic(), 1e-3)
+
+
+class _DeadlineConnection:
+    """Mixed into urllib3's connections: every step of an attempt ends at its deadline.
+    urllib3's timeouts bound each socket operation, not their sum, so a server dripping its
+    answer a byte at a time would otherwise hold an attempt forever."""
+
+    def __init__(self, *args: Any, attempt: _Attempt, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.attempt = attempt
+
+    @property
+    def response_class(self) -> Any:  # http.client builds the response from this, status line first
+        return functools.partial(_DeadlineResponse, deadline=self.attempt.deadline)
+
+    def _new_conn(self) -> socket.socket:
+        self.attempt.new_connection = True
+        self.timeout = self.attempt.time_left()
+        sock = super()._new_conn()  # type: ignore[misc]
+        # The TLS handshake that follows keeps to the socket's timeout as a whole (CPython's ssl
+        # counts it down across the handshake), so it too ends at the deadline.
+        sock.settimeout(self.attempt.time_left())
+        return sock
+
+    def send(self, data: Any) -> None:
+        if self.sock is not None:  # type: ignore[attr-defined]
+            self.sock.settimeout(self.attempt.time_left())  # type: ignore[attr-defined]  # sendall: in all
+        super().send(data)  # type: ignore[misc]
+
+
+class _DeadlineHTTPConnection(_DeadlineConnection, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnection, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineHTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -366,8 +488,30 @@ class _DeadlineResponse(http.client.HTTPResponse):
         self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
 
 
-class _Transient(Exception):
-    """A failure worth retrying (timeout, lost connection)."""
+def _cause(error: BaseException) -> BaseException:
+    """The socket, TLS or http.client error that urllib3 wrapped in ``error``."""
+    while isinstance(error, HTTPError):
+        inner = next((arg for arg in error.args if isinstance(arg, BaseException)), None)
+        inner = inner or error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def _dropped(error: HTTPError) -> bool:
+    """Whether the connection was closed under the request (a TLS one may end without saying so)."""
+    return isinstance(error, (ProtocolError, SSLError)) and isinstance(_cause(error), (ConnectionError, ssl.SSLEOFError))
+
+
+def _failure(error: HTTPError, timeout: float) -> str:
+    """One attempt's failure in a few words, for the log and the final error."""
+    cause = _cause(error)
+    if isinstance(cause, TimeoutError) or (isinstance(error, (ReadTimeoutError, ConnectTimeoutError)) and not isinstance(error, NewConnectionError)):
+        return f"timed out after {timeout:g} s"
+    if isinstance(error, ProtocolError):
+        return f"connection lost ({type(cause).__name__})"
+    return f"{type(cause).__name__}: {cause}"
 
 
 def _error_text(body: bytes) -> str:
@@ -395,7 +539,8 @@ class HTTPTarget(BlackBoxTarget):
     :param url: the endpoint.
     :param returns: ``"scores"`` or ``"labels"``; None learns it from the metadata or the
         first answer.
-    :param timeout: seconds one request may take in all (connect, send, the whole answer).
+    :param timeout: seconds one attempt may take in all (connecting and the TLS handshake,
+        sending, the whole answer).
     :param retries: further attempts after a timeout, a lost connection or a 408/425/429/5xx.
     :param backoff: seconds before the first retry; doubles each retry, at most 8 s.
     :param headers: extra request headers (``AUDITKIT_HTTP_AUTHORIZATION`` in the
