@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
-    from auditkit.session import AuditContext
+    from auditkit.context import AuditContext
 
 
 class Outcome(str, enum.Enum):

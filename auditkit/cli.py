@@ -212,6 +212,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything imports torch: OpenMP reads its wait policy once, at load.
+    from auditkit.threads import prefer_passive_waiting
+
+    prefer_passive_waiting()
     try:
         with _sigterm_as_interrupt():
             return _main(argv)

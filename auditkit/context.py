@@ -20,24 +20,63 @@ T = TypeVar("T")
 
 class CleanPass:
     """The clean forward pass over the evaluation images, computed once per model and shared
-    by every check. ``logits`` is [N,K] on the device (for a black box that returns scores,
-    its scores, which are already probabilities: ``probabilities`` is then True; None for one
-    that returns labels); ``preds`` [N]; ``labels`` [N] or None."""
+    by every check.
+
+    :ivar scores: what the model answered per class, ``[N, K]`` on the device, or None for a
+        black box that answers labels only. Their kind is :attr:`score_kind`.
+    :ivar score_kind: ``"logits"`` (white-box models, and never anything else for them),
+        ``"probabilities"`` (a black box that answers scores: ONNX files, HTTP endpoints and
+        callables answer probabilities, see ``BlackBoxTarget``), or None with no scores.
+    :ivar preds: the predicted class per image, long ``[N]``.
+    :ivar labels: the true class per image, long ``[N]``, or None for unlabelled data.
+
+    Read :attr:`logits` only in checks that require white-box models (it raises for a black
+    box, so probabilities are never mistaken for logits); :attr:`probs` and
+    :attr:`log_probs` are right for both kinds.
+    """
 
     def __init__(
-        self, logits: torch.Tensor | None, preds: torch.Tensor, labels: torch.Tensor | None, probabilities: bool = False
+        self,
+        scores: torch.Tensor | None,
+        preds: torch.Tensor,
+        labels: torch.Tensor | None,
+        score_kind: str | None = "logits",
     ):
-        self.logits = logits
+        if score_kind not in ("logits", "probabilities", None) or (score_kind is None) != (scores is None):
+            raise ValueError(f"score_kind must be 'logits' or 'probabilities' with scores, None without; got {score_kind!r}")
+        self.scores = scores
+        self.score_kind = score_kind
         self.preds = preds
         self.labels = labels
-        self.probabilities = probabilities
         self._constant: tuple[int, int] | None | bool = False  # False: not worked out yet
 
     @property
+    def logits(self) -> torch.Tensor:
+        """The logits ``[N, K]``; TargetError when the model answered probabilities or labels."""
+        if self.score_kind != "logits":
+            what = "labels only" if self.scores is None else "probabilities, not logits"
+            raise TargetError(f"this model answers {what}: read CleanPass.scores, .probs or .log_probs")
+        return self.scores  # type: ignore[return-value]
+
+    @property
     def probs(self) -> torch.Tensor:
-        if self.logits is None:
-            raise TargetError("this target returns labels only: no scores")
-        return self.logits.float() if self.probabilities else torch.softmax(self.logits.float(), dim=1)
+        """Class probabilities ``[N, K]`` (float32): softmax of the logits, or the black box's
+        own probabilities. TargetError for a model that answers labels only."""
+        if self.scores is None:
+            raise TargetError("this model answers labels only: no scores")
+        return self.scores.float() if self.score_kind == "probabilities" else torch.softmax(self.scores.float(), dim=1)
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """Log class probabilities ``[N, K]`` (float32), for both kinds of scores: these are
+        logits up to a per-image constant, so ``softmax(log_probs / T)`` is the temperature-
+        scaled distribution whatever the model answered. A probability of exactly 0 gives
+        the log of the smallest normal float32, not -inf."""
+        if self.scores is None:
+            raise TargetError("this model answers labels only: no scores")
+        if self.score_kind == "logits":
+            return torch.log_softmax(self.scores.float(), dim=1)
+        return self.scores.float().clamp_min(torch.finfo(torch.float32).tiny).log()
 
     @property
     def correct(self) -> torch.Tensor:

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from auditkit.threads import describe_threads
+
 
 def environment() -> dict[str, Any]:
     import platform
@@ -20,6 +22,6 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "auditkit": auditkit.__version__,
-        "threads": torch.get_num_threads(),
+        **describe_threads(),
         "cpu_count": os.cpu_count(),
     }

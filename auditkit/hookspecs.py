@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
+from auditkit.markers import hookspec
 
 if TYPE_CHECKING:
     import argparse
@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     from auditkit.data.base import AuditData
     from auditkit.context import AuditContext
     from auditkit.session import AuditSession
-
-hookspec = pluggy.HookspecMarker("auditkit")
 
 # -------------------------------------------------------------------------------------------
 # setup
@@ -68,12 +66,16 @@ def auditkit_load_model(spec: str, options: Any, config: "Config") -> Any:
 
     Called once for the target (and once per baseline given as a spec). Return a
     ``auditkit.Target`` (white box) or ``auditkit.BlackBoxTarget``, not yet entered, or
-    None to let another plugin try. Implement it to support a new model format. The
-    built-in loader runs last (``trylast``) and raises ``UsageError`` for unknown specs.
+    None to let another plugin try. Implement it to support a new model format. Plugins
+    answer first; the built-in formats (``auditkit.models``: torchvision names, factories,
+    torch files, ONNX files, HTTP endpoints, each a ``trylast`` implementation) answer
+    after them, so a plugin can take over any spec. When nobody answers, auditkit raises
+    ``UsageError`` naming the accepted spec forms: never return a placeholder.
 
     :param spec: the model spec string.
-    :param options: ``auditkit.models.loaders.ModelOptions`` (weights path, number of
-        classes from the data, ``trust_pickle``, device, normalization override).
+    :param options: ``auditkit.toolkit.ModelOptions`` (weights path, number of classes
+        from the data, ``trust_pickle``, ``device`` as a ``torch.device``, normalization
+        override, offline mode, seed).
     :param config: the effective configuration.
     :returns: the loaded target, or None. firstresult: the first non-None result wins.
     """
@@ -85,7 +87,10 @@ def auditkit_load_data(spec: str, config: "Config") -> "AuditData | None":
 
     Called once per audit, before the models are loaded (the data decides the number of
     classes and the input size). Return an ``auditkit.AuditData`` or None to let another
-    plugin try. The built-in loader runs last and raises ``UsageError`` for unknown specs.
+    plugin try. Plugins answer first; the built-in formats (``auditkit.data``: synthetic
+    shapes, image folders, COCO JSON, torchvision datasets, factories, each ``trylast``)
+    answer after them. When nobody answers, auditkit raises ``UsageError`` naming the
+    accepted spec forms.
 
     :returns: the data, or None. firstresult: the first non-None result wins.
     """

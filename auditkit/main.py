@@ -25,6 +25,7 @@ from auditkit.device import resolve_device
 from auditkit.options import BY_NAME, OPTIONS
 from auditkit.results import AuditRun
 from auditkit.seeding import preserved_random_state
+from auditkit.threads import torch_threads
 from auditkit.session import AuditSession
 from auditkit.target import BlackBoxTarget, Target
 
@@ -306,7 +307,7 @@ def run_audit(
     """
     announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
     notes: list[str] = []  # the report's warnings; the session's list, so later ones land there too
-    with warnings_to_report(notes, announce):
+    with warnings_to_report(notes, announce), torch_threads(config.threads):
         config.pluginmanager = pm
         if reporter is not None:
             pm.register(reporter, name="terminalreporter")

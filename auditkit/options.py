@@ -193,6 +193,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_images", int, flags=("--max-images",), file_key="max_images", minimum=1,
            help="audit at most N evaluation images"),
     Option("batch_size", int, 64, flags=("--batch-size",), file_key="batch_size", minimum=1),
+    Option("threads", int, flags=("--threads",), file_key="threads", minimum=1, metavar="N",
+           help="CPU threads for PyTorch (default: torch's, one per physical core); the command "
+           "also makes OpenMP wait passively unless OMP_WAIT_POLICY is set"),
     Option("json", str, flags=("--json",), file_key="json", command_default=str(DEFAULT_REPORT_DIR / "report.json"),
            help=f"write the JSON report here (default {DEFAULT_REPORT_DIR}/report.json)"),
     Option("junitxml", str, flags=("--junitxml",), file_key="junitxml", help="write JUnit XML here"),

@@ -20,7 +20,7 @@ from auditkit.errors import UsageError
 from auditkit.importing import on_sys_path
 from auditkit.models import MODEL_FORMATS
 
-hookimpl = pluggy.HookimplMarker("auditkit")
+from auditkit.markers import hookimpl  # noqa: E402,F401  (re-exported: auditkit.plugin_manager.hookimpl)
 
 ENTRY_POINT_GROUP = "auditkit"
 AUTOLOAD_ENV = "AUDITKIT_DISABLE_PLUGIN_AUTOLOAD"

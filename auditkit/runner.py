@@ -10,7 +10,7 @@ from typing import Any
 
 from auditkit.check import Check, CheckResult, Findings, Outcome, Skipped, XFailed
 from auditkit.errors import TargetError
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 # How every result that is skipped for want of evidence begins its message.
 INSUFFICIENT_EVIDENCE = "insufficient evidence"

@@ -8,7 +8,7 @@ from typing import Any
 
 from auditkit.check import Check
 from auditkit.errors import UsageError
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 
 @hookimpl(tryfirst=True)

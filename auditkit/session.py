@@ -119,15 +119,15 @@ class AuditSession:
         out = torch.cat(outs)
         label_t = torch.cat(labels) if labels and len(labels) == len(outs) else None
         if getattr(target, "returns", "scores") == "labels" and not target.white_box:
-            return CleanPass(None, out.long(), label_t)
+            return CleanPass(None, out.long(), label_t, score_kind=None)
         bad = ~torch.isfinite(out).all(dim=1)
         if bool(bad.any()):
             first = int(bad.nonzero()[0])
             raise TargetError(
-                f"{target.name} produced non-finite logits (NaN or inf) for {int(bad.sum())} of "
-                f"{out.shape[0]} images (first: image {first}); expected finite logits"
+                f"{target.name} produced non-finite scores (NaN or inf) for {int(bad.sum())} of "
+                f"{out.shape[0]} images (first: image {first}); expected finite scores"
             )
-        return CleanPass(out, out.argmax(dim=1), label_t, probabilities=not target.white_box)
+        return CleanPass(out, out.argmax(dim=1), label_t, score_kind="logits" if target.white_box else "probabilities")
 
     # -- running -----------------------------------------------------------------------------
 

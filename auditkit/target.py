@@ -8,7 +8,7 @@ import math
 import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import nn
@@ -240,6 +240,53 @@ class GapHead:
     bias: torch.Tensor | None = field(repr=False)
     feature_shape: tuple[int, ...]
     between: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class AuditTarget(Protocol):
+    """What every model under audit offers, white box (:class:`Target`) or black box
+    (:class:`BlackBoxTarget`): what a check may rely on without knowing which it has.
+
+    :ivar name: the model's name in the reports ("target", "resnet18"...).
+    :ivar role: ``"target"`` (the user's model) or ``"baseline"``.
+    :ivar spec: how the model was given (a spec string, a file, a class name).
+    :ivar device: where images must be for :meth:`query` and ``__call__``.
+    :ivar white_box: True for a :class:`Target`: gradients and layers may be available
+        (see :attr:`capabilities`).
+    :ivar returns: ``"scores"`` (a score per class) or ``"labels"`` (a class per image).
+    :ivar num_classes: K, once known (after :meth:`probe`), else None.
+    :ivar input_size: the input size the model expects, ``(C, H, W)``, when known.
+    :ivar queries: images sent through :meth:`query` so far (the black-box query count).
+    :ivar capabilities: what the model supports, among ``"scores"``, ``"white_box"``
+        (input gradients), ``"layers"`` (hookable modules), ``"gap_head"``; checks name
+        the ones they need in ``Check.requires``.
+    """
+
+    name: str
+    role: str
+    spec: str
+    device: torch.device
+    white_box: bool
+    returns: str
+    num_classes: int | None
+    input_size: tuple[int, ...] | None
+    queries: int
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B,K]`` (probabilities) or labels ``[B]`` for images ``[B,3,H,W]`` in
+        [0,1] on :attr:`device`, without gradients; counts the images in :attr:`queries`."""
+        ...
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 class Target:

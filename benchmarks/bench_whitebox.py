@@ -23,7 +23,8 @@ from torch import nn
 from auditkit import Target
 from auditkit.target import IMAGENET_MEAN, IMAGENET_STD
 from auditkit.testing.models import TinyGAPNet
-from auditkit_whitebox.attacks import AttackSpec, TargetModule, run_attack
+from auditkit.attacks import LogitsModule
+from auditkit_whitebox.attacks import AttackSpec, run_attack
 
 
 class Normalized(nn.Module):
@@ -109,7 +110,7 @@ def main() -> None:
 
     normalized = Normalized(model).to(device).eval()
     target = Target(model, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=device)
-    module = TargetModule(target)
+    module = LogitsModule(target)
     spec = AttackSpec("pgd", "linf", steps=steps, rel_step_size=alpha / eps, random_start=True)
 
     def score(adv: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from auditkit.data.base import AuditData
 from auditkit.data.preprocess import STANDARD_CROP, STANDARD_RESIZE, Preprocess
 from auditkit.errors import UsageError
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 ACCEPTED_FORMS = (
     "synthetic:shapes[?n=..&size=..&classes=..&seed=..&spurious=..&train=..], "

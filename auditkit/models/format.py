@@ -6,14 +6,14 @@ from __future__ import annotations
 import difflib
 import re
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from auditkit.errors import UsageError
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 from auditkit.target import Target
 
 SPEC_FORMS: tuple[str, ...] = (
@@ -39,7 +39,9 @@ class ModelOptions:
         num_classes: size of the classifier head to build; ``None`` keeps the default
             (1000 for torchvision, the factory's own default otherwise).
         trust_pickle: allow unpickling a full ``torch.save``'d module (runs arbitrary code).
-        device: where :class:`~auditkit.target.Target` puts the model on entry.
+        device: where :class:`~auditkit.target.Target` puts the model on entry, a
+            ``torch.device`` (a string such as ``"cuda:0"`` is converted once, here;
+            ``UsageError`` when it names no torch device).
         mean: per-channel normalization mean applied inside the target; overrides the default.
         std: per-channel normalization std applied inside the target; overrides the default.
         weights_dir: a directory searched, before the torch hub cache, for pretrained
@@ -54,12 +56,19 @@ class ModelOptions:
     weights: str | None = None
     num_classes: int | None = None
     trust_pickle: bool = False
-    device: str = "cpu"
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     weights_dir: str | None = None
     seed: int = 0
     offline: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, torch.device):
+            try:
+                self.device = torch.device(self.device)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise UsageError(f"device {self.device!r} is not a torch device; expected cpu, cuda or cuda:N") from exc
 
 
 def describe_spec_forms() -> str:
@@ -178,10 +187,6 @@ def make_target(
 ) -> Target:
     mean = options.mean if options.mean is not None else mean
     std = options.std if options.std is not None else std
-    try:
-        torch.device(options.device)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        raise UsageError(f"device {options.device!r} is not a torch device; expected cpu, cuda or cuda:N") from exc
     try:
         target = Target(
             model,

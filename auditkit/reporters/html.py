@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from auditkit.check import CheckResult, Outcome
 from auditkit.errors import ExitCode, UsageError
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 from auditkit.reporters import svg
 from auditkit.reporters.comparison import comparison_groups, slug
 from auditkit.reporters.reproduce import reproduce_command

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 SCHEMA_ID = "auditkit.report/1"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "report.schema.json"
@@ -15,7 +15,8 @@ SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema" / "report.schema
 def build_report(session: Any) -> dict[str, Any]:
     """The report as a dict in the contract's shape, from a finished (or interrupted) session."""
     import auditkit
-    from auditkit.session import describe_device, environment
+    from auditkit.device import describe_device
+    from auditkit.environment import environment
 
     env = environment()
     env["device"] = describe_device(session.device)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from auditkit.check import Outcome
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 
 def build_junit(session: Any) -> ET.ElementTree:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from auditkit.check import CheckResult, Outcome
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 from auditkit.reporters.comparison import (
     describe_threshold,
     threshold_violated,

@@ -9,7 +9,7 @@ import sys
 from typing import Any, TextIO
 
 from auditkit.check import CheckResult, Outcome
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 _COLORS = {
     Outcome.PASSED: "32",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from auditkit.plugin_manager import hookimpl
+from auditkit.markers import hookimpl
 
 __all__ = ["CheckPlugin"]
 

@@ -11,19 +11,20 @@ import torch.nn.functional as F
 
 import auditkit
 from auditkit import Artifact, Check, Findings, UsageError
-from auditkit.batching import oom_backoff
-from auditkit.localization import (
+from auditkit.toolkit import (
+    AuditContext,
     POINTING_TOLERANCE_AT_224,
     as_box_sets,
     box_masks,
     boxes_from_masks,
     center_hits,
     energy_in_region,
+    oom_backoff,
     pointing_hits,
     pointing_tolerance_px,
+    relative_tolerance,
+    upsample,
 )
-from auditkit.saliency import upsample
-from auditkit.target import relative_tolerance
 
 from auditkit_cam.maps import (
     class_activation_maps,
@@ -146,7 +147,7 @@ class CamConsistency(Check):
             if isinstance(self.overlays, bool) or not isinstance(self.overlays, int) or self.overlays < 0:
                 raise UsageError(f"{where}: overlays must be a non-negative integer, got {self.overlays!r}")
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         head = ctx.target.gap_head
         if head is None:
             auditkit.skip(getattr(ctx.target, "gap_head_reason", None) or NO_GAP_HEAD_REASON)
@@ -293,6 +294,10 @@ def _measure(
     can split and concatenate it): two forward passes, the image and its mirror. The feature
     map's dtype is added to ``feature_dtypes``. Skips the check when no gradient reaches the
     feature map."""
+    # Its own pass, not the Grad-CAM maps the gradcam checks share (ctx.shared), even where
+    # their layer's output is this same tensor: the identities need the whole feature map
+    # (CAM_c = w_c . f, its magnitude scales, the logits from it) and Grad-CAM in float64 from
+    # it, which the shared float32 maps (ReLU'd, summed over channels) no longer hold.
     feature_pass = pool_input_pass(target, pool, images, classes)
     if not feature_pass.gradient_reaches_features:
         auditkit.skip(
@@ -422,7 +427,7 @@ def _replaces(value: float, current: float) -> bool:
     return not math.isnan(current) and not value <= current
 
 
-def _class_name(ctx: Any, c: int) -> str:
+def _class_name(ctx: AuditContext, c: int) -> str:
     names = ctx.data.class_names
     return names[c] if 0 <= c < len(names) else str(c)
 

@@ -8,7 +8,7 @@ import math
 import torch
 from PIL import Image, ImageDraw
 
-from auditkit.saliency import minmax_normalize, upsample
+from auditkit.toolkit import minmax_normalize, upsample
 
 # Small inputs are enlarged (nearest neighbour) so the map stays readable in a scorecard.
 MIN_PANEL_SIDE = 128

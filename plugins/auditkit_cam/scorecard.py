@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import auditkit
-from auditkit.reporters import svg
+from auditkit.toolkit import svg
 
 CONSISTENCY = "cam.consistency"
 GRADCAM_LOCALIZATION = "gradcam.localization"  # read from the results only, for the side-by-side

@@ -3,12 +3,13 @@ Grad-CAM ranks them and watch the class probability, beside the same curves for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
+from auditkit.toolkit import AuditContext
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int
 from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test
@@ -160,7 +161,7 @@ class GradCamFaithfulness(Check):
             check_fraction(where, "confidence", self.confidence)
             check_positive_int(where, "bootstrap_resamples", self.bootstrap_resamples)
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         explainer = Explainer(ctx, s)
         clean_probs = ctx.clean.probs
@@ -171,7 +172,7 @@ class GradCamFaithfulness(Check):
         for batch in ctx.batches(limit=explainer.n_images):
             images = batch.images
             classes = explainer.classes(batch)
-            saliency = explainer.maps(ctx.target, images, classes)
+            saliency = explainer.evaluation_maps(batch)
             intact_p = clean_probs[batch.index.to(clean_probs.device), classes.to(clean_probs.device)].to(images.device)
             ranks = {
                 "": saliency_ranks(saliency, ctx.generator),
@@ -258,7 +259,7 @@ class GradCamFaithfulness(Check):
 
     @staticmethod
     @torch.no_grad()
-    def _probability(ctx: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    def _probability(ctx: AuditContext, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(ctx.forward(images).float(), dim=1)
         return probs.gather(1, classes.view(-1, 1)).squeeze(1)
 

@@ -75,11 +75,23 @@ def choose_layer(
     """
     calls = Counter(info.name for info in target.layers)
     last_call = {info.name: info for info in target.layers}
-    if layers and target.name in layers:
-        return _configured(target, layers[target.name], f"setting layers[{target.name!r}]", calls, last_call)
-    if layer is not None and target.role == "target":
-        return _configured(target, layer, "setting layer", calls, last_call)
+    setting = applied_setting(target, layer=layer, layers=layers)
+    if setting is not None:
+        source, name = setting
+        return _configured(target, name, source, calls, last_call)
     return _automatic(target, example, calls, last_call)
+
+
+def applied_setting(target: Any, *, layer: Any = None, layers: Mapping[str, Any] | None = None) -> tuple[str, Any] | None:
+    """The setting that names ``target``'s layer, as ``(source, module name)`` (source as in
+    :attr:`LayerChoice.source`), or None when the layer is chosen automatically: all that
+    :func:`choose_layer`'s answer depends on besides the model (the automatic rule's example
+    image is always the first evaluation image)."""
+    if layers and target.name in layers:
+        return f"setting layers[{target.name!r}]", layers[target.name]
+    if layer is not None and target.role == "target":
+        return "setting layer", layer
+    return None
 
 
 def _configured(target: Any, name: Any, source: str, calls: Counter, last_call: dict) -> LayerChoice:

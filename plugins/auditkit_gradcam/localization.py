@@ -3,14 +3,15 @@ game against its center baseline, energy in the box against the box's area, and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
 import auditkit
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
-from auditkit.localization import (  # noqa: F401  (re-exported for the check's users and tests)
+from auditkit.toolkit import (  # noqa: F401  (re-exported for the check's users and tests)
+    AuditContext,
     POINTING_TOLERANCE_AT_224,
     as_box_sets,
     box_masks,
@@ -18,12 +19,12 @@ from auditkit.localization import (  # noqa: F401  (re-exported for the check's 
     center_hits,
     energy_in_region,
     is_constant,
+    minmax_normalize,
     peak_points,
     pointing_hits,
     pointing_tolerance_px,
+    wilson_interval,
 )
-from auditkit.saliency import minmax_normalize
-from auditkit.stats import wilson_interval
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int
 from auditkit_gradcam.rendering import draw_box, draw_point, overlay_image, png_bytes
@@ -233,7 +234,7 @@ class GradCamLocalization(Check):
             if isinstance(self.worst_images, bool) or not isinstance(self.worst_images, int) or self.worst_images < 0:
                 raise UsageError(f"{where}: worst_images must be a non-negative integer, got {self.worst_images!r}")
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         settings = self.settings
         explainer = Explainer(ctx, settings)
         if settings.region == "mask" and not ctx.data.has_masks:
@@ -256,7 +257,7 @@ class GradCamLocalization(Check):
                 continue
             images, region, gt_boxes = batch.images[scored], region[scored], gt_boxes[scored]
             classes = explainer.classes(batch)[scored]
-            maps = explainer.maps(ctx.target, images, classes)
+            maps = explainer.evaluation_maps(batch)[scored]
             hit = pointing_hits(maps, region, tolerance)
             energy = energy_in_region(maps, region)
             predicted_boxes = largest_component_boxes(maps, settings.component_threshold)
@@ -329,7 +330,7 @@ class GradCamLocalization(Check):
             f"rule: {self._rule()} (pointing_p_value {m['pointing_p_value']:.3g}, energy_gain_ci_low {m['energy_gain_ci_low']:.3f})"
         )
 
-    def _worst_artifacts(self, worst: _WorstImages, ctx: Any) -> list[Artifact]:
+    def _worst_artifacts(self, worst: _WorstImages, ctx: AuditContext) -> list[Artifact]:
         if worst.keep is None:
             return []
         keep = {k: v.detach().cpu() for k, v in worst.keep.items()}

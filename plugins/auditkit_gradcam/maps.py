@@ -1,18 +1,18 @@
 """What the three Grad-CAM checks share: the settings that pick the layer and the explained
-class, and batched Grad-CAM maps upsampled to the input, computed on the device."""
+class, the layer choice, and batched Grad-CAM maps on the device, the evaluation images' maps
+computed once per model for all of them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
 import auditkit
 from auditkit import Batch, UsageError
-from auditkit.batching import oom_backoff
-from auditkit.saliency import grad_cam, upsample
+from auditkit.toolkit import AuditContext, grad_cam, oom_backoff, upsample
 
-from auditkit_gradcam.layer_choice import LayerChoice, choose_layer
+from auditkit_gradcam.layer_choice import LayerChoice, applied_setting, choose_layer
 
 EXPLAINED_CLASSES = ("label", "predicted")
 
@@ -66,17 +66,56 @@ def check_fraction(where: str, name: str, value: Any, *, open_low: bool = True) 
         raise UsageError(f"{where}: {name} must be a number in {interval}, got {value!r}")
 
 
-class Explainer:
-    """Grad-CAM for one check on one model: the layer (chosen once), the class explained per
-    image, and maps upsampled to the input size, batch by batch on the device."""
+class EvaluationMaps:
+    """Raw Grad-CAM maps of the audited model for the evaluation images, one row per image (its
+    position in the eval split), at the layer's resolution: ``[n_images, h, w]`` on the device.
 
-    def __init__(self, ctx: Any, settings: GradCamSettings):
+    One per model, layer and explained-class mode, held in the model's shared store
+    (``ctx.shared``) so that every Grad-CAM check reads the same maps of the clean images:
+    each image's map is computed once, by the first check whose batch reaches it, and only
+    for images some check looks at. A filled row never changes.
+    """
+
+    def __init__(self, n_images: int, device: torch.device):
+        self._filled = torch.zeros(n_images, dtype=torch.bool, device=device)
+        self._maps: torch.Tensor | None = None  # [n_images, h, w], allocated once h and w are known
+
+    def rows(self, index: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
+        copy. ``compute()`` returns the maps of all B images; it is called only when some of
+        them are not filled yet. The whole batch is computed, not only its missing images, so
+        that each map comes out of a batch of the check that asked first, exactly as that
+        check computes it when it runs alone."""
+        new = ~self._filled[index]
+        if self._maps is None or bool(new.any()):
+            fresh = compute()
+            if self._maps is None:
+                self._maps = fresh.new_zeros((self._filled.shape[0], *fresh.shape[1:]))
+            self._maps[index[new]] = fresh[new]
+            self._filled[index[new]] = True
+        return self._maps[index]
+
+
+class Explainer:
+    """Grad-CAM for one check on one model: the layer, the class explained per image, and
+    maps upsampled to the input size, batch by batch on the device.
+
+    The layer choice and the maps of the evaluation images are shared through ``ctx.shared``
+    by every Grad-CAM check of the model: the layer is probed once, and each clean image's
+    map is computed once (:class:`EvaluationMaps`)."""
+
+    def __init__(self, ctx: AuditContext, settings: GradCamSettings):
         if "layers" not in ctx.target.capabilities:
             auditkit.skip("Grad-CAM needs hookable layers; this model has none (TorchScript, torch.export or black box)")
         self.ctx = ctx
         self.settings = settings
-        first = next(iter(ctx.batches(limit=1)))
-        self.layer: LayerChoice = choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
+
+        def probe() -> LayerChoice:
+            first = next(iter(ctx.batches(limit=1)))
+            return choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
+
+        setting = applied_setting(ctx.target, layer=settings.layer, layers=settings.layers)
+        self.layer: LayerChoice = ctx.shared(("gradcam.layer", setting), probe)
         self.n_images = ctx.n_images if settings.max_images is None else min(ctx.n_images, settings.max_images)
         has_labels = ctx.clean.labels is not None
         self.explains = settings.explain if has_labels else "predicted"
@@ -97,13 +136,30 @@ class Explainer:
         clean = self.ctx.clean
         return clean.preds[batch.index.to(clean.preds.device)].to(self.ctx.device)
 
+    def evaluation_maps(self, batch: Batch) -> torch.Tensor:
+        """Grad-CAM maps [B,H,W] of the audited model for ``batch``, a batch of evaluation
+        images (from :meth:`batches` or ``ctx.batches``) and their explained classes, upsampled
+        as by :meth:`maps`. Read from the model's shared :class:`EvaluationMaps`: computed
+        here only for images that no Grad-CAM check of this model has explained yet."""
+        ctx = self.ctx
+        key = ("gradcam.maps", self.layer.name, self.explains, ctx.n_images)
+        store = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
+        raw = store.rows(batch.index.to(ctx.device), lambda: self.raw_maps(ctx.target, batch.images, self.classes(batch)))
+        return upsample(raw, tuple(batch.images.shape[-2:]))
+
     def maps(self, target: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps [B,H,W] of ``target`` at the chosen layer, upsampled bilinearly to the
         images' size (non-negative, unnormalized). ``target`` is the audited model or a copy
-        of it with the same module names."""
+        of it with the same module names; for the audited model's evaluation images,
+        :meth:`evaluation_maps` reads the maps the checks share."""
+        return upsample(self.raw_maps(target, images, classes), tuple(images.shape[-2:]))
+
+    def raw_maps(self, target: Any, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Grad-CAM maps [B,h,w] of ``target`` at the chosen layer's resolution (non-negative,
+        unnormalized), with batch-size backoff on CUDA out-of-memory."""
 
         def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             cams, _ = grad_cam(target, x, c, self.layer.name)
-            return upsample(cams, tuple(x.shape[-2:]))
+            return cams
 
         return oom_backoff(compute, images, classes)

@@ -12,8 +12,7 @@ from torch import nn
 
 import auditkit
 from auditkit import Artifact, Check, Findings, Threshold
-from auditkit.localization import is_constant
-from auditkit.saliency import minmax_normalize
+from auditkit.toolkit import AuditContext, is_constant, minmax_normalize
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings
 from auditkit_gradcam.rendering import overlay_image, png_bytes, strip
@@ -147,14 +146,15 @@ class GradCamRandomization(Check):
 
         ``max_images``: at most this many evaluation images (default 16): every block
         randomized costs one Grad-CAM pass over them, so the check costs (blocks + 1) passes
-        (12 for ResNet-18, 22 for EfficientNet-Lite0).
+        (12 for ResNet-18, 22 for EfficientNet-Lite0), or one fewer when another Grad-CAM
+        check has already computed the original maps (they are shared).
         """
 
         check_id: ClassVar[str] = "gradcam.randomization"
 
         max_images: int | None = 16
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         explainer = Explainer(ctx, self.settings)
         target = ctx.target
         blocks = cascade_blocks(target.model, [info.name for info in target.layers], getattr(target, "body_name", ""))
@@ -168,7 +168,7 @@ class GradCamRandomization(Check):
         strip_pictures: list[Any] = []
         for batch in ctx.batches(limit=explainer.n_images):
             classes = explainer.classes(batch)
-            original = explainer.maps(ctx.target, batch.images, classes)
+            original = explainer.evaluation_maps(batch)
             keep = ~is_constant(original)
             n_empty += int((~keep).sum())
             if not bool(keep.any()):

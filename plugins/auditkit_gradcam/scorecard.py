@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import auditkit
-from auditkit.reporters import svg
+from auditkit.toolkit import svg
 
 LOCALIZATION = "gradcam.localization"
 RANDOMIZATION = "gradcam.randomization"

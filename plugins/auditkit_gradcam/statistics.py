@@ -1,12 +1,13 @@
 """The statistics the Grad-CAM checks report (rates use auditkit.stats): bootstrap intervals for means, exact
 paired tests against baselines, and the map similarities of the randomization test
-(Spearman rank correlation with ties, SSIM)."""
+(Spearman rank correlation with ties; SSIM is auditkit.similarity's)."""
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
+
+from auditkit.toolkit import ssim
 
 
 def binomial_upper_tail(k: int, n: int) -> float:
@@ -78,38 +79,6 @@ def spearman_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(denom > 0, corr, torch.full_like(corr, math.nan)).float()
 
 
-SSIM_WINDOW = 11
-SSIM_SIGMA = 1.5
-
-
-def ssim_rows(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Mean structural similarity (Wang et al. 2004) of each map pair of ``a`` and ``b`` [B,H,W].
-
-    The standard parameters: an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03,
-    population (co)variances, averaged over the positions where the window fits inside the
-    image (scikit-image's ``structural_similarity(gaussian_weights=True,
-    use_sample_covariance=False)``). Maps smaller than the window give NaN.
-    """
-    if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(f"ssim_rows needs two [B,H,W] tensors of one shape, got {list(a.shape)} and {list(b.shape)}")
-    if min(a.shape[-2:]) < SSIM_WINDOW:
-        return torch.full((a.shape[0],), math.nan, device=a.device)
-    half = SSIM_WINDOW // 2
-    coords = torch.arange(SSIM_WINDOW, device=a.device, dtype=torch.float64) - half
-    g = torch.exp(-(coords**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :]).view(1, 1, SSIM_WINDOW, SSIM_WINDOW)
-    x = a.double().unsqueeze(1)
-    y = b.double().unsqueeze(1)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return s.flatten(1).mean(dim=1).float()
+# The randomization check's name for the shared SSIM on [B,H,W] maps (window policy, NaN for
+# maps under 5 px: auditkit.similarity).
+ssim_rows = ssim

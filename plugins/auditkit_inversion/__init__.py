@@ -11,7 +11,7 @@ import torch
 
 import auditkit
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
-from auditkit.batching import oom_backoff
+from auditkit.toolkit import AuditContext, oom_backoff, ssim_window
 
 from auditkit_inversion.fidelity import psnr, ssim
 from auditkit_inversion.grid import reconstruction_grid
@@ -176,7 +176,7 @@ class InversionFidelity(Check):
             if problems:
                 raise UsageError("inversion.fidelity: " + "; ".join(problems))
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         target = ctx.target
         stages, notes, selection, anchor = self._select(target)
@@ -221,6 +221,7 @@ class InversionFidelity(Check):
                 shown_x0.append(images[:keep].detach().cpu())
                 shown_rec.append(recon[:keep].detach().cpu())
             done += images.shape[0]
+            used.setdefault("image_size", tuple(images.shape[-2:]))
         if done == 0:
             auditkit.skip("no evaluation images to invert")
         means = {k: (v / done).tolist() for k, v in sums.items()}
@@ -252,7 +253,7 @@ class InversionFidelity(Check):
 
     def _findings(
         self,
-        ctx: Any,
+        ctx: AuditContext,
         stages: list[Stage],
         notes: list[str],
         selection: str,
@@ -373,6 +374,8 @@ class InversionFidelity(Check):
             "leaks": [p["name"] for p in leaks],
             "settings": dataclasses.asdict(s),
         }
+        window = ssim_window(*used.pop("image_size"))  # the SSIM window these images got (smaller below 11 px)
+        details["ssim_window"] = dataclasses.asdict(window) if window is not None else None
         if at is not None:
             details["anchor"] = anchor
         if notes:

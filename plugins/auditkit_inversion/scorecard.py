@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import auditkit
-from auditkit.reporters import svg
+from auditkit.toolkit import svg
 
 CHECK = "inversion.fidelity"
 ORDER = 60

@@ -3,18 +3,14 @@ L2; untargeted and targeted), the random-noise control, metric names and Wilson 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Callable, Sequence
 
 import torch
-import torchattacks
 from torch import nn
 
-from auditkit.budgets import budget_label
-from auditkit.target import contiguous_gradient
+from auditkit.toolkit import NORMS, budget_label, craft as craft_attack
 
 ATTACKS = ("fgsm", "pgd", "mifgsm")
-NORMS = ("linf", "l2")
 MODES = ("untargeted", "targeted")
 
 
@@ -38,75 +34,31 @@ def threat_key(norm: str, eps: float) -> str:
     return budget_label(norm, eps)
 
 
-def parse_epsilon(text: str) -> float | None:
-    """The radius in a metric name's threat part (``8/255``, ``0.0314``, ``0.5``), or None."""
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def supported(attack: str, norm: str) -> bool:
     """MI-FGSM (Dong et al. 2018) is defined for Linf only; FGSM and PGD exist for both norms."""
     return not (attack == "mifgsm" and norm == "l2")
 
 
-class AttackView(nn.Module):
-    """The proxy as torchattacks sees it: input gradients always contiguous (NCHW).
+def craft(proxy: nn.Module, config: AttackConfig, images: torch.Tensor, labels: torch.Tensor, *, steps: int, targeted: bool) -> torch.Tensor:
+    """Adversarial images crafted on ``proxy`` by :func:`auditkit.toolkit.craft`: away from
+    ``labels`` (untargeted) or toward them (targeted), within the config's ball around
+    ``images`` [B,3,H,W] (any memory layout) and inside [0, 1]; the result is contiguous.
 
-    A channels_last proxy (a factory's model, or one trained so on CUDA) hands back
-    channels_last input gradients, and torchattacks' L2 attacks flatten them with ``.view``,
-    which needs contiguous memory. The proxy is a submodule, so torchattacks reads its device
-    from it; the view starts in the proxy's own mode, because torchattacks puts the model it
-    is given back into the mode it found (a fresh module's training mode would reach the proxy)."""
+    This check's step sizes: PGD takes Madry et al.'s 2.5 * eps / steps from a random start
+    (the steps can cross the ball and back); MI-FGSM takes eps / steps from the clean image
+    with decay 1.0 (Dong et al.); FGSM is one step of size eps from the clean image, in L2 the
+    fast gradient method.
 
-    def __init__(self, proxy: nn.Module):
-        super().__init__()
-        self.proxy = proxy
-        self.training = proxy.training
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.proxy(contiguous_gradient(images))
-
-
-def make_attack(proxy: nn.Module, config: AttackConfig, steps: int, targeted: bool) -> torchattacks.attack.Attack:
-    """The torchattacks attack for ``config`` on ``proxy`` (seen through :class:`AttackView`).
-
-    PGD uses Madry et al.'s step size 2.5 * eps / steps and a random start; MI-FGSM uses
-    eps / steps and decay 1.0 (Dong et al.); FGSM in L2 is one PGD-L2 step of size eps from
-    the clean image (the fast gradient method).
+    :raises ValueError: an attack without a form in the config's norm (MI-FGSM under L2).
     """
     eps = float(config.eps)
-    proxy = proxy if isinstance(proxy, AttackView) else AttackView(proxy)
-    if config.norm == "linf":
-        if config.attack == "fgsm":
-            atk = torchattacks.FGSM(proxy, eps=eps)
-        elif config.attack == "pgd":
-            atk = torchattacks.PGD(proxy, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-        elif config.attack == "mifgsm":
-            atk = torchattacks.MIFGSM(proxy, eps=eps, alpha=eps / steps, steps=steps, decay=1.0)
-        else:
-            raise ValueError(f"unknown attack {config.attack!r}; expected one of {ATTACKS}")
-    elif config.norm == "l2":
-        if config.attack == "fgsm":
-            atk = torchattacks.PGDL2(proxy, eps=eps, alpha=eps, steps=1, random_start=False)
-        elif config.attack == "pgd":
-            atk = torchattacks.PGDL2(proxy, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=True)
-        else:
-            raise ValueError(f"attack {config.attack!r} has no L2 form; expected fgsm or pgd")
-    else:
-        raise ValueError(f"unknown norm {config.norm!r}; expected one of {NORMS}")
-    if targeted:
-        atk.set_mode_targeted_by_label(quiet=True)
-    return atk
-
-
-def craft(proxy: nn.Module, config: AttackConfig, images: torch.Tensor, labels: torch.Tensor, *, steps: int, targeted: bool) -> torch.Tensor:
-    """Adversarial images crafted on ``proxy``: away from ``labels`` (untargeted) or toward
-    them (targeted), within the config's ball around ``images`` and inside [0, 1]. Images in
-    any memory layout; the result is contiguous (torchattacks copies the layout it is given
-    and flattens with ``.view``)."""
-    return make_attack(proxy, config, steps, targeted)(images.contiguous(), labels).detach()
+    if config.attack == "pgd":
+        return craft_attack(proxy, images, labels, "pgd", config.norm, eps, steps=steps, alpha=2.5 * eps / steps,
+                             random_start=True, targeted=targeted)
+    if config.attack == "mifgsm":
+        return craft_attack(proxy, images, labels, "mifgsm", config.norm, eps, steps=steps, alpha=eps / steps,
+                             decay=1.0, targeted=targeted)
+    return craft_attack(proxy, images, labels, config.attack, config.norm, eps, targeted=targeted)
 
 
 def random_noise(images: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:

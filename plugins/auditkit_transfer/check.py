@@ -3,7 +3,6 @@ white-box, and measure how often the examples fool the target (Papernot et al. 2
 from __future__ import annotations
 
 import math
-import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -13,16 +12,13 @@ from typing import Any, Literal
 import torch
 
 from auditkit import Artifact, Check, Findings, TargetError, Threshold, UsageError, skip
-from auditkit.batching import oom_backoff
-from auditkit.check import Curve, CurvePoint
-from auditkit.stats import wilson_interval
+from auditkit.toolkit import AuditContext, Curve, CurvePoint, NORMS, oom_backoff, wilson_interval
 
 from auditkit_transfer.attacks import (
     ATTACKS,
     MODES,
     AttackConfig,
     TransferMeasurement,
-    parse_epsilon,
     random_other_class,
     supported,
     threat_key,
@@ -37,9 +33,6 @@ from auditkit_transfer.proxy import (
 )
 
 CHECK_ID = "transfer.proxy"
-_WHITEBOX_METRIC = re.compile(r"^(attack_success|robust_acc)@(?P<threat>.+)$")
-_NORM_IN_NAME = re.compile(r"(?<![a-z])(linf|l_inf|l2)(?![a-z0-9])")
-_EPS_AFTER_NORM = re.compile(r"[_=:\s-]*(?:eps[_=:\s-]*)?(?P<eps>\d+(?:\.\d+)?(?:e-?\d+)?(?:/\d+)?)")
 
 
 class Oracle:
@@ -190,7 +183,7 @@ class ProxyTransfer(Check):
                 out += [AttackConfig(a, norm, float(e)) for a in self.attacks if supported(a, norm) for e in epsilons]
             return out
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         train = ctx.data.train
         if train is None or len(train) == 0:
@@ -201,7 +194,7 @@ class ProxyTransfer(Check):
         if not bool(base_mask.any()):
             skip(f"{ctx.target.name} classifies none of the {len(clean)} evaluation images correctly: there is no right answer to flip")
 
-        scores_width = None if clean.logits is None else int(clean.logits.shape[1])
+        scores_width = None if clean.scores is None else int(clean.scores.shape[1])
         num_classes = max(ctx.data.num_classes, scores_width or 0, getattr(ctx.target, "num_classes", None) or 0)
         oracle = Oracle(ctx.target, ctx.batch_size, num_classes)
         use_scores = s.use_scores and oracle.gives_scores
@@ -255,7 +248,7 @@ class ProxyTransfer(Check):
 
     # -- attacking ----------------------------------------------------------------------------
 
-    def _attack(self, ctx: Any, proxy: torch.nn.Module, oracle: Oracle, clean: Any, base_mask: torch.Tensor) -> dict[str, Any]:
+    def _attack(self, ctx: AuditContext, proxy: torch.nn.Module, oracle: Oracle, clean: Any, base_mask: torch.Tensor) -> dict[str, Any]:
         s = self.settings
         measurement = TransferMeasurement(
             proxy, oracle, s.configs(), modes=s.modes, steps=s.steps,
@@ -278,7 +271,7 @@ class ProxyTransfer(Check):
     # -- reporting ----------------------------------------------------------------------------
 
     def _findings(
-        self, ctx: Any, outcome: dict[str, Any], log: TrainingLog, training_queries: int, attack_queries: int,
+        self, ctx: AuditContext, outcome: dict[str, Any], log: TrainingLog, training_queries: int, attack_queries: int,
         rounds_done: int, use_scores: bool, seed_n: int, n_val: int,
     ) -> Findings:
         s = self.settings
@@ -325,7 +318,8 @@ class ProxyTransfer(Check):
             for suffix in ("", "_lo", "_hi"):
                 metrics[f"transfer_success{suffix}"] = metrics[f"transfer_success{suffix}@{gate_key}"]
 
-        gaps, gap_sources = whitebox_gaps(ctx.results, ctx.target.name, metrics)
+        untargeted = {c: metrics[f"transfer_success@{c.key}"] for c in s.configs() if f"transfer_success@{c.key}" in metrics}
+        gaps, gap_sources = whitebox_gaps(ctx.results, ctx.target.name, untargeted)
         metrics.update(gaps)
 
         noise_rate = metrics.get(f"noise_success@{gate_key}")
@@ -410,56 +404,45 @@ def _curves(counts: dict[tuple[str, str], list[int]], s: Any, strongest: dict[st
     return curves
 
 
-def whitebox_gaps(results: list[Any], model: str, metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
-    """``whitebox_gap@<attack>_<threat>`` = white-box attack success minus transfer success,
-    for each untargeted FGSM/PGD transfer metric that this model's ``whitebox.*`` results
-    also measure. White-box success is read from ``attack_success@...`` or, failing that,
-    derived as ``1 - robust_acc / clean_acc`` (the share of correct answers flipped).
-    Metric names are matched loosely (norm ``linf``/``l2`` and the epsilon as ``8/255`` or a
-    decimal, within 1%), so the white-box plugin's naming is not imported. Returns the gaps
-    and, for each, the white-box metric it came from."""
-    found: dict[tuple[str, str, float], tuple[float, str]] = {}
+def whitebox_gaps(
+    results: list[Any], model: str, transfer: dict[AttackConfig, float]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``whitebox_gap@<attack>_<budget>`` = white-box attack success minus transfer success,
+    for each untargeted transfer success rate in ``transfer`` (by attack configuration) whose
+    attack, norm and epsilon this model's ``whitebox.<attack>`` results also measured.
+
+    White-box success is read from the robust accuracy curves of those results (passed or
+    failed; ``Curve`` with metric ``robust_acc``, its ``norm``, a point per epsilon), not from
+    metric names: it is the share of the correctly classified images that the attack flipped,
+    ``(n_attacked - robust_acc * n_images) / n_attacked`` with the result's ``n_images`` and
+    ``n_attacked``, which is the white-box check's own ``attack_success@<budget>``. The attack
+    is the curve's ``variant``, or the check's name after ``whitebox.``; epsilons match within
+    a relative 1e-6. Returns the gaps and, for each, the white-box number it came from, named
+    as the metric that curve point is also reported as (``whitebox.pgd:robust_acc@linf_8/255``).
+    """
+    found: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     for result in results:
         if result.model != model or not result.check.startswith("whitebox.") or result.outcome.value not in ("passed", "failed"):
             continue
-        attack = result.check.split(".", 1)[1]
-        clean_acc = result.metrics.get("clean_acc")
-        for name, value in result.metrics.items():
-            match = _WHITEBOX_METRIC.match(name)
-            if not match or "targeted" in name or value is None or math.isnan(value):
+        n_images, n_attacked = result.metrics.get("n_images"), result.metrics.get("n_attacked")
+        if not (n_images and n_attacked):
+            continue  # nothing was attacked: no share of flipped images to compare
+        for curve in result.curves:
+            if curve.metric != "robust_acc" or curve.norm not in NORMS:
                 continue
-            threat = match["threat"].lower()
-            norm_match = _NORM_IN_NAME.search(threat)
-            if not norm_match:
-                continue
-            eps_match = _EPS_AFTER_NORM.match(threat, norm_match.end())
-            eps = parse_epsilon(eps_match["eps"]) if eps_match else None
-            if eps is None:
-                continue
-            named = next((a for a in ("mifgsm", "fgsm", "pgd") if a in threat[: norm_match.start()]), attack)
-            norm = "l2" if norm_match.group(1) == "l2" else "linf"
-            if match.group(1) == "attack_success":
-                success = float(value)
-            elif clean_acc and clean_acc > 0:
-                success = 1.0 - float(value) / float(clean_acc)
-            else:
-                continue
-            key = (named, norm, eps)
-            if key not in found or match.group(1) == "attack_success":
-                found[key] = (success, f"{result.check}:{name}")
+            attack = curve.variant or result.check.split(".", 1)[1]
+            for point in curve.points:
+                if math.isfinite(point.value):
+                    # robust_acc * n_images is a count of images: rounded, the share is exact
+                    success = round(n_attacked - point.value * n_images) / n_attacked
+                    source = f"{result.check}:{curve.metric}@{threat_key(curve.norm, point.x)}"
+                    found.setdefault((attack, curve.norm), []).append((point.x, success, source))
     gaps, sources = {}, {}
-    for name, transfer in metrics.items():
-        if not name.startswith("transfer_success@"):
-            continue
-        attack, _, budget = name.split("@", 1)[1].partition("_")
-        if attack not in ATTACKS:
-            continue  # the strongest-attack summary per budget, not one attack
-        norm, _, eps_text = budget.partition("_")
-        eps = parse_epsilon(eps_text)
-        for (wb_attack, wb_norm, wb_eps), (success, source) in found.items():
-            if wb_attack == attack and wb_norm == norm and eps and math.isclose(wb_eps, eps, rel_tol=0.01):
-                key = f"whitebox_gap@{attack}_{threat_key(norm, eps)}"
-                gaps[key] = success - transfer
+    for config, rate in transfer.items():
+        for eps, success, source in found.get((config.attack, config.norm), ()):
+            if math.isclose(eps, config.eps, rel_tol=1e-6):
+                key = f"whitebox_gap@{config.key}"
+                gaps[key] = success - rate
                 sources[key] = source
     return gaps, sources
 

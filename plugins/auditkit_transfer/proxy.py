@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from auditkit.errors import TargetError, UsageError
-from auditkit.target import NO_INPUT_GRADIENT, Target
+from auditkit.toolkit import NO_INPUT_GRADIENT, Target, TargetError, UsageError
 
 BUILTIN_PROXY = "resnet"
 
@@ -102,7 +101,7 @@ def build_proxy(spec: str, num_classes: int, input_size: Sequence[int], *, width
     if spec == BUILTIN_PROXY:
         model: nn.Module = ProxyResNet(num_classes, input_size, width=width)
     else:
-        from auditkit.models.loaders import ModelOptions, load_model
+        from auditkit.toolkit import ModelOptions, load_model
 
         try:
             loaded = load_model(spec, ModelOptions(num_classes=num_classes, device=str(device)))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from auditkit.check import Curve, CurvePoint
+from auditkit.toolkit import Curve, CurvePoint
 
 # Tiles are scaled to about this many pixels a side: big enough to see a 32x32 image,
 # small enough that a scorecard with a dozen examples stays light.

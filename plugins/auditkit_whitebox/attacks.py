@@ -1,6 +1,6 @@
-"""The white-box checks' bridge to torchattacks: perturbation budgets and their metric labels,
-the Target seen as an nn.Module, batched FGSM/PGD runs with restarts, the unbounded attack, and
-minimal-epsilon search."""
+"""The white-box checks' attacks: perturbation budgets and their metric labels, attack
+configurations, batched FGSM/PGD runs with restarts (built by :mod:`auditkit.attacks`), the
+unbounded attack, and minimal-epsilon search."""
 from __future__ import annotations
 
 import math
@@ -8,19 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchattacks
-from torch import nn
 
-from auditkit import TargetError
-from auditkit.batching import oom_backoff
-from auditkit.budgets import NORMS, budget_label, parse_budget  # noqa: F401  (re-exported for this plugin)
-from auditkit.target import NO_INPUT_GRADIENT, contiguous_gradient
+from auditkit.toolkit import (  # noqa: F401  (NORMS, budget_label, parse_budget re-exported for this plugin)
+    NORMS,
+    LogitsModule,
+    budget_label,
+    craft,
+    missing_input_gradient,
+    oom_backoff,
+    parse_budget,
+)
 
 METHODS = ("fgsm", "pgd")
 TARGETED_MODES = ("random", "least_likely")
-
-# Perturbations may exceed their budget by float rounding only (torchattacks clamps in float32).
-_BUDGET_SLACK = 1e-5
 
 # The unbounded attack's Linf step sizes, one stage each: 1/8 crosses the pixel range in eight
 # steps, and each stage halves the step down to 1/128 (2/255), fine enough to settle into a
@@ -31,29 +31,6 @@ def max_budget(norm: str, image_shape: tuple[int, ...]) -> float:
     """The largest meaningful budget for images in [0,1]: 1 for Linf (any pixel to any value),
     the diagonal of the unit cube for L2."""
     return 1.0 if norm == "linf" else math.sqrt(math.prod(image_shape))
-
-
-class TargetModule(nn.Module):
-    """``ctx.target`` seen as an ``nn.Module``, which is what torchattacks expects.
-
-    Forwarding goes through the Target (pixel space in [0,1], normalization inside). The Target
-    is kept as a plain attribute, not a submodule, so the ``.eval()``/``.train()`` calls that
-    torchattacks makes on its model stop here and never reach the user's model; the one empty
-    parameter exists because torchattacks reads its device from the model's first parameter.
-    """
-
-    def __init__(self, target: Any):
-        super().__init__()
-        self.__dict__["target"] = target
-        self.device_anchor = nn.Parameter(torch.empty(0, device=target.device), requires_grad=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.target(contiguous_gradient(images))
-        # The session skips models whose probe found no input gradient; this guards direct
-        # callers, by autograd's own flag rather than by the wording of torch's errors.
-        if images.requires_grad and torch.is_grad_enabled() and not logits.requires_grad:
-            raise _no_gradient(self.target)
-        return logits
 
 
 @dataclass(frozen=True)
@@ -108,7 +85,7 @@ class AttackOutcome:
 
 
 def perturb(
-    module: nn.Module,
+    module: LogitsModule,
     spec: AttackSpec,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -116,38 +93,28 @@ def perturb(
     *,
     targeted: bool = False,
 ) -> torch.Tensor:
-    """One run of ``spec`` by torchattacks on ``module``; returns the adversarial images.
+    """One run of ``spec`` on ``module`` by :func:`auditkit.attacks.craft`; returns the
+    adversarial images [B,3,H,W], contiguous, checked against the budget.
 
     ``labels`` are the true classes (untargeted: maximize the loss) or the target classes
     (``targeted``: minimize the loss towards them). ``eps`` is one budget for the batch or a
     tensor [B] of per-image budgets (then without random start: torchattacks draws its start
-    with a scalar radius).
+    with a scalar radius). PGD's step size is this plugin's rule, ``rel_step_size * eps``
+    (per image with per-image budgets).
+
+    :raises ValueError: per-image budgets with ``random_start``.
+    :raises RuntimeError: a perturbation outside its budget or the [0,1] box.
     """
-    per_image = isinstance(eps, torch.Tensor)
-    if per_image and spec.method == "pgd" and spec.random_start:
-        raise ValueError("per-image budgets need a deterministic attack (random_start=False)")
-    # torchattacks clones the images with their strides and flattens with .view: NCHW only.
-    images = images.contiguous()
-    # torchattacks broadcasts Linf budgets against [B,C,H,W] but L2 budgets against the
-    # per-image norms [B], so per-image budgets take both shapes.
-    eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
     if spec.method == "fgsm":
-        if spec.norm == "linf":
-            attack = torchattacks.FGSM(module, eps=eps_img)
-        else:
-            attack = torchattacks.PGDL2(module, eps=eps, alpha=eps_img, steps=1, random_start=False)
-    else:
-        alpha = eps_img * spec.rel_step_size
-        cls = torchattacks.PGD if spec.norm == "linf" else torchattacks.PGDL2
-        attack = cls(module, eps=eps_img if spec.norm == "linf" else eps, alpha=alpha, steps=spec.steps,
-                     random_start=spec.random_start)
-    if targeted:
-        attack.set_mode_targeted_by_label(quiet=True)
-    return attack(images, labels)
+        return craft(module, images, labels, "fgsm", spec.norm, eps, targeted=targeted)
+    return craft(
+        module, images, labels, spec.method, spec.norm, eps, steps=spec.steps, alpha=eps * spec.rel_step_size,
+        random_start=spec.random_start, targeted=targeted,
+    )
 
 
 def run_attack(
-    module: TargetModule,
+    module: LogitsModule,
     spec: AttackSpec,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -160,8 +127,8 @@ def run_attack(
     otherwise (success: the prediction becomes ``targets``; a target equal to the label never
     counts, since that would be success without any misclassification). Restarts attack only
     the images not yet fooled, and an image counts as fooled when any restart fooled it. Batches halve on
-    CUDA out-of-memory. Every perturbation is checked against its budget and the [0,1] box,
-    since a budget overrun would silently overstate the attack's success.
+    CUDA out-of-memory. Every perturbation is checked against its budget and the [0,1] box
+    (:func:`perturb`), since a budget overrun would silently overstate the attack's success.
     """
     goal = labels if targets is None else targets
     per_image = isinstance(eps, torch.Tensor)
@@ -181,7 +148,6 @@ def run_attack(
 
         extra = (eps[todo],) if per_image else ()
         adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
-        _check_budget(spec.norm, images[todo], adv, eps[todo] if per_image else eps)
         if logits is None:
             logits = torch.empty(images.shape[0], out.shape[1], dtype=out.dtype, device=out.device)
         pred = out.argmax(1)
@@ -196,7 +162,7 @@ def run_attack(
 
 
 def unbounded_attack(
-    module: TargetModule,
+    module: LogitsModule,
     images: torch.Tensor,
     labels: torch.Tensor,
     steps: int,
@@ -239,21 +205,8 @@ def unbounded_attack(
     return AttackOutcome(success, adversarial, logits)
 
 
-def _check_budget(norm: str, images: torch.Tensor, adversarial: torch.Tensor, eps: float | torch.Tensor) -> None:
-    delta = (adversarial - images).flatten(1)
-    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    limit = torch.as_tensor(eps, dtype=size.dtype, device=size.device) * (1 + _BUDGET_SLACK) + _BUDGET_SLACK
-    over = size > limit
-    if bool(over.any()) or adversarial.min() < -_BUDGET_SLACK or adversarial.max() > 1 + _BUDGET_SLACK:
-        worst = float((size - limit).max())
-        raise RuntimeError(
-            f"the {norm} attack left its budget or the [0,1] pixel range (worst excess {worst:.3g}); "
-            "refusing to report success rates for perturbations outside the threat model"
-        )
-
-
 def minimal_epsilon(
-    module: TargetModule,
+    module: LogitsModule,
     spec: AttackSpec,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -307,13 +260,9 @@ def input_gradient(target: Any, images: torch.Tensor, labels: torch.Tensor) -> t
     x = images.detach().clone().requires_grad_(True)
     loss = torch.nn.functional.cross_entropy(target(x).float(), labels, reduction="sum")
     if not loss.requires_grad:
-        raise _no_gradient(target)
+        raise missing_input_gradient(target)
     (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
     return torch.zeros_like(x) if grad is None else grad
-
-
-def _no_gradient(target: Any) -> TargetError:
-    return TargetError(f"{getattr(target, 'name', 'the model')}: {NO_INPUT_GRADIENT}")
 
 
 def random_wrong_class(labels: torch.Tensor, num_classes: int, generator: torch.Generator) -> torch.Tensor:

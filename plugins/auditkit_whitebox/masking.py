@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from auditkit import Check, Findings, Threshold, UsageError, skip
-from auditkit.batching import oom_backoff
-from auditkit.stats import wilson_interval
+from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff, wilson_interval
 
 from auditkit_whitebox.attacks import (
-    NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, TargetModule, budget_label, input_gradient, run_attack,
+    NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, budget_label, input_gradient, run_attack,
     unbounded_attack,
 )
 
@@ -134,7 +132,7 @@ class GradientMasking(Check):
     # An attack cannot change a constant output: every flag would describe the model, not the attack.
     constant_sensitive = True
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         clean = ctx.clean
         labels_all = clean.labels if clean.labels is not None else clean.preds
@@ -142,7 +140,7 @@ class GradientMasking(Check):
         n, n_correct = len(clean), int(correct.sum())
         if n_correct == 0:
             skip(f"the model classifies none of the {n} images correctly: there is nothing for an attack to fool")
-        module = TargetModule(ctx.target)
+        module = LogitsModule(ctx.target)
         ladder = sorted({s.eps / 4, s.eps, min(4 * s.eps, 1.0)})
         reference = AttackSpec("pgd", "linf", s.steps, s.rel_step_size, True, s.restarts)
         margin = max(s.tolerance, 1 / n)
@@ -319,7 +317,7 @@ def _describe_unbounded(s: MaskingSettings) -> str:
     )
 
 
-def _transfer_results(ctx: Any) -> dict[tuple[str, float], tuple[str, float]]:
+def _transfer_results(ctx: AuditContext) -> dict[tuple[str, float], tuple[str, float]]:
     """Transfer success of ``transfer.proxy`` on this model (its main ``transfer_success``
     curves: the strongest attack at each budget), by (norm, eps), with the metric's name."""
     found: dict[tuple[str, float], tuple[str, float]] = {}

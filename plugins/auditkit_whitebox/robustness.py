@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
-from auditkit.check import Curve
-from auditkit.stats import wilson_interval
+from auditkit.toolkit import AuditContext, Curve, LogitsModule, wilson_interval
 
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
 from auditkit_whitebox.attacks import (
     NORMS,
     TARGETED_MODES,
     AttackSpec,
-    TargetModule,
     budget_label,
     least_likely_class,
     max_budget,
@@ -201,7 +199,7 @@ class _RobustAccuracy(Check):
     def attack_spec(self, norm: str) -> AttackSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run(self, ctx: Any) -> Findings:
+    def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         clean = ctx.clean
         correct = clean.correct
@@ -218,7 +216,7 @@ class _RobustAccuracy(Check):
             fooled.update({(mode, norm, eps): 0 for norm, grid in targeted_grid.items() for eps in grid})
         min_eps: dict[str, list[float]] = {norm: [] for norm in budgets}
         examples: list[Artifact] = []
-        module = TargetModule(ctx.target)
+        module = LogitsModule(ctx.target)
         example_norm = next(iter(budgets))
 
         n_batches = -(-n_images // ctx.batch_size)

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import auditkit
-from auditkit.reporters import svg
+from auditkit.toolkit import svg
 
 ATTACKS = {"whitebox.fgsm": "FGSM", "whitebox.pgd": "PGD"}
 MASKING = "whitebox.masking"

@@ -229,7 +229,7 @@ def test_a_p_plugin_in_the_working_directory_is_found_without_pythonpath(tmp_pat
     from auditkit.cli import main
 
     (tmp_path / "myplug_wd.py").write_text(
-        "from auditkit.plugin_manager import hookimpl\n"
+        "from auditkit.markers import hookimpl\n"
         "@hookimpl\n"
         "def auditkit_configure(config):\n"
         "    config.myplug_seen = True\n"

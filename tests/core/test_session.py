@@ -10,6 +10,8 @@ import torch
 import auditkit
 from auditkit import Check, Findings, Outcome, Threshold
 from auditkit.session import ExitCode
+from auditkit.context import CleanPass
+from auditkit.errors import TargetError
 from auditkit.testing.models import NaNNet, TinyGAPNet
 from auditkit.testing.plugins import CheckPlugin
 
@@ -110,7 +112,7 @@ def test_nan_logits_are_an_error_naming_the_images(tiny_data):
     run = auditkit.audit(NaNNet(num_classes=4), tiny_data, checks=["accuracy.clean"])
     result = run["accuracy.clean"]
     assert result.outcome is Outcome.ERROR
-    assert "non-finite logits" in result.message and f"{len(tiny_data.eval)} of {len(tiny_data.eval)}" in result.message
+    assert "non-finite scores" in result.message and f"{len(tiny_data.eval)} of {len(tiny_data.eval)}" in result.message
 
 
 def test_the_clean_pass_is_computed_once_and_shared(tiny_data, tiny_model):
@@ -318,3 +320,21 @@ def test_names_moved_out_of_the_session_module_still_import_from_it():
     assert session.progress_bar is progress.progress_bar
     assert session.seed_everything is seeding.seed_everything and session.check_seed is seeding.check_seed
     assert session.preserved_random_state is seeding.preserved_random_state
+
+
+def test_clean_pass_names_its_scores_and_never_hands_out_probabilities_as_logits():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    white = CleanPass(logits, logits.argmax(1), None, score_kind="logits")
+    black = CleanPass(torch.softmax(logits, 1), logits.argmax(1), None, score_kind="probabilities")
+    labels_only = CleanPass(None, logits.argmax(1), None, score_kind=None)
+    assert torch.equal(white.logits, logits)
+    with pytest.raises(TargetError, match="probabilities, not logits"):
+        black.logits
+    with pytest.raises(TargetError, match="labels only"):
+        labels_only.probs
+    assert torch.allclose(white.probs, black.probs)
+    # log_probs are logits up to a constant per image: temperature scaling agrees for both kinds
+    assert torch.allclose(torch.softmax(white.log_probs / 2, 1), torch.softmax(black.log_probs / 2, 1), atol=1e-6)
+    assert torch.allclose(torch.softmax(white.log_probs / 2, 1), torch.softmax(logits / 2, 1), atol=1e-6)
+    with pytest.raises(ValueError):
+        CleanPass(logits, logits.argmax(1), None, score_kind="softmax")

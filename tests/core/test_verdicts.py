@@ -264,9 +264,9 @@ def test_randomization_on_too_few_images_is_insufficient_evidence_not_a_verdict(
 
 
 def test_clean_pass_knows_constant_predictions():
-    assert CleanPass(None, torch.tensor([2, 2, 2]), None).constant == (2, 3)
-    assert CleanPass(None, torch.tensor([2, 1, 2]), None).constant is None
-    assert CleanPass(None, torch.tensor([2]), None).constant is None  # one image says nothing
+    assert CleanPass(None, torch.tensor([2, 2, 2]), None, score_kind=None).constant == (2, 3)
+    assert CleanPass(None, torch.tensor([2, 1, 2]), None, score_kind=None).constant is None
+    assert CleanPass(None, torch.tensor([2]), None, score_kind=None).constant is None  # one image says nothing
 
 
 FAST_ATTACKS = {
@@ -331,5 +331,5 @@ def test_cam_consistency_with_constant_maps_is_not_passed(shapes):
 
 def test_one_class_data_predicted_right_is_not_constant():
     # a model right on every image of one-class data cannot be told from a constant one
-    assert CleanPass(None, torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0])).constant is None
-    assert CleanPass(None, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 0])).constant == (0, 3)
+    assert CleanPass(None, torch.tensor([0, 0, 0]), torch.tensor([0, 0, 0]), score_kind=None).constant is None
+    assert CleanPass(None, torch.tensor([0, 0, 0]), torch.tensor([0, 1, 0]), score_kind=None).constant == (0, 3)

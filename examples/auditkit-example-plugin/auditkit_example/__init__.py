@@ -24,7 +24,9 @@ class Confidence(Check):
 
     def run(self, ctx):
         clean = ctx.clean  # the shared forward pass: no extra model calls
-        probs = torch.softmax(clean.logits.float() / self.settings.temperature, dim=1)
+        # log_probs, not logits: right whether the model answered logits (white box) or
+        # probabilities (ONNX, HTTP endpoint); softmax(log p / T) is temperature scaling.
+        probs = torch.softmax(clean.log_probs / self.settings.temperature, dim=1)
         confidence = probs.max(dim=1).values
         accuracy = clean.correct.float().mean()
         metrics = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import auditkit
-from auditkit.reporters import svg
+from auditkit.toolkit import svg
 
 
 @auditkit.hookimpl

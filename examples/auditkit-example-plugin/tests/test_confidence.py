@@ -35,3 +35,16 @@ def test_scorecard_section_lists_each_model():
     sections = auditkit_example.auditkit_scorecard_sections(run.results, None)
     assert sections[0]["title"] == "Confidence (example plugin)"
     assert "target" in sections[0]["html"] and "0.87" in sections[0]["html"]
+
+
+def test_a_black_box_answering_probabilities_gives_the_same_numbers_as_its_white_box():
+    """A black box answers probabilities, not logits: the check must not softmax them again."""
+    model = Constant()
+
+    def predict(images):  # the same model, seen only through its probabilities
+        return torch.softmax(model(images), dim=1)
+
+    white = auditkit.audit(model, _data(), checks=["example.confidence"], plugins=[auditkit_example], autoload=False)
+    black = auditkit.audit(predict, _data(), checks=["example.confidence"], plugins=[auditkit_example], autoload=False)
+    for name in ("mean_confidence", "overconfidence"):
+        assert abs(black["example.confidence"].metrics[name] - white["example.confidence"].metrics[name]) < 1e-6

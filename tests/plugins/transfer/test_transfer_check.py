@@ -10,8 +10,11 @@ import torch
 
 import auditkit
 import auditkit_transfer
-from auditkit import AuditData, Check, Findings, Outcome, TensorSplit, UsageError
+from auditkit import AuditData, Check, CheckResult, Findings, Outcome, TensorSplit, UsageError
+from auditkit.check import Curve, CurvePoint
 from auditkit.data.loaders import load_data
+from auditkit_transfer.attacks import AttackConfig
+from auditkit_transfer.check import whitebox_gaps
 from conftest import FAST, SHAPES, dominant_colour, labelled_by
 
 
@@ -105,15 +108,15 @@ def test_thresholds_gate_on_transfer_success(target_cnn, labelled_by_target):
 
 
 class _FakeWhitebox:
-    """Stands in for the white-box plugin, run before transfer.proxy, with planted results
-    named as that plugin names them."""
+    """Stands in for the white-box plugin, run before transfer.proxy, with planted results:
+    metrics and robust accuracy curves as that plugin reports them."""
 
-    def __init__(self, metrics):
+    def __init__(self, metrics, curves):
         class PlantedPGD(Check):
             id = "whitebox.pgd"
 
             def run(self, ctx):
-                return Findings(metrics=dict(metrics))
+                return Findings(metrics=dict(metrics), curves=list(curves))
 
         self.check = PlantedPGD
 
@@ -126,24 +129,67 @@ class _FakeWhitebox:
         checks.sort(key=lambda c: not c.id.startswith("whitebox."))
 
 
+def _robust_acc(norm, points):
+    return Curve(name=f"robust_acc_{norm}", metric="robust_acc", norm=norm, points=tuple(CurvePoint(x, v) for x, v in points))
+
+
 def test_the_gap_to_white_box_success_when_white_box_results_exist(target_cnn, labelled_by_target):
-    planted = {"clean_acc": 0.8, "attack_success@linf_8/255": 0.75, "robust_acc@l2_1": 0.2, "robust_acc@linf_8/255": 0.0}
+    # 16 of 20 images attacked; 12 of them fooled at linf 8/255 and at l2 1 (robust accuracy 4/20).
+    # The metric named like white-box success is a decoy: the curves are what is read.
+    planted = {"clean_acc": 0.8, "n_images": 20.0, "n_attacked": 16.0, "attack_success@linf_8/255": 0.1}
+    curves = [_robust_acc("linf", [(4 / 255, 0.5), (8 / 255, 0.2)]), _robust_acc("l2", [(1.0, 0.2)])]
     run = auditkit.audit(
         target_cnn, labelled_by_target, checks=["whitebox.pgd", "transfer.proxy"], settings={"transfer.proxy": FAST},
-        plugins=[auditkit_transfer, _FakeWhitebox(planted)], autoload=False,
+        plugins=[auditkit_transfer, _FakeWhitebox(planted, curves)], autoload=False,
     )
     result = run["transfer.proxy"]
     m = result.metrics
-    # attack_success is read as is; robust_acc becomes the share flipped: 1 - 0.2 / 0.8
-    assert m["whitebox_gap@pgd_linf_8/255"] == pytest.approx(0.75 - m["transfer_success@pgd_linf_8/255"])
-    assert m["whitebox_gap@pgd_l2_1"] == pytest.approx(0.75 - m["transfer_success@pgd_l2_1"])
+    assert m["whitebox_gap@pgd_linf_8/255"] == 0.75 - m["transfer_success@pgd_linf_8/255"]
+    assert m["whitebox_gap@pgd_l2_1"] == 0.75 - m["transfer_success@pgd_l2_1"]
+    assert [k for k in m if k.startswith("whitebox_gap")] == ["whitebox_gap@pgd_linf_8/255", "whitebox_gap@pgd_l2_1"]
     assert result.details["whitebox_sources"] == {
-        "whitebox_gap@pgd_linf_8/255": "whitebox.pgd:attack_success@linf_8/255",
+        "whitebox_gap@pgd_linf_8/255": "whitebox.pgd:robust_acc@linf_8/255",
         "whitebox_gap@pgd_l2_1": "whitebox.pgd:robust_acc@l2_1",
     }
     alone = _audit(target_cnn, labelled_by_target)["transfer.proxy"]
     assert not any(k.startswith("whitebox_gap") for k in alone.metrics)
     assert alone.details["whitebox_sources"].startswith("no whitebox.fgsm/whitebox.pgd results for this model yet")
+
+
+def _result(check, curves, *, model="m", outcome=Outcome.PASSED, n_images=30.0, n_attacked=21.0):
+    metrics = {"n_images": n_images, "n_attacked": n_attacked}
+    return CheckResult(check=check, model=model, outcome=outcome, metrics=metrics, curves=tuple(curves))
+
+
+def test_whitebox_gaps_reads_the_curves_of_this_models_decided_results():
+    results = [
+        # 21 of 30 images attacked: 7 fooled at 4/255, 20 at 8/255; nothing measured at l2 0.5
+        _result("whitebox.pgd", [_robust_acc("linf", [(4 / 255, 14 / 30), (8 / 255, 1 / 30)]), _robust_acc("l2", [(0.5, math.nan)])]),
+        _result("whitebox.pgd", [_robust_acc("linf", [(4 / 255, 0.0)])], model="other"),
+        _result("whitebox.fgsm", [_robust_acc("linf", [(8 / 255, 0.0)])], outcome=Outcome.SKIPPED),
+        _result("whitebox.fgsm", [_robust_acc("linf", [(8 / 255, 0.0)])], n_attacked=0.0),
+        # a curve of another attack, named by its variant
+        _result("whitebox.momentum", [Curve(name="mi", metric="robust_acc", norm="linf", variant="mifgsm", points=(CurvePoint(8 / 255, 0.3),))]),
+    ]
+    transfer = {
+        AttackConfig("pgd", "linf", 4 / 255): 0.25,
+        AttackConfig("pgd", "linf", 8 / 255): 0.5,
+        AttackConfig("pgd", "linf", 0.0314): 0.1,  # within 1% of 8/255, but another budget
+        AttackConfig("pgd", "l2", 0.5): 0.2,
+        AttackConfig("fgsm", "linf", 8 / 255): 0.0,
+        AttackConfig("mifgsm", "linf", 8 / 255): 0.125,
+    }
+    gaps, sources = whitebox_gaps(results, "m", transfer)
+    # exactly the white-box check's own attack_success (fooled / attacked), not 1 - acc / clean_acc
+    assert gaps == {
+        "whitebox_gap@pgd_linf_4/255": 7 / 21 - 0.25,
+        "whitebox_gap@pgd_linf_8/255": 20 / 21 - 0.5,
+        "whitebox_gap@mifgsm_linf_8/255": 12 / 21 - 0.125,
+    }
+    assert list(gaps) == list(sources)
+    assert sources["whitebox_gap@pgd_linf_8/255"] == "whitebox.pgd:robust_acc@linf_8/255"
+    assert sources["whitebox_gap@mifgsm_linf_8/255"] == "whitebox.momentum:robust_acc@linf_8/255"
+    assert whitebox_gaps(results, "nobody", transfer) == ({}, {})
 
 
 def test_without_a_train_split_a_share_is_held_out_and_said_so(target_cnn, labelled_by_target):

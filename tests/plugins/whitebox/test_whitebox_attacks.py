@@ -12,10 +12,10 @@ import torchattacks
 from torch import nn
 
 from auditkit import Target, TargetError
+from auditkit.attacks import LogitsModule
 from auditkit.target import NO_INPUT_GRADIENT
 from auditkit_whitebox.attacks import (
     AttackSpec,
-    TargetModule,
     budget_label,
     input_gradient,
     least_likely_class,
@@ -93,7 +93,7 @@ class _ModeRecorder(nn.Module):
 def test_torchattacks_never_reaches_the_users_model():
     model = _ModeRecorder()
     model.train()  # torchattacks would switch a model it can see to eval and back
-    module = TargetModule(Target(model))
+    module = LogitsModule(Target(model))
     assert list(module.children()) == [] and [p.numel() for p in module.parameters()] == [0]
     x, y = torch.rand(4, 3, 4, 4), torch.tensor([0, 1, 2, 0])
     out = run_attack(module, AttackSpec("pgd", "linf", steps=3, random_start=True), x, y, 0.1)
@@ -115,7 +115,7 @@ def test_per_image_budgets_equal_separate_runs(spec):
     what a run with its own scalar budget gives (this guards the torchattacks internals)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
-    module = TargetModule(Target(model.eval()))
+    module = LogitsModule(Target(model.eval()))
     x, y = torch.rand(3, 3, 6, 6), torch.tensor([0, 1, 2])
     eps = torch.tensor([0.01, 0.05, 0.2]) * (1 if spec.norm == "linf" else 10)
     together = perturb(module, spec, x, y, eps)
@@ -131,7 +131,7 @@ def test_per_image_budgets_equal_separate_runs(spec):
 
 def test_restarts_attack_only_survivors_and_keep_any_success(linear_problem):
     p = linear_problem
-    module = TargetModule(Target(p.model))
+    module = LogitsModule(Target(p.model))
     eps = sorted(p.min_linf)[len(p.min_linf) // 2]  # half the images can be fooled at this budget
     calls = []
     original = module.forward
@@ -153,7 +153,7 @@ def test_restarts_attack_only_survivors_and_keep_any_success(linear_problem):
 
 def test_the_budget_guard_rejects_an_attack_that_overshoots(linear_problem, monkeypatch):
     p = linear_problem
-    module = TargetModule(Target(p.model))
+    module = LogitsModule(Target(p.model))
     monkeypatch.setattr(torchattacks.FGSM, "forward", lambda self, x, y: (x + 0.5).clamp(0, 1))
     with pytest.raises(RuntimeError, match="left its budget"):
         run_attack(module, AttackSpec("fgsm", "linf"), p.images, p.labels, 0.01)
@@ -163,7 +163,7 @@ def test_the_budget_guard_rejects_an_attack_that_overshoots(linear_problem, monk
 def test_minimal_epsilon_finds_the_exact_answer_on_a_linear_model(linear_problem, norm):
     p = linear_problem
     truth = torch.tensor(p.min_linf if norm == "linf" else p.min_l2)
-    module = TargetModule(Target(p.model))
+    module = LogitsModule(Target(p.model))
     spec = AttackSpec("fgsm", norm)
     grid = [0.004, 0.02] if norm == "linf" else [0.02, 0.1]
     broken = torch.stack([truth < e for e in grid], 1)  # what the grid attack found
@@ -187,4 +187,4 @@ def test_input_gradient_is_zero_only_where_the_model_is_flat(linear_problem):
     with pytest.raises(TargetError, match=re.escape(NO_INPUT_GRADIENT)):
         input_gradient(Target(Detached()), p.images, p.labels)
     with pytest.raises(TargetError, match=re.escape(NO_INPUT_GRADIENT)):
-        run_attack(TargetModule(Target(Detached())), AttackSpec("fgsm", "linf"), p.images, p.labels, 0.01)
+        run_attack(LogitsModule(Target(Detached())), AttackSpec("fgsm", "linf"), p.images, p.labels, 0.01)

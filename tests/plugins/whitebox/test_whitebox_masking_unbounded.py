@@ -8,8 +8,9 @@ from torch import nn
 
 import auditkit
 from auditkit import Outcome
+from auditkit.attacks import LogitsModule
 from auditkit.target import Target
-from auditkit_whitebox.attacks import AttackSpec, TargetModule, run_attack, unbounded_attack
+from auditkit_whitebox.attacks import AttackSpec, run_attack, unbounded_attack
 from auditkit_whitebox.masking import GradientMasking
 
 from whitebox_models import QuantizedInput, quadrant_images
@@ -56,7 +57,7 @@ def _band_data() -> auditkit.AuditData:
 def test_the_unbounded_attack_fools_what_constant_large_steps_stall_on():
     data = _band_data()
     images, labels = data.eval.images, data.eval.labels
-    module = TargetModule(Target(BrightnessBand()))
+    module = LogitsModule(Target(BrightnessBand()))
     old = run_attack(module, AttackSpec("pgd", "linf", 10, 0.25), images, labels, 1.0)
     assert int(old.success.sum()) == 0  # the old probe: 10 sign steps of 0.25 at eps 1
     mean = old.adversarial.mean((1, 2, 3))
@@ -74,7 +75,7 @@ def test_the_unbounded_attack_shares_its_steps_over_the_stages(steps, passes):
     batch_sizes: list[int] = []
     unreachable = BrightnessBand(center=2.0)  # no image in [0,1] has a mean of 2: never fooled
     unreachable.register_forward_hook(lambda m, args, out: batch_sizes.append(args[0].shape[0]))
-    out = unbounded_attack(TargetModule(Target(unreachable)), data.eval.images, data.eval.labels, steps)
+    out = unbounded_attack(LogitsModule(Target(unreachable)), data.eval.images, data.eval.labels, steps)
     assert len(batch_sizes) == passes and not bool(out.success.any())
 
 
@@ -83,7 +84,7 @@ def test_fooled_images_leave_the_later_stages():
     batch_sizes: list[int] = []
     model = BrightnessBand()
     model.register_forward_hook(lambda m, args, out: batch_sizes.append(args[0].shape[0]))
-    out = unbounded_attack(TargetModule(Target(model)), data.eval.images, data.eval.labels, 100)
+    out = unbounded_attack(LogitsModule(Target(model)), data.eval.images, data.eval.labels, 100)
     assert bool(out.success.all())
     assert batch_sizes[0] == 16 and len(batch_sizes) < 100 + 5  # stopped once all were fooled
 
@@ -120,7 +121,7 @@ def test_the_flag_needs_more_survivors_than_noise(quadrant_cnn, quadrants, maske
 
 def test_quantized_input_still_fails_the_strong_unbounded_attack(quadrant_cnn, quadrants):
     images, labels = quadrants.eval.images, quadrants.eval.labels
-    out = unbounded_attack(TargetModule(Target(QuantizedInput(quadrant_cnn))), images, labels, 100)
+    out = unbounded_attack(LogitsModule(Target(QuantizedInput(quadrant_cnn))), images, labels, 100)
     assert not bool(out.success.any())
 
 

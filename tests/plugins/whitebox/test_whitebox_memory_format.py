@@ -11,7 +11,8 @@ import torchattacks
 
 import auditkit
 from auditkit import AuditData, Outcome, Target, TensorSplit
-from auditkit_whitebox.attacks import AttackSpec, TargetModule, budget_label, perturb
+from auditkit.attacks import LogitsModule
+from auditkit_whitebox.attacks import AttackSpec, budget_label, perturb
 
 LINF = [16 / 255, 24 / 255]
 L2 = [1.0, 2.0]
@@ -46,7 +47,7 @@ def test_a_channels_last_model_really_returns_channels_last_input_gradients(quad
     (grad,) = torch.autograd.grad(model(x).sum(), x)
     assert not grad.is_contiguous() and grad.is_contiguous(memory_format=torch.channels_last)
     x = quadrants.eval.images[:2].clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(TargetModule(Target(model))(x).sum(), x)
+    (grad,) = torch.autograd.grad(LogitsModule(Target(model))(x).sum(), x)
     assert grad.is_contiguous()
 
 
@@ -88,7 +89,7 @@ def test_fgsm_numbers_are_torchattacks_own(quadrant_cnn, quadrants):
 @pytest.mark.parametrize("spec", [AttackSpec("fgsm", "l2"), AttackSpec("pgd", "l2", steps=2, random_start=True),
                                   AttackSpec("pgd", "linf", steps=2, random_start=True)], ids=lambda s: f"{s.method}-{s.norm}")
 def test_perturb_takes_any_layout_and_returns_contiguous_images(spec, quadrant_cnn, quadrants):
-    module = TargetModule(Target(_channels_last(quadrant_cnn)))
+    module = LogitsModule(Target(_channels_last(quadrant_cnn)))
     images = _permuted(quadrants).eval.images[:4]
     adv = perturb(module, spec, images, quadrants.eval.labels[:4], 1.0 if spec.norm == "l2" else 8 / 255)
     assert adv.is_contiguous() and adv.shape == images.shape

@@ -10,7 +10,8 @@ from torch import nn
 
 import auditkit
 from auditkit import AuditData, Outcome, Target, TensorSplit
-from auditkit_whitebox.attacks import AttackSpec, TargetModule, budget_label, least_likely_class, run_attack
+from auditkit.attacks import LogitsModule
+from auditkit_whitebox.attacks import AttackSpec, budget_label, least_likely_class, run_attack
 
 EPS = 8 / 255
 
@@ -74,7 +75,7 @@ def test_targeted_success_is_zero_when_nothing_is_misclassified(tied):
 
 
 def test_a_target_equal_to_the_label_never_counts_as_success(tied):
-    module = TargetModule(Target(OneLiveLogit()))
+    module = LogitsModule(Target(OneLiveLogit()))
     images, labels = tied.eval.images, tied.eval.labels
     out = run_attack(module, AttackSpec("fgsm", "linf"), images, labels, EPS, targets=labels)
     assert bool((out.logits.argmax(1) == labels).all())  # the prediction is the "target"...

@@ -1,0 +1,215 @@
+"""torchattacks' FGSM, PGD and MI-FGSM built one way for every check: the model seen as an
+``nn.Module`` with contiguous input gradients, budgets in [0,1] pixel units, the step size the
+caller's own rule, targeted mode by label, and every perturbation checked against its budget."""
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+import torchattacks
+from torch import nn
+
+from auditkit.budgets import NORMS
+from auditkit.errors import TargetError
+from auditkit.target import NO_INPUT_GRADIENT, contiguous_gradient
+
+METHODS = ("fgsm", "pgd", "mifgsm")
+
+# Perturbations may exceed their budget by float rounding only (torchattacks clamps in float32).
+_BUDGET_SLACK = 1e-5
+
+
+def missing_input_gradient(model: Any) -> TargetError:
+    """The session's one error for a model whose forward pass stops the input gradient
+    (``torch.no_grad()``, ``.detach()``, a non-differentiable step), naming the model by its
+    ``name`` when it has one."""
+    return TargetError(f"{getattr(model, 'name', 'the model')}: {NO_INPUT_GRADIENT}")
+
+
+class LogitsModule(nn.Module):
+    """A model's logits as the ``nn.Module`` torchattacks expects, with input gradients that
+    are always contiguous (NCHW).
+
+    ``model`` maps images [B,3,H,W] in [0,1] to logits [B,K]: a :class:`~auditkit.target.Target`
+    (normalization inside) or any ``nn.Module`` doing the same (a transfer proxy). A
+    channels_last model hands back channels_last input gradients, which torchattacks' L2
+    attacks flatten with ``.view``; :func:`~auditkit.target.contiguous_gradient` makes them
+    contiguous on the way back.
+
+    Modes: torchattacks switches the module it is given to eval mode for the attack and back
+    to train mode after it when it found it training. An ``nn.Module`` model is a submodule
+    and the wrapper starts in the model's own mode, so the model is attacked in eval mode and
+    handed back in the mode it was in. A Target is kept as a plain attribute: those calls stop
+    at the wrapper and never reach the user's model, whose mode the Target manages itself
+    (eval while entered). The one empty parameter, on the model's device, is where torchattacks
+    reads its device from.
+
+    :raises TargetError: (from ``forward``) the input requires a gradient, gradients are
+        enabled, and the logits carry none, as when the forward pass detaches its output
+        (:func:`missing_input_gradient`); decided by autograd's own flag, not by the wording
+        of torch's errors. The session skips white-box checks on a Target whose probe found
+        no input gradient; this guards direct callers.
+    """
+
+    def __init__(self, model: Any):
+        super().__init__()
+        self.model = model  # registered as a submodule only when it is an nn.Module
+        if isinstance(model, nn.Module):
+            self.training = model.training
+            first = next(itertools.chain(model.parameters(), model.buffers()), None)
+            device = first.device if first is not None else torch.device("cpu")
+        else:
+            device = torch.device(getattr(model, "device", "cpu"))
+        self.device_anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.model(contiguous_gradient(images))
+        if images.requires_grad and torch.is_grad_enabled() and not logits.requires_grad:
+            raise missing_input_gradient(self.model)
+        return logits
+
+
+def build_attack(
+    model: Any,
+    method: str,
+    norm: str,
+    eps: float | torch.Tensor,
+    *,
+    steps: int = 1,
+    alpha: float | torch.Tensor | None = None,
+    random_start: bool = False,
+    targeted: bool = False,
+    decay: float = 1.0,
+) -> torchattacks.attack.Attack:
+    """The torchattacks attack for one method, norm and budget, configured the one way every
+    check uses.
+
+    Methods (sources: Goodfellow et al. 2015, Madry et al. 2018, Dong et al. 2018; the
+    implementations are torchattacks' ``FGSM``, ``PGD``, ``PGDL2`` and ``MIFGSM``):
+
+    - ``fgsm``: one step of size ``eps`` from the clean image. Linf: ``x + eps * sign(grad)``
+      (FGSM, Goodfellow et al.); L2: ``x + eps * grad / ||grad||``, the fast gradient method,
+      run as one PGD-L2 step. ``steps``, ``alpha`` and ``random_start`` do not apply.
+    - ``pgd``: projected gradient descent (Madry et al.): ``steps`` steps of size ``alpha``
+      (sign steps for Linf, normalized-gradient steps for L2), each projected back onto the
+      ``eps`` ball, from a uniformly random point of the ball when ``random_start``.
+    - ``mifgsm``: momentum iterative FGSM (Dong et al.), Linf only: ``steps`` sign steps of
+      size ``alpha`` along the accumulated gradient (each normalized by its mean absolute value,
+      the running sum decayed by ``decay``), projected onto the ball, from the clean image.
+
+    Every step is clipped to [0,1]. The loss is the cross-entropy of the logits: maximized for
+    the true classes (untargeted), or, when ``targeted``, minimized towards the labels passed
+    to the attack, which are then the target classes (``set_mode_targeted_by_label``). The
+    model runs in eval mode during the attack (``set_model_training_mode`` at its defaults;
+    see :class:`LogitsModule` for what that reaches), and torchattacks' own normalization is
+    not used: the model takes [0,1] pixels and normalizes inside.
+
+    :param model: a :class:`LogitsModule`, or a Target or ``nn.Module`` mapping images
+        [B,3,H,W] in [0,1] to logits [B,K], which is wrapped in one.
+    :param method: one of :data:`METHODS`.
+    :param norm: ``"linf"`` or ``"l2"``.
+    :param eps: the budget in [0,1] pixel units (8/255 ~ 0.0314 Linf; the L2 norm of the whole
+        perturbation), one for the batch or a tensor [B] of per-image budgets on the images'
+        device (then without ``random_start``: torchattacks draws its start with one radius).
+    :param steps: gradient steps (``pgd``, ``mifgsm``).
+    :param alpha: the step size in pixel units, a float or a tensor [B] (``pgd``, ``mifgsm``;
+        required there). Each check states its own rule, e.g. ``rel_step_size * eps`` or
+        Madry et al.'s ``2.5 * eps / steps``.
+    :param random_start: start PGD from a uniformly random point of the ball.
+    :param targeted: minimize the loss towards the given labels instead of maximizing it.
+    :param decay: MI-FGSM's momentum decay mu (1.0 in Dong et al.).
+    :returns: the attack; call it with contiguous images [B,3,H,W] in [0,1] and labels [B]
+        (:func:`craft` does, and checks the result against the budget).
+    :raises ValueError: an unknown method or norm, MI-FGSM under L2, ``steps < 1``, a missing
+        or non-positive ``alpha``, a parameter that does not apply to the method, or per-image
+        budgets with ``random_start``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown attack {method!r}; expected one of {', '.join(METHODS)}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
+    if method == "mifgsm" and norm != "linf":
+        raise ValueError(f"attack 'mifgsm' has no {norm} form; it is defined for linf only")
+    if method == "fgsm" and (steps != 1 or alpha is not None or random_start):
+        raise ValueError("fgsm is one step of size eps from the clean image: steps, alpha and random_start do not apply")
+    if method != "mifgsm" and decay != 1.0:
+        raise ValueError(f"decay is MI-FGSM's momentum; it does not apply to {method}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if method != "fgsm" and (alpha is None or not bool(torch.all(torch.as_tensor(alpha) > 0))):
+        raise ValueError(f"{method} needs a step size alpha > 0, got {alpha!r}")
+    per_image = isinstance(eps, torch.Tensor)
+    if per_image and random_start:
+        raise ValueError("per-image budgets need a deterministic attack (random_start=False)")
+    module = model if isinstance(model, LogitsModule) else LogitsModule(model)
+    # torchattacks broadcasts Linf budgets and every step size against the images [B,C,H,W],
+    # but L2 budgets against the per-image norms [B].
+    eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
+    if isinstance(alpha, torch.Tensor):
+        alpha = alpha.reshape(-1, 1, 1, 1)
+    if method == "fgsm":
+        if norm == "linf":
+            attack = torchattacks.FGSM(module, eps=eps_img)
+        else:
+            attack = torchattacks.PGDL2(module, eps=eps, alpha=eps_img, steps=1, random_start=False)
+    elif method == "pgd":
+        if norm == "linf":
+            attack = torchattacks.PGD(module, eps=eps_img, alpha=alpha, steps=steps, random_start=random_start)
+        else:
+            attack = torchattacks.PGDL2(module, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+    else:
+        attack = torchattacks.MIFGSM(module, eps=eps_img, alpha=alpha, steps=steps, decay=decay)
+    attack.set_model_training_mode(model_training=False, batchnorm_training=False, dropout_training=False)
+    if targeted:
+        attack.set_mode_targeted_by_label(quiet=True)
+    return attack
+
+
+def craft(
+    model: Any,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    method: str,
+    norm: str,
+    eps: float | torch.Tensor,
+    *,
+    steps: int = 1,
+    alpha: float | torch.Tensor | None = None,
+    random_start: bool = False,
+    targeted: bool = False,
+    decay: float = 1.0,
+) -> torch.Tensor:
+    """Adversarial images from the attack :func:`build_attack` builds with the same arguments.
+
+    ``images`` [B,3,H,W] in [0,1] may be in any memory layout: torchattacks copies the layout
+    it is given and flattens with ``.view``, so they go in contiguous, and the result
+    [B,3,H,W] is contiguous and detached. ``labels`` [B] are the true classes, or the target
+    classes when ``targeted``.
+
+    :raises ValueError: as :func:`build_attack`.
+    :raises RuntimeError: a perturbation left its budget or an image left [0,1] beyond float
+        rounding: success rates for perturbations outside the threat model would overstate
+        the attack.
+    :raises TargetError: no gradient reaches the input (see :class:`LogitsModule`).
+    """
+    images = images.contiguous()
+    attack = build_attack(
+        model, method, norm, eps, steps=steps, alpha=alpha, random_start=random_start, targeted=targeted, decay=decay
+    )
+    adversarial = attack(images, labels).detach()
+    _check_budget(norm, images, adversarial, eps)
+    return adversarial
+
+
+def _check_budget(norm: str, images: torch.Tensor, adversarial: torch.Tensor, eps: float | torch.Tensor) -> None:
+    delta = (adversarial - images).flatten(1)
+    size = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
+    limit = torch.as_tensor(eps, dtype=size.dtype, device=size.device) * (1 + _BUDGET_SLACK) + _BUDGET_SLACK
+    over = size > limit
+    if bool(over.any()) or adversarial.min() < -_BUDGET_SLACK or adversarial.max() > 1 + _BUDGET_SLACK:
+        worst = float((size - limit).max())
+        raise RuntimeError(
+            f"the {norm} attack left its budget or the [0,1] pixel range (worst excess {worst:.3g}); "
+            "refusing to report success rates for perturbations outside the threat model"
+        )

@@ -1,0 +1,153 @@
+"""The plugin toolkit: everything a check plugin may import from auditkit, in one place.
+
+This module (with the names exported by the top-level ``auditkit`` package) is the stable
+surface for plugin authors: its names keep their meaning across minor versions, and a change
+to one is announced in the changelog with a deprecation period. Every other module of
+auditkit is private and may change without notice; the built-in checks under ``plugins/``
+import only from here and from ``auditkit`` (a test holds them to it), so a third-party
+plugin can do everything they do.
+
+What is here, by topic (each name's own docstring gives shapes, units, errors and sources):
+
+- Writing a check: :class:`Check`, :class:`Findings`, :class:`Threshold`, :class:`Artifact`,
+  :class:`Curve`, :class:`CurvePoint`, :func:`skip`, :func:`xfail`, :data:`hookimpl`; the
+  results: :class:`CheckResult`, :class:`Outcome`.
+- What a check sees: :class:`AuditContext` (``ctx``), :class:`CleanPass` (``ctx.clean``),
+  :class:`AuditData`, :class:`Batch`, :class:`TensorSplit`.
+- Models: :class:`AuditTarget` (the Protocol both kinds satisfy), :class:`Target` (white box),
+  :class:`BlackBoxTarget`, :class:`LayerInfo`, :class:`GapHead`; loading another model
+  (a proxy, a reference): :func:`load_model` with :class:`ModelOptions`;
+  :func:`load_state_dict` / :func:`read_state_dict` (the one state-dict reader: accepts
+  ``state_dict``/``model``/``model_state_dict`` keys, strips ``module.``/``_orig_mod.``).
+- Gradients and numerics: :func:`contiguous_gradient`, :data:`NO_INPUT_GRADIENT`,
+  :func:`relative_tolerance`, :func:`oom_backoff` (batch-size backoff on CUDA OOM).
+- Attribution maps: :func:`grad_cam`, :func:`upsample`, :func:`minmax_normalize`.
+- Localization metrics: :func:`pointing_hits`, :func:`center_hits`, :func:`energy_in_region`,
+  :func:`pointing_tolerance_px`, :data:`POINTING_TOLERANCE_AT_224`, :func:`as_box_sets`,
+  :func:`box_masks`, :func:`boxes_from_masks`, :func:`peak_points`, :func:`is_constant`.
+- Image similarity: :func:`ssim`, :func:`ssim_window` (:class:`SsimWindow`).
+- Attacks: :func:`build_attack` and :func:`craft` (torchattacks, configured once for every
+  check; :data:`ATTACK_METHODS`), :class:`LogitsModule` (a Target or network as the module
+  torchattacks attacks), :func:`missing_input_gradient`, :data:`NORMS`, :func:`budget_label`,
+  :func:`parse_budget`.
+- Statistics: :func:`wilson_interval`.
+- Errors: :class:`UsageError` (the user's input is wrong: exit 4, one line),
+  :class:`TargetError` (the model misbehaved: the check errors, the audit goes on).
+- Scorecard sections: :mod:`svg` (tables, line charts, figures, number formatting, escaping)
+  for the ``auditkit_scorecard_sections`` hook.
+"""
+from __future__ import annotations
+
+from auditkit.attacks import METHODS as ATTACK_METHODS
+from auditkit.attacks import LogitsModule, build_attack, craft, missing_input_gradient
+from auditkit.batching import oom_backoff
+from auditkit.budgets import NORMS, budget_label, parse_budget
+from auditkit.check import (
+    Artifact,
+    Check,
+    CheckResult,
+    Curve,
+    CurvePoint,
+    Findings,
+    Outcome,
+    Skipped,
+    Threshold,
+    XFailed,
+    skip,
+    xfail,
+)
+from auditkit.context import AuditContext, CleanPass
+from auditkit.data.base import AuditData, Batch, TensorSplit
+from auditkit.errors import TargetError, UsageError
+from auditkit.localization import (
+    POINTING_TOLERANCE_AT_224,
+    as_box_sets,
+    box_masks,
+    boxes_from_masks,
+    center_hits,
+    energy_in_region,
+    is_constant,
+    peak_points,
+    pointing_hits,
+    pointing_tolerance_px,
+)
+from auditkit.markers import hookimpl
+from auditkit.models.format import ModelOptions
+from auditkit.models.loaders import load_model
+from auditkit.models.state_dict import load_state_dict, read_state_dict
+from auditkit.reporters import svg
+from auditkit.saliency import grad_cam, minmax_normalize, upsample
+from auditkit.similarity import SsimWindow, ssim, ssim_window
+from auditkit.stats import wilson_interval
+from auditkit.target import (
+    NO_INPUT_GRADIENT,
+    AuditTarget,
+    BlackBoxTarget,
+    GapHead,
+    LayerInfo,
+    Target,
+    contiguous_gradient,
+    relative_tolerance,
+)
+
+__all__ = [
+    "ATTACK_METHODS",
+    "Artifact",
+    "AuditContext",
+    "AuditData",
+    "AuditTarget",
+    "Batch",
+    "BlackBoxTarget",
+    "Check",
+    "CheckResult",
+    "CleanPass",
+    "Curve",
+    "CurvePoint",
+    "Findings",
+    "GapHead",
+    "LayerInfo",
+    "LogitsModule",
+    "ModelOptions",
+    "NORMS",
+    "NO_INPUT_GRADIENT",
+    "Outcome",
+    "POINTING_TOLERANCE_AT_224",
+    "Skipped",
+    "SsimWindow",
+    "Target",
+    "TargetError",
+    "TensorSplit",
+    "Threshold",
+    "UsageError",
+    "XFailed",
+    "as_box_sets",
+    "box_masks",
+    "boxes_from_masks",
+    "budget_label",
+    "build_attack",
+    "center_hits",
+    "contiguous_gradient",
+    "craft",
+    "energy_in_region",
+    "grad_cam",
+    "hookimpl",
+    "is_constant",
+    "load_model",
+    "load_state_dict",
+    "minmax_normalize",
+    "missing_input_gradient",
+    "oom_backoff",
+    "parse_budget",
+    "peak_points",
+    "pointing_hits",
+    "pointing_tolerance_px",
+    "read_state_dict",
+    "relative_tolerance",
+    "skip",
+    "ssim",
+    "ssim_window",
+    "svg",
+    "upsample",
+    "wilson_interval",
+    "xfail",
+]
