@@ -153,6 +153,17 @@ class AuditContext:
         """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""
         return self.session.progress(iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip())
 
+    def announce(self, text: str) -> None:
+        """Print one line on the terminal before this check's result line, as
+        ``<model> :: <check id>: <text>`` (nothing with ``-q``, from the Python API with
+        ``verbose=-1``, or without a terminal reporter). For what the user should know
+        before a long run starts, such as its estimated cost; put anything the reports
+        need in the result's details as well."""
+        pm = getattr(self.session, "pm", None)
+        reporter = pm.get_plugin("terminalreporter") if pm is not None else None
+        if reporter is not None and getattr(reporter, "verbosity", 0) >= 0:
+            reporter.write(f"{self.target.name} :: {self.check.id}: {text}")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of the target on ``images`` with batch-size backoff on CUDA OOM."""
         return oom_backoff(self.target, images)

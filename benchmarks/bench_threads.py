@@ -29,10 +29,9 @@ import sys
 import tempfile
 import time
 
-AUDIT = [
-    "run", "--model", "auditkit.testing.models:tiny_factory", "--data", "synthetic:shapes?n=8&size=32",
-    "--baselines", "none", "--checks", "inversion.fidelity", "-q", "--no-progress",
-]
+def audit_args(data: str, checks: str) -> list[str]:
+    return ["run", "--model", "auditkit.testing.models:tiny_factory", "--data", data,
+            "--baselines", "none", "--checks", checks, "-q", "--no-progress"]
 SETTINGS = {
     "spinning": ({"OMP_WAIT_POLICY": "ACTIVE"}, []),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, []),
@@ -50,7 +49,7 @@ def run_once(env_extra: dict[str, str], args: list[str], cwd: str) -> tuple[floa
     env = {**os.environ, **env_extra}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "auditkit", *AUDIT, *args, "--json", "r.json"], cwd=cwd, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "auditkit", *args, "--json", "r.json"], cwd=cwd, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -62,7 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--load", type=int, default=0, help="busy-loop processes running meanwhile")
+    parser.add_argument("--data", default="synthetic:shapes?n=8&size=64")
+    parser.add_argument("--checks", default="inversion.fidelity")
     args = parser.parse_args()
+    audit = audit_args(args.data, args.checks)
     load = [mp.Process(target=_busy, daemon=True) for _ in range(args.load)]
     for p in load:
         p.start()
@@ -71,11 +73,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cwd:
             for _ in range(args.repeats):
                 for name, (env_extra, extra_args) in SETTINGS.items():
-                    times[name].append(run_once(env_extra, extra_args, cwd))
+                    times[name].append(run_once(env_extra, [*audit, *extra_args], cwd))
     finally:
         for p in load:
             p.terminate()
     print(f"{os.cpu_count()} cores, load: {args.load} busy processes, {args.repeats} repeats (median; min-max)")
+    print("auditkit " + " ".join(audit))
     base_wall = statistics.median(w for w, _ in times["one thread"])
     base_cpu = statistics.median(c for _, c in times["one thread"])
     print(f"{'setting':<12} {'wall s':>18} {'CPU s':>18} {'wall / 1 thread':>16} {'CPU / 1 thread':>15}")

@@ -2,20 +2,51 @@
 shared clean forward pass. Registered through the ``auditkit`` entry-point group."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import torch
+
 import auditkit
-from auditkit import Check, Findings
+from auditkit import Check, Findings, Threshold
+from auditkit.toolkit import AuditContext, wilson_interval
+
+# The default pass rule's one-sided significance level.
+SIGNIFICANCE = 0.05
+
+
+def binomial_upper_tail(successes: int, n: int, p: float) -> float:
+    """P(X >= successes) for X ~ Binomial(n, p): the exact one-sided p-value of ``successes``
+    correct answers out of ``n`` against a success rate ``p`` (float64, summed in log space)."""
+    if successes <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    k = torch.arange(successes, n + 1, dtype=torch.float64)
+    dist = torch.distributions.Binomial(total_count=n, probs=torch.tensor(p, dtype=torch.float64))
+    return float(min(1.0, torch.logsumexp(dist.log_prob(k), dim=0).exp()))
 
 
 class CleanAccuracy(Check):
-    """Top-1 accuracy on the clean evaluation images."""
+    """Top-1 accuracy on the clean evaluation images, against chance.
+
+    ``top1`` with its 95% Wilson interval (``top1_ci_low``, ``top1_ci_high``); ``chance``, the
+    accuracy of the best constant answer on these images (the share of the most frequent
+    label, 1/K on balanced data); ``p_above_chance``, the exact one-sided binomial p-value of
+    the number of correct answers against ``chance``. The check passes when the model is
+    right significantly more often than always answering the most frequent class
+    (``p_above_chance <= 0.05``): a model at or below chance has nothing for the other checks
+    to explain or attack. Raise the bar with a ``top1`` threshold in the configuration.
+    """
 
     id = "accuracy.clean"
     requires = ("labels",)
-    headline = ("top1",)
-    metrics = ("top1", "n_images")
-    directions = {"top1": "higher", "n_images": None}
+    headline = ("top1", "chance")
+    metrics = ("top1", "top1_ci_low", "top1_ci_high", "chance", "p_above_chance", "n_images")
+    directions = {"top1*": "higher", "chance": None, "p_above_chance": "lower", "n_images": None}
+    thresholds = (Threshold("p_above_chance", "max", SIGNIFICANCE),)
     # top1 is a rate over images: 5 is the smallest n at which even a perfect score can be told
     # from a coin flip at the 5% level (0.5^n < 0.05).
     min_sample = 5
@@ -24,10 +55,21 @@ class CleanAccuracy(Check):
     class Settings:
         per_class: bool = True
 
-    def run(self, ctx):
+    def run(self, ctx: AuditContext):
         clean = ctx.clean
         correct = clean.correct.float()
-        metrics = {"top1": float(correct.mean()), "n_images": float(len(clean))}
+        n, hits = len(clean), int(correct.sum())
+        counts = torch.bincount(clean.labels.long().cpu(), minlength=max(ctx.data.num_classes, 1))
+        chance = float(counts.max()) / n if n else math.nan
+        lo, hi = wilson_interval(hits, n)
+        metrics = {
+            "top1": float(correct.mean()),
+            "top1_ci_low": lo,
+            "top1_ci_high": hi,
+            "chance": chance,
+            "p_above_chance": binomial_upper_tail(hits, n, chance) if n else math.nan,
+            "n_images": float(n),
+        }
         details = {}
         if self.settings.per_class:
             per_class = {}
@@ -36,10 +78,9 @@ class CleanAccuracy(Check):
                 if bool(sel.any()):
                     per_class[name] = float(correct[sel].mean())
             details["per_class_top1"] = per_class
-        chance = 1.0 / max(ctx.data.num_classes, 1)
         return Findings(
             metrics=metrics,
-            message=f"{int(correct.sum())}/{len(clean)} correct (chance {chance:.3f})",
+            message=f"{hits}/{n} correct, top-1 {metrics['top1']:.3f} [{lo:.3f}, {hi:.3f}] (chance {chance:.3f}, p = {metrics['p_above_chance']:.2g})",
             details=details,
         )
 

@@ -437,10 +437,10 @@ def test_weak_baselines_are_named_in_the_markdown_summary_and_the_scorecard(smal
         baseline_epochs=1, device="cpu", md=str(tmp_path / "s.md"), html=str(tmp_path / "s.html"),
         json=str(tmp_path / "r.json"),
     )
-    assert run.exit_code == 0
+    assert run.exit_code in (0, 1)  # the audit ran; an untrained target may fail accuracy.clean's rule
     md = (tmp_path / "s.md").read_text()
     assert "Weak baselines (validation accuracy not above chance" in md and "resnet18 (" in md
-    assert "| resnet18 ⚠️ weak |" in md.splitlines()[4]  # the table's header
+    assert any("| resnet18 ⚠️ weak |" in line for line in md.splitlines() if line.startswith("| check"))  # the table header
     page = (tmp_path / "s.html").read_text()
     assert '<strong class="weak">weak baseline:</strong> validation accuracy' in page
     assert '<span class="weak-tag"' in page and "Weak baselines\n(resnet18) did not learn the task" in page
@@ -503,7 +503,7 @@ def test_a_baseline_that_crashes_is_left_out_and_the_audit_goes_on(small, tmp_pa
         TinyGAPNet(num_classes=small.num_classes), small, ["accuracy.clean"], baselines=["googlenet", "resnet18"],
         baseline_epochs=1, device="cpu", json=str(tmp_path / "r.json"), html=str(tmp_path / "s.html"),
     )
-    assert run.exit_code == 0
+    assert run.exit_code in (0, 1)  # the audit ran; an untrained target may fail accuracy.clean's rule
     assert sorted({r.model for r in run.results}) == ["resnet18", "target"]
     assert "<li>baseline googlenet left out: it could not be trained or loaded" in (tmp_path / "s.html").read_text()
     report = json.loads((tmp_path / "r.json").read_text())

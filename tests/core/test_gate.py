@@ -45,11 +45,13 @@ def test_bad_previous_reports_are_usage_errors(tmp_path):
 
 def test_compare_fails_the_run_and_md_lists_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # the untrained model is held to no accuracy rule here: only the comparison decides
+    (tmp_path / "auditkit.toml").write_text('[tool.auditkit.checks."accuracy.clean"]\nthresholds = { p_above_chance = false }\n')
     base = ["run", "--baselines", "none", "--checks", "accuracy.clean", "--model", FACTORY, "--data", DATA, "-q"]
     assert main([*base, "--json", "before.json"]) == 0
     before = json.loads((tmp_path / "before.json").read_text())
     top1 = before["results"][0]["metrics"]["top1"]
-    assert before["results"][0]["directions"] == {"top1": "higher"}
+    assert before["results"][0]["directions"]["top1"] == "higher"
     assert main([*base, "--json", "same.json", "--compare", "before.json"]) == 0
     before["results"][0]["metrics"]["top1"] = top1 + 0.5  # pretend it used to be much better
     (tmp_path / "better.json").write_text(json.dumps(before))

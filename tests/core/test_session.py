@@ -70,7 +70,8 @@ def test_clean_accuracy_matches_a_manual_forward_pass(tiny_data, tiny_model):
     expected = (preds == tiny_data.eval.labels).float().mean().item()
     assert run["accuracy.clean"].metrics["top1"] == pytest.approx(expected)
     assert run["accuracy.clean"].metrics["n_images"] == len(tiny_data.eval)
-    assert run.exit_code == ExitCode.OK
+    # the verdict is the default rule: significantly above the best constant answer
+    assert (run.exit_code == ExitCode.OK) == (run["accuracy.clean"].metrics["p_above_chance"] <= 0.05)
 
 
 def test_a_crashing_check_becomes_an_error_and_the_audit_goes_on(tiny_data, tiny_model):
@@ -174,7 +175,7 @@ def test_a_check_returning_the_wrong_type_is_an_error(tiny_data, tiny_model):
 def test_to_dataframe_has_one_row_per_metric(tiny_data, tiny_model):
     df = auditkit.audit(tiny_model, tiny_data, checks=["accuracy.clean"]).to_dataframe()
     assert list(df.columns) == ["check", "model", "role", "outcome", "metric", "value"]
-    assert sorted(df["metric"]) == ["n_images", "top1"]
+    assert sorted(df["metric"]) == ["chance", "n_images", "p_above_chance", "top1", "top1_ci_high", "top1_ci_low"]
 
 
 def test_black_box_callable_target(tiny_data, tiny_model):
@@ -338,3 +339,19 @@ def test_clean_pass_names_its_scores_and_never_hands_out_probabilities_as_logits
     assert torch.allclose(torch.softmax(white.log_probs / 2, 1), torch.softmax(logits / 2, 1), atol=1e-6)
     with pytest.raises(ValueError):
         CleanPass(logits, logits.argmax(1), None, score_kind="softmax")
+
+
+def test_a_check_can_announce_a_line_before_its_result(tiny_model, tiny_data, capsys):
+    class Loud(Check):
+        id = "test.loud"
+
+        def run(self, ctx):
+            ctx.announce("about 12 queries")
+            return Findings(metrics={"value": 1.0})
+
+    auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Loud)], autoload=False, verbose=0)
+    out = capsys.readouterr().out
+    assert "target :: test.loud: about 12 queries" in out
+    assert out.index("test.loud: about 12 queries") < out.index("target :: test.loud ..")
+    auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Loud)], autoload=False, verbose=-1)
+    assert "about 12 queries" not in capsys.readouterr().out

@@ -40,7 +40,7 @@ def test_the_command_waits_passively_unless_the_environment_says_otherwise(tmp_p
         env["OMP_WAIT_POLICY"] = given
     out = tmp_path / "r.json"
     subprocess.run([sys.executable, "-m", "auditkit", *ARGS, "--threads", "1", "--json", str(out)],
-                   cwd=tmp_path, env=env, check=True, capture_output=True)
+                   cwd=tmp_path, env=env, capture_output=True)  # exit 0 or 1: the untrained model may fail
     environment = json.loads(out.read_text())["environment"]
     assert environment["omp_wait_policy"] == (given or "PASSIVE")
     assert environment["threads"] == 1

@@ -292,10 +292,11 @@ def test_attacks_on_a_constant_model_are_insufficient_evidence_and_every_result_
         assert result.details["constant_predictions"] == constant
         assert "robust_acc@linf_8/255" in result.metrics
     accuracy = run["accuracy.clean"]
-    assert accuracy.outcome is Outcome.PASSED
+    assert accuracy.outcome is Outcome.FAILED  # a constant answer is never significantly above chance
+    assert accuracy.metrics["p_above_chance"] > 0.05
     assert f"note: target predicts class 1 ({name}) for all 8 images (constant predictions)" in accuracy.message
     assert accuracy.details["constant_predictions"] == constant
-    assert run.exit_code == 0
+    assert run.exit_code == 1
 
 
 def test_a_constant_baseline_is_reported_as_such_and_the_target_is_not(shapes):

@@ -151,6 +151,8 @@ def test_a_writer_failing_at_the_end_costs_no_other_output(cli, tmp_path, monkey
         raise OSError(28, "No space left on device", str(tmp_path / "j.xml"))
 
     monkeypatch.setattr(junit, "build_junit", disk_full)
+    # an audit that passes: the untrained model is held to no accuracy rule here
+    (tmp_path / "auditkit.toml").write_text('[tool.auditkit.checks."accuracy.clean"]\nthresholds = { p_above_chance = false }\n')
     result = cli(*RUN, "--json", "r.json", "--junitxml", "j.xml", "--md", "m.md", "--html", "s.html")
     assert_no_traceback(result)
     assert result.code == ExitCode.USAGE_ERROR  # the audit passed; an output is missing: never exit 0
