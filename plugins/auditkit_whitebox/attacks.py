@@ -4,6 +4,7 @@ unbounded attack, and minimal-epsilon search."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from auditkit.toolkit import (  # noqa: F401  (NORMS, budget_label, parse_budget
     oom_backoff,
     parse_budget,
 )
+
+from auditkit_whitebox.gradients import fgsm_step, pgd_linf_first_step
 
 METHODS = ("fgsm", "pgd")
 TARGETED_MODES = ("random", "least_likely")
@@ -120,6 +123,8 @@ def run_attack(
     labels: torch.Tensor,
     eps: float | torch.Tensor,
     targets: torch.Tensor | None = None,
+    *,
+    gradient: torch.Tensor | None = None,
 ) -> AttackOutcome:
     """Attack a batch with ``spec`` and score the result with one extra forward pass.
 
@@ -129,7 +134,14 @@ def run_attack(
     the images not yet fooled, and an image counts as fooled when any restart fooled it. Batches halve on
     CUDA out-of-memory. Every perturbation is checked against its budget and the [0,1] box
     (:func:`perturb`), since a budget overrun would silently overstate the attack's success.
+
+    ``gradient``, FGSM only: the clean-point gradient [B,3,H,W] of this loss target on these
+    images (:func:`~auditkit_whitebox.gradients.clean_gradient`); the step is then taken along
+    it (:func:`~auditkit_whitebox.gradients.fgsm_step`, bit-identical to torchattacks' and
+    within the budget by construction) and costs one forward pass, no backward.
     """
+    if gradient is not None and spec.method != "fgsm":
+        raise ValueError(f"a precomputed gradient makes an FGSM step, not {spec.describe()}")
     goal = labels if targets is None else targets
     per_image = isinstance(eps, torch.Tensor)
     success = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
@@ -141,12 +153,16 @@ def run_attack(
         if todo.numel() == 0:
             break
 
-        def attack_and_score(x: torch.Tensor, g: torch.Tensor, *budget: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            adv = perturb(module, spec, x, g, budget[0] if budget else eps, targeted=targets is not None)
+        def attack_and_score(x: torch.Tensor, g: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            budget = more[-1] if per_image else eps
+            if gradient is None:
+                adv = perturb(module, spec, x, g, budget, targeted=targets is not None)
+            else:
+                adv = fgsm_step(x, more[0], spec.norm, budget)
             with torch.no_grad():
                 return adv, module(adv)
 
-        extra = (eps[todo],) if per_image else ()
+        extra = ((gradient[todo],) if gradient is not None else ()) + ((eps[todo],) if per_image else ())
         adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
         if logits is None:
             logits = torch.empty(images.shape[0], out.shape[1], dtype=out.dtype, device=out.device)
@@ -167,6 +183,8 @@ def unbounded_attack(
     labels: torch.Tensor,
     steps: int,
     step_sizes: tuple[float, ...] = UNBOUNDED_STEP_SIZES,
+    *,
+    first_gradient: torch.Tensor | None = None,
 ) -> AttackOutcome:
     """An untargeted attack whose budget reaches any image: Linf PGD at eps = 1 from the clean
     image, with a step size that decays stage by stage.
@@ -184,6 +202,11 @@ def unbounded_attack(
     ordinary model keeps images that a smaller step reaches. An image counts as fooled when
     any stage fooled it; ``adversarial`` holds that stage's image, or the last stage's for
     images never fooled.
+
+    ``first_gradient``: the untargeted clean-point gradient of these images as torchattacks
+    computes it on this batch (:func:`~auditkit_whitebox.gradients.clean_gradient`), when it is
+    already known: the first step is then taken along it, in torchattacks' arithmetic, and
+    torchattacks goes on from there (the same restart of the projection as between stages).
     """
     stages = step_sizes[: max(1, min(steps, len(step_sizes)))]
     share, extra = divmod(steps, len(stages))
@@ -194,8 +217,14 @@ def unbounded_attack(
         todo = (~success).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
-        spec = AttackSpec("pgd", "linf", share + (i < extra), alpha, False, 1)
-        out = run_attack(module, spec, adversarial[todo], labels[todo], 1.0)
+        start, stage_steps = adversarial[todo], share + (i < extra)
+        if i == 0 and first_gradient is not None:
+            start, stage_steps = pgd_linf_first_step(start, first_gradient, alpha, 1.0), stage_steps - 1
+        if stage_steps:
+            spec = AttackSpec("pgd", "linf", stage_steps, alpha, False, 1)
+            out = run_attack(module, spec, start, labels[todo], 1.0)
+        else:
+            out = score(module, start, labels[todo])
         if logits is None:
             logits = torch.empty(images.shape[0], out.logits.shape[1], dtype=out.logits.dtype, device=images.device)
         adversarial[todo] = out.adversarial
@@ -205,49 +234,78 @@ def unbounded_attack(
     return AttackOutcome(success, adversarial, logits)
 
 
+def score(module: LogitsModule, adversarial: torch.Tensor, labels: torch.Tensor) -> AttackOutcome:
+    """The untargeted outcome of given adversarial images: one forward pass."""
+    with torch.no_grad():
+        logits = oom_backoff(module, adversarial)
+    return AttackOutcome(logits.argmax(1) != labels, adversarial, logits)
+
+
+# An attack at per-image budgets on some of the attacked images: (rows, eps) -> success bool
+# [len(rows)], rows long positions among the attacked images, eps one budget or a tensor [len(rows)].
+BudgetAttack = Callable[[torch.Tensor, float | torch.Tensor], torch.Tensor]
+
+
 def minimal_epsilon(
-    module: LogitsModule,
-    spec: AttackSpec,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    attack: BudgetAttack,
     grid: list[float],
     broken: torch.Tensor,
     *,
     bisection_steps: int,
     cap: float,
+    median_only: bool = True,
 ) -> torch.Tensor:
-    """The smallest budget at which ``spec`` fools each image, by bisection over epsilon.
+    """The smallest budget at which an attack fools each image, by bisection over epsilon.
 
-    ``broken`` [B, len(grid)] says which images the attack already fooled at each budget of
-    the increasing ``grid``; the first success brackets the answer between the grid point
-    before it (or 0) and that one. Images never fooled on the grid are probed at doubling
-    budgets up to ``cap``. Each bracket is then halved ``bisection_steps`` times with the
-    deterministic attack at per-image budgets. The result [B] is the smallest budget at which
-    an attack was seen to succeed (an upper bound on the true minimum), ``inf`` where none did.
+    ``broken`` [n, len(grid)] says which of the n attacked images the attack already fooled at
+    each budget of the increasing ``grid``; the first success brackets the answer between the
+    grid point before it (or 0) and that one. Images never fooled on the grid are probed at
+    doubling budgets up to ``cap``. Each bracket is then halved ``bisection_steps`` times with
+    ``attack``, the deterministic attack at per-image budgets. The result [n] is, per image,
+    the smallest budget at which an attack was seen to succeed (an upper bound on the true
+    minimum), ``inf`` where none did.
+
+    ``median_only``: search only where the answer can move the median of the result, which is
+    all the checks report. Before each round, an image whose bracket lies wholly at or below
+    the bracket of the median's order statistics (its upper end <= the lower bound of the
+    ``(n-1)//2``-th smallest answer), or wholly above them (its lower end >= the upper bound of
+    the ``n//2``-th), stops where it is: its entry stays a budget at which the attack succeeded
+    (or ``inf``), on its side of the median, so the median equals that of the full search
+    (each image's own bisection is unchanged; only images that cannot matter are skipped).
     """
-    spec = spec.deterministic()
-    device = images.device
+    n = broken.shape[0]
+    device = broken.device
     grid_t = torch.tensor(grid, dtype=torch.float32, device=device)
     found = broken.any(1)
     first = broken.float().argmax(1)
     hi = torch.where(found, grid_t[first], torch.full_like(grid_t[first], math.inf))
     lo = torch.where(found & (first > 0), grid_t[(first - 1).clamp(min=0)], torch.zeros_like(hi))
     lo = torch.where(found, lo, grid_t[-1].expand_as(lo))
+
+    def searched() -> torch.Tensor:
+        if not median_only or n == 0:
+            return torch.ones(n, dtype=torch.bool, device=device)
+        below = lo.sort().values[(n - 1) // 2]
+        above = hi.sort().values[n // 2]
+        return (hi > below) & (lo < above)
+
     probe = grid[-1]
-    while probe < cap and bool((~torch.isfinite(hi)).any()):
+    while probe < cap:
+        todo = ((~torch.isfinite(hi)) & searched()).nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
         probe = min(2 * probe, cap)
-        todo = (~torch.isfinite(hi)).nonzero().squeeze(1)
-        out = run_attack(module, spec, images[todo], labels[todo], probe)
-        hi[todo[out.success]] = probe
-        lo[todo[~out.success]] = probe
+        success = attack(todo, probe)
+        hi[todo[success]] = probe
+        lo[todo[~success]] = probe
     for _ in range(bisection_steps):
-        todo = torch.isfinite(hi).nonzero().squeeze(1)
+        todo = (torch.isfinite(hi) & searched()).nonzero().squeeze(1)
         if todo.numel() == 0:
             break
         mid = (lo[todo] + hi[todo]) / 2
-        out = run_attack(module, spec, images[todo], labels[todo], mid)
-        hi[todo] = torch.where(out.success, mid, hi[todo])
-        lo[todo] = torch.where(out.success, lo[todo], mid)
+        success = attack(todo, mid)
+        hi[todo] = torch.where(success, mid, hi[todo])
+        lo[todo] = torch.where(success, lo[todo], mid)
     return hi
 
 

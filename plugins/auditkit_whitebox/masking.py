@@ -10,6 +10,7 @@ import torch
 from auditkit import Check, Findings, Threshold, UsageError, skip
 from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff, wilson_interval
 
+from auditkit_whitebox import gradients
 from auditkit_whitebox.attacks import (
     NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, budget_label, input_gradient, run_attack,
     unbounded_attack,
@@ -166,16 +167,30 @@ class GradientMasking(Check):
                 reference_success.append(torch.zeros(0, len(ladder), dtype=torch.bool, device=ctx.device))
                 continue
             images, labels = batch.images[keep], labels_all[batch.index][keep]
-            grad = oom_backoff(lambda x, y: input_gradient(ctx.target, x, y), images, labels)
-            count["zero_grad"] += int((grad.flatten(1).abs().amax(1) == 0).sum())
-            count["fgsm"] += int(run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps).success.sum())
+            grad = None
+            if gradients.REUSE:
+                # The clean-point gradient whitebox.fgsm steps along, computed once per image:
+                # the zero test, FGSM and the unbounded attack's first step all read it.
+                grad = gradients.untargeted_gradients(ctx, module, batch.index[keep], images, labels)
+                zero = gradients.zero_gradient_rows(grad)
+                if bool(zero.any()):
+                    # The batch mean scales each gradient by 1/B: confirm on the summed loss
+                    # that a zero is no underflow of that scale.
+                    summed = oom_backoff(lambda x, y: input_gradient(ctx.target, x, y), images[zero], labels[zero])
+                    count["zero_grad"] += int(gradients.zero_gradient_rows(summed).sum())
+            else:
+                summed = oom_backoff(lambda x, y: input_gradient(ctx.target, x, y), images, labels)
+                count["zero_grad"] += int(gradients.zero_gradient_rows(summed).sum())
+            fgsm = run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps, gradient=grad)
+            count["fgsm"] += int(fgsm.success.sum())
             rungs = []
             for eps in ladder:
                 out = run_attack(module, reference, images, labels, eps)
                 ladder_fooled[eps] += int(out.success.sum())
                 rungs.append(out.success)
             reference_success.append(torch.stack(rungs, 1))
-            count["unbounded"] += int(unbounded_attack(module, images, labels, s.unbounded_steps).success.sum())
+            unbounded = unbounded_attack(module, images, labels, s.unbounded_steps, first_gradient=grad)
+            count["unbounded"] += int(unbounded.success.sum())
             for norm, eps in transfer:
                 spec = AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts)
                 transfer_fooled[(norm, eps)] += int(run_attack(module, spec, images, labels, eps).success.sum())

@@ -12,6 +12,7 @@ import torch
 from auditkit import Artifact, Check, Findings, Threshold, UsageError
 from auditkit.toolkit import AuditContext, Curve, LogitsModule, wilson_interval
 
+from auditkit_whitebox import gradients
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
 from auditkit_whitebox.attacks import (
     NORMS,
@@ -62,6 +63,8 @@ class FGSMSettings:
         ``all`` at every budget.
     :ivar bisection_steps: halvings of each image's epsilon bracket when searching the smallest
         budget that fools it (4 gives 1/16 of the grid spacing; 0 keeps the grid's resolution).
+        Only images whose bracket can still hold the median are searched, since the median is
+        what is reported; it comes out as if every image had been.
     :ivar min_eps_search_factor: images the grid does not fool are probed at doubling budgets up
         to this multiple of the largest budget (4: two doublings, 32/255 for the default Linf
         grid); an image still not fooled counts as ``inf``, so a model that is robust beyond
@@ -199,6 +202,14 @@ class _RobustAccuracy(Check):
     def attack_spec(self, norm: str) -> AttackSpec:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def clean_gradients(
+        self, ctx: AuditContext, module: LogitsModule, index: torch.Tensor, images: torch.Tensor,
+        labels: torch.Tensor, targets: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """The clean-point gradients this check's attacks step along, by loss target
+        (``"untargeted"`` or a targeted mode); empty for attacks that take their own."""
+        return {}
+
     def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         clean = ctx.clean
@@ -214,10 +225,12 @@ class _RobustAccuracy(Check):
         fooled = {("untargeted", norm, eps): 0 for norm, grid in budgets.items() for eps in grid}
         for mode in modes[1:]:
             fooled.update({(mode, norm, eps): 0 for norm, grid in targeted_grid.items() for eps in grid})
-        min_eps: dict[str, list[float]] = {norm: [] for norm in budgets}
+        broken: dict[str, list[torch.Tensor]] = {norm: [] for norm in budgets}
+        attacked: list[torch.Tensor] = []  # eval positions of the attacked images, in order
         examples: list[Artifact] = []
         module = LogitsModule(ctx.target)
         example_norm = next(iter(budgets))
+        image_shape: tuple[int, ...] = (3, 1, 1)  # of the attacked images, once there are any
 
         n_batches = -(-n_images // ctx.batch_size)
         desc = self.attack_spec(example_norm).method.upper()
@@ -225,39 +238,72 @@ class _RobustAccuracy(Check):
             keep = correct[batch.index]
             if not bool(keep.any()):
                 continue
-            images, labels = batch.images[keep], batch.labels[keep]
+            images, labels, index = batch.images[keep], batch.labels[keep], batch.index[keep]
+            attacked.append(index)
+            image_shape = tuple(images.shape[1:])
             clean_logits = clean.logits[batch.index][keep].float()
             targets = {}
             if "random" in modes:
                 targets["random"] = random_wrong_class(labels, num_classes, ctx.generator)
             if "least_likely" in modes:
                 targets["least_likely"] = least_likely_class(clean_logits, labels)
+            grads = self.clean_gradients(ctx, module, index, images, labels, targets)
             for norm, grid in budgets.items():
                 spec = self.attack_spec(norm)
-                broken, adversarial, adv_logits = [], [], []
+                hits, adversarial, adv_logits = [], [], []
                 for eps in grid:
-                    out = run_attack(module, spec, images, labels, eps)
+                    out = run_attack(module, spec, images, labels, eps, gradient=grads.get("untargeted"))
                     fooled[("untargeted", norm, eps)] += int(out.success.sum())
-                    broken.append(out.success)
+                    hits.append(out.success)
                     if norm == example_norm and len(examples) < s.examples:
                         adversarial.append(out.adversarial)
                         adv_logits.append(out.logits)
                     for mode in modes[1:] if eps in targeted_grid[norm] else ():
-                        hit = run_attack(module, spec, images, labels, eps, targets=targets[mode])
+                        hit = run_attack(
+                            module, spec, images, labels, eps, targets=targets[mode], gradient=grads.get(mode)
+                        )
                         fooled[(mode, norm, eps)] += int(hit.success.sum())
-                broken_t = torch.stack(broken, 1)
-                found = minimal_epsilon(
-                    module, spec, images, labels, grid, broken_t,
-                    bisection_steps=s.bisection_steps,
-                    cap=min(max_budget(norm, tuple(images.shape[1:])), s.min_eps_search_factor * grid[-1]),
-                )
-                min_eps[norm].extend(found.tolist())
+                broken[norm].append(torch.stack(hits, 1))
                 if adversarial:
                     examples += self._examples(
-                        ctx, spec, norm, grid, images, labels, clean_logits, broken_t, adversarial, adv_logits,
-                        s.examples - len(examples),
+                        ctx, spec, norm, grid, images, labels, clean_logits, broken[norm][-1], adversarial,
+                        adv_logits, s.examples - len(examples),
                     )
+
+        # The smallest fooling budgets, once every batch has bracketed its images on the grid:
+        # the search is confined to the images that can move the median (minimal_epsilon).
+        positions = torch.cat(attacked) if attacked else torch.zeros(0, dtype=torch.long, device=ctx.device)
+        min_eps: dict[str, list[float]] = {}
+        for norm, grid in budgets.items():
+            spec = self.attack_spec(norm).deterministic()
+            none = torch.zeros(0, len(grid), dtype=torch.bool, device=ctx.device)
+            found = minimal_epsilon(
+                lambda rows, eps, spec=spec: self._attack_rows(ctx, module, spec, positions[rows], eps),
+                grid,
+                torch.cat(broken[norm]) if broken[norm] else none,
+                bisection_steps=s.bisection_steps,
+                cap=min(max_budget(norm, image_shape), s.min_eps_search_factor * grid[-1]),
+                median_only=gradients.REUSE,
+            )
+            min_eps[norm] = found.tolist()
         return self._findings(budgets, modes, fooled, min_eps, n_images, n_correct, examples)
+
+    def _attack_rows(
+        self, ctx: AuditContext, module: LogitsModule, spec: AttackSpec, index: torch.Tensor, eps: float | torch.Tensor
+    ) -> torch.Tensor:
+        """Success bool [R] of ``spec`` (untargeted) on the evaluation images at eval positions
+        ``index`` (long [R], increasing), at one budget or per-image budgets [R], batch by batch."""
+        success = []
+        start = 0
+        for batch in ctx.data.batches("eval", ctx.batch_size, indices=index.tolist()):
+            batch = batch.to(ctx.device)
+            rows = slice(start, start + len(batch))
+            start += len(batch)
+            budget = eps[rows] if isinstance(eps, torch.Tensor) else eps
+            grads = self.clean_gradients(ctx, module, batch.index, batch.images, batch.labels, {})
+            out = run_attack(module, spec, batch.images, batch.labels, budget, gradient=grads.get("untargeted"))
+            success.append(out.success)
+        return torch.cat(success) if success else torch.zeros(0, dtype=torch.bool, device=ctx.device)
 
     def _findings(self, budgets, modes, fooled, min_eps, n_images, n_correct, examples) -> Findings:
         metrics: dict[str, float] = {
@@ -322,6 +368,8 @@ class _RobustAccuracy(Check):
                     "bisection over epsilon with the attack from the clean image, bracketed by the "
                     "epsilon grid (doubling past it up to min_eps_search_factor x the largest budget); "
                     "median over correctly classified images, inf where no budget fooled the image"
+                    + ("; images whose bracket cannot hold the median are not searched further (the "
+                       "median is that of the full search)" if gradients.REUSE else "")
                 ),
                 "rises_with_eps": rises,
             },
@@ -372,7 +420,10 @@ class FGSMRobustness(_RobustAccuracy):
     """Robust accuracy under the fast gradient sign method (one step per budget).
 
     Linf: x + eps * sign(grad); L2: x + eps * grad / ||grad||. Cheap and weak: its job is to be
-    the floor that PGD must beat (``whitebox.masking`` flags it when PGD does not).
+    the floor that PGD must beat (``whitebox.masking`` flags it when PGD does not). Each image's
+    gradient is computed once per loss target (untargeted, each targeted mode), as torchattacks
+    computes it, and every budget, norm and bisection step is one step along it and one
+    forward pass; the untargeted gradients are shared with ``whitebox.masking``.
 
     Pass/fail: robust accuracy is reported, not gated; the check fails when robust accuracy
     rises with epsilon beyond its 95% interval (see ``_RobustAccuracy``).
@@ -384,6 +435,14 @@ class FGSMRobustness(_RobustAccuracy):
 
     def attack_spec(self, norm: str) -> AttackSpec:
         return AttackSpec("fgsm", norm)
+
+    def clean_gradients(
+        self, ctx: AuditContext, module: LogitsModule, index: torch.Tensor, images: torch.Tensor,
+        labels: torch.Tensor, targets: dict[str, torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        # One gradient per image and loss target for every budget, norm and bisection step;
+        # the untargeted ones shared with whitebox.masking.
+        return gradients.clean_gradients_for(ctx, module, index, images, labels, targets)
 
 
 class PGDRobustness(_RobustAccuracy):

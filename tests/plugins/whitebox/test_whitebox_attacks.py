@@ -167,10 +167,18 @@ def test_minimal_epsilon_finds_the_exact_answer_on_a_linear_model(linear_problem
     spec = AttackSpec("fgsm", norm)
     grid = [0.004, 0.02] if norm == "linf" else [0.02, 0.1]
     broken = torch.stack([truth < e for e in grid], 1)  # what the grid attack found
-    found = minimal_epsilon(module, spec, p.images, p.labels, grid, broken, bisection_steps=18, cap=1.0)
+
+    def attack(rows, eps):
+        return run_attack(module, spec, p.images[rows], p.labels[rows], eps).success
+
+    found = minimal_epsilon(attack, grid, broken, bisection_steps=18, cap=1.0, median_only=False)
     assert bool((found >= truth * (1 - 1e-5)).all()), "reported a budget below the true minimum"
     # grid brackets are at most 4x the grid's largest step wide (doubling past it), 2^-18 after bisection
     assert torch.allclose(found, truth, rtol=0, atol=4 * grid[-1] / 2**18 + 1e-6)
+    # searching only where the median can move gives the same median
+    near = minimal_epsilon(attack, grid, broken, bisection_steps=18, cap=1.0)
+    assert median(near.tolist()) == median(found.tolist())
+    assert bool((near >= found).all())
 
 
 def test_input_gradient_is_zero_only_where_the_model_is_flat(linear_problem):
