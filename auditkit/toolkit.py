@@ -21,16 +21,28 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
   ``state_dict``/``model``/``model_state_dict`` keys, strips ``module.``/``_orig_mod.``).
 - Gradients and numerics: :func:`contiguous_gradient`, :data:`NO_INPUT_GRADIENT`,
   :func:`relative_tolerance`, :func:`oom_backoff` (batch-size backoff on CUDA OOM).
-- Attribution maps: :func:`grad_cam`, :func:`upsample`, :func:`minmax_normalize`.
+- Attribution maps: :func:`grad_cam`, :func:`upsample`, :func:`minmax_normalize`; the layer
+  Grad-CAM explains: :func:`choose_layer` (:class:`LayerChoice`, :func:`applied_setting`).
 - Localization metrics: :func:`pointing_hits`, :func:`center_hits`, :func:`energy_in_region`,
   :func:`pointing_tolerance_px`, :data:`POINTING_TOLERANCE_AT_224`, :func:`as_box_sets`,
-  :func:`box_masks`, :func:`boxes_from_masks`, :func:`peak_points`, :func:`is_constant`.
+  :func:`box_masks`, :func:`boxes_from_masks`, :func:`peak_points`, :func:`is_constant`,
+  :func:`connected_components`, :func:`largest_component_boxes`, :func:`box_iou`
+  (:data:`IOU_HIT`).
+- The localization rule, for any check that scores maps against objects: a batch's objects
+  (:func:`object_regions`, :class:`ObjectRegions`), the per-image scores and the metrics with
+  intervals and p-value (:class:`LocalizationScores`, :class:`ScoredMaps`), its settings
+  (:class:`LocalizationSettings`), what a check declares (:data:`LOCALIZATION_METRICS`,
+  :data:`LOCALIZATION_HEADLINE`, :data:`LOCALIZATION_DIRECTIONS`,
+  :data:`LOCALIZATION_THRESHOLDS`, :data:`LOCALIZATION_MIN_SAMPLE`) and its message
+  (:func:`localization_summary`, :func:`rule_text`).
 - Image similarity: :func:`ssim`, :func:`ssim_window` (:class:`SsimWindow`).
 - Attacks: :func:`build_attack` and :func:`craft` (torchattacks, configured once for every
   check; :data:`ATTACK_METHODS`), :class:`LogitsModule` (a Target or network as the module
   torchattacks attacks), :func:`missing_input_gradient`, :data:`NORMS`, :func:`budget_label`,
   :func:`parse_budget`.
-- Statistics: :func:`wilson_interval`.
+- Statistics: :func:`wilson_interval` (rates); :func:`paired_sign_test` (exact, McNemar's on
+  0/1 outcomes) with :func:`binomial_upper_tail`, :func:`bootstrap_mean_interval`,
+  :func:`spearman_rows` with :func:`average_ranks` (per-image scores).
 - Errors: :class:`UsageError` (the user's input is wrong: exit 4, one line),
   :class:`TargetError` (the model misbehaved: the check errors, the audit goes on).
 - Scorecard sections: :mod:`svg` (tables, line charts, figures, number formatting, escaping)
@@ -59,17 +71,34 @@ from auditkit.check import (
 from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData, Batch, TensorSplit
 from auditkit.errors import TargetError, UsageError
+from auditkit.layer_choice import LayerChoice, applied_setting, choose_layer
 from auditkit.localization import (
+    IOU_HIT,
+    LOCALIZATION_DIRECTIONS,
+    LOCALIZATION_HEADLINE,
+    LOCALIZATION_METRICS,
+    LOCALIZATION_MIN_SAMPLE,
+    LOCALIZATION_THRESHOLDS,
     POINTING_TOLERANCE_AT_224,
+    LocalizationScores,
+    LocalizationSettings,
+    ObjectRegions,
+    ScoredMaps,
     as_box_sets,
+    box_iou,
     box_masks,
     boxes_from_masks,
     center_hits,
+    connected_components,
     energy_in_region,
     is_constant,
+    largest_component_boxes,
+    localization_summary,
+    object_regions,
     peak_points,
     pointing_hits,
     pointing_tolerance_px,
+    rule_text,
 )
 from auditkit.markers import hookimpl
 from auditkit.models.format import ModelOptions
@@ -78,6 +107,7 @@ from auditkit.models.state_dict import load_state_dict, read_state_dict
 from auditkit.reporters import svg
 from auditkit.saliency import grad_cam, minmax_normalize, upsample
 from auditkit.similarity import SsimWindow, ssim, ssim_window
+from auditkit.statistics import average_ranks, binomial_upper_tail, bootstrap_mean_interval, paired_sign_test, spearman_rows
 from auditkit.stats import wilson_interval
 from auditkit.target import (
     NO_INPUT_GRADIENT,
@@ -105,13 +135,24 @@ __all__ = [
     "CurvePoint",
     "Findings",
     "GapHead",
+    "IOU_HIT",
+    "LOCALIZATION_DIRECTIONS",
+    "LOCALIZATION_HEADLINE",
+    "LOCALIZATION_METRICS",
+    "LOCALIZATION_MIN_SAMPLE",
+    "LOCALIZATION_THRESHOLDS",
+    "LayerChoice",
     "LayerInfo",
+    "LocalizationScores",
+    "LocalizationSettings",
     "LogitsModule",
     "ModelOptions",
     "NORMS",
     "NO_INPUT_GRADIENT",
+    "ObjectRegions",
     "Outcome",
     "POINTING_TOLERANCE_AT_224",
+    "ScoredMaps",
     "Skipped",
     "SsimWindow",
     "Target",
@@ -120,30 +161,43 @@ __all__ = [
     "Threshold",
     "UsageError",
     "XFailed",
+    "applied_setting",
     "as_box_sets",
+    "average_ranks",
+    "binomial_upper_tail",
+    "bootstrap_mean_interval",
+    "box_iou",
     "box_masks",
     "boxes_from_masks",
     "budget_label",
     "build_attack",
     "center_hits",
+    "choose_layer",
+    "connected_components",
     "contiguous_gradient",
     "craft",
     "energy_in_region",
     "grad_cam",
     "hookimpl",
     "is_constant",
+    "largest_component_boxes",
     "load_model",
     "load_state_dict",
+    "localization_summary",
     "minmax_normalize",
     "missing_input_gradient",
+    "object_regions",
     "oom_backoff",
+    "paired_sign_test",
     "parse_budget",
     "peak_points",
     "pointing_hits",
     "pointing_tolerance_px",
     "read_state_dict",
     "relative_tolerance",
+    "rule_text",
     "skip",
+    "spearman_rows",
     "ssim",
     "ssim_window",
     "svg",

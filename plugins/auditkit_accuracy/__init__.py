@@ -9,24 +9,10 @@ import torch
 
 import auditkit
 from auditkit import Check, Findings, Threshold
-from auditkit.toolkit import AuditContext, wilson_interval
+from auditkit.toolkit import AuditContext, binomial_upper_tail, wilson_interval
 
 # The default pass rule's one-sided significance level.
 SIGNIFICANCE = 0.05
-
-
-def binomial_upper_tail(successes: int, n: int, p: float) -> float:
-    """P(X >= successes) for X ~ Binomial(n, p): the exact one-sided p-value of ``successes``
-    correct answers out of ``n`` against a success rate ``p`` (float64, summed in log space)."""
-    if successes <= 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    k = torch.arange(successes, n + 1, dtype=torch.float64)
-    dist = torch.distributions.Binomial(total_count=n, probs=torch.tensor(p, dtype=torch.float64))
-    return float(min(1.0, torch.logsumexp(dist.log_prob(k), dim=0).exp()))
 
 
 class CleanAccuracy(Check):

@@ -10,9 +10,7 @@ import torch
 
 import auditkit
 from auditkit import Batch, UsageError
-from auditkit.toolkit import AuditContext, grad_cam, oom_backoff, upsample
-
-from auditkit_gradcam.layer_choice import LayerChoice, applied_setting, choose_layer
+from auditkit.toolkit import AuditContext, LayerChoice, applied_setting, choose_layer, grad_cam, oom_backoff, upsample
 
 EXPLAINED_CLASSES = ("label", "predicted")
 

@@ -8,7 +8,7 @@ from torch import nn
 import auditkit
 from auditkit import AuditData, Outcome, TensorSplit
 import auditkit_accuracy
-from auditkit_accuracy import binomial_upper_tail
+from auditkit.toolkit import binomial_upper_tail
 
 
 class Lookup(nn.Module):
