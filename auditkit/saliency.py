@@ -7,15 +7,31 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from auditkit.layouts import ActivationLayout
+
 
 def grad_cam(
-    target: Any, images: torch.Tensor, classes: torch.Tensor, layer: str, *, relu: bool = True
+    target: Any,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    layer: str,
+    *,
+    relu: bool = True,
+    layout: ActivationLayout | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grad-CAM maps at ``layer``'s resolution, and the logits.
 
     alpha_k = spatial mean of d y_c / d A^k; map = ReLU(sum_k alpha_k A^k) (no ReLU with
-    ``relu=False``). One forward and one backward for the whole batch; the backward stops
-    at the layer's activations (no parameter gradients are computed or stored).
+    ``relu=False``) (Selvaraju et al. 2017). One forward and one backward for the whole batch;
+    the backward stops at the layer's activations (no parameter gradients are computed or
+    stored).
+
+    A layer whose output is not channels first (a ViT block's tokens ``[B,N,C]``, a Swin
+    stage's ``[B,h,w,C]``) is read through its ``layout``: the activations and their
+    gradients are rearranged to ``[B,C,h,w]``, class and register tokens dropped, before the
+    weights are taken, exactly as pytorch-grad-cam's documented ``reshape_transform`` for ViT
+    and Swin does. ``layout`` defaults to the one the target's probe recorded for ``layer``
+    (:attr:`LayerInfo.layout`), else channels first.
 
     The layer's output is captured *before* anything downstream can modify it: the hook
     hands the rest of the network a copy, so a following in-place ReLU (torchvision AlexNet's
@@ -25,14 +41,20 @@ def grad_cam(
     :param target: a white-box ``auditkit.Target`` (images in [0,1] pixel space).
     :param images: float [B,3,H,W] on the target's device.
     :param classes: long [B], the class whose score y_c is explained for each image.
-    :param layer: module name in ``target.model`` whose output A is [B,K,h,w].
+    :param layer: module name in ``target.model`` whose output holds an h x w grid.
+    :param layout: where the grid is in the layer's output (:class:`~auditkit.layouts.ActivationLayout`).
     :returns: (maps [B,h,w], logits [B,num_classes] detached).
+    :raises ValueError: the layer does not run, the logits do not depend on it, or its output
+        does not fit ``layout``.
     """
+    if layout is None:
+        layout = _recorded_layout(target, layer)
     store: dict[str, torch.Tensor] = {}
 
     def hook(module: Any, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
-            raise ValueError(f"Grad-CAM layer {layer!r} must output [B,K,h,w], got {type(output).__name__}")
+        if not isinstance(output, torch.Tensor):
+            raise ValueError(f"Grad-CAM layer {layer!r} must output a tensor, got {type(output).__name__}")
+        layout.to_nchw(output)  # raises on a shape that does not fit, before any work is done
         store["a"] = output
         return output.clone()
 
@@ -51,11 +73,30 @@ def grad_cam(
                 raise ValueError(f"the logits do not depend on Grad-CAM layer {layer!r}; expected a layer the logits are computed through")
     finally:
         handle.remove()
+    grads = layout.to_nchw(grads)
     weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = (weights * activations.detach()).sum(dim=1)
+    cam = (weights * layout.to_nchw(activations.detach())).sum(dim=1)
     if relu:
         cam = F.relu(cam)
     return cam, logits.detach()
+
+
+# Channels first at whatever grid the output has (ActivationLayout.to_nchw only checks the
+# rank for this kind): the behaviour for layers the probe did not record.
+_CHANNELS_FIRST = ActivationLayout("nchw", (0, 0))
+
+
+def _recorded_layout(target: Any, layer: str) -> ActivationLayout:
+    """The layout the probe recorded for ``layer``; channels first when there is no record
+    (an unprobed copy) or the record holds no grid (the hook then says what is wrong)."""
+    try:
+        infos = target.layers
+    except (AttributeError, RuntimeError):
+        infos = []
+    recorded = [info.layout for info in infos if info.name == layer]
+    if recorded and recorded[-1] is not None:
+        return recorded[-1]
+    return _CHANNELS_FIRST
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from auditkit.errors import TargetError, UsageError
+from auditkit.layouts import ActivationLayout, infer_layouts
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,6 +210,25 @@ def _input_gradient(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor | Non
     return grad
 
 
+def declared_input_size(model: nn.Module) -> tuple[int, int] | None:
+    """The image size ``(H, W)`` a model says it takes, when it says so: timm's
+    ``pretrained_cfg["input_size"]`` or a ``patch_embed.img_size``, Hugging Face's
+    ``config.image_size``. None for the rest (most CNNs take any size)."""
+    embed = getattr(model, "patch_embed", None)
+    size = getattr(embed, "img_size", None) if embed is not None and getattr(embed, "strict_img_size", True) else None
+    if size is None:
+        config = getattr(model, "config", None)
+        size = getattr(config, "image_size", None)
+    if size is None:
+        cfg = getattr(model, "pretrained_cfg", None)
+        size = cfg.get("input_size")[-2:] if isinstance(cfg, dict) and cfg.get("input_size") else None
+    if isinstance(size, int):
+        return (size, size)
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(isinstance(v, int) for v in size):
+        return (int(size[0]), int(size[1]))
+    return None
+
+
 def _lowest_precision(dtypes: Sequence[torch.dtype]) -> torch.dtype:
     floating = [d for d in dtypes if d.is_floating_point]
     if not floating:
@@ -218,12 +238,18 @@ def _lowest_precision(dtypes: Sequence[torch.dtype]) -> torch.dtype:
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """A hookable module seen during the probe forward pass, in call order."""
+    """A hookable module seen during the probe forward pass, in call order.
+
+    ``layout`` says where the image grid is in the output (channels first or last, or tokens,
+    :class:`~auditkit.layouts.ActivationLayout`), or is None, with ``no_grid`` saying why
+    (a vector, attention weights, a layer inside a transformer block)."""
 
     name: str
     module: nn.Module = field(repr=False, compare=False)
     output_shape: tuple[int, ...]
     order: int
+    layout: ActivationLayout | None = None
+    no_grid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +258,16 @@ class GapHead:
 
     ``pool`` is the pooling module's name: its *input* is the feature map f_k(i,j) that the
     class activation map is built from. ``weight`` [K,C] and ``bias`` [K] are the linear
-    layer's parameters (views of the model's own; never modify them)."""
+    layer's parameters (views of the model's own; never modify them). ``feature_shape`` is
+    the feature map's ``(C, h, w)``.
+
+    Transformers pool over tokens or a channels-last grid: ``layout`` then says where the
+    grid is in the feature tensor (:class:`~auditkit.layouts.ActivationLayout`; None means
+    channels first), and ``features`` whether the feature map is the ``"pool input"`` (a
+    pooling module, as timm's Swin head) or the ``"layer output"`` of the module ``pool``
+    names, when ``forward`` takes the mean over the patch tokens itself (timm's ViT with
+    ``global_pool="avg"``: ``x[:, num_prefix_tokens:].mean(1)``). The mean over the grid is
+    then global average pooling, and the CAM identities hold as for a CNN."""
 
     pool: str
     linear: str
@@ -240,6 +275,8 @@ class GapHead:
     bias: torch.Tensor | None = field(repr=False)
     feature_shape: tuple[int, ...]
     between: tuple[str, ...] = ()
+    layout: ActivationLayout | None = None
+    features: str = "pool input"
 
 
 @runtime_checkable
@@ -446,15 +483,18 @@ class Target:
             inputs = inputs.to(dtype)  # a .half() / bfloat16 model takes inputs of its own dtype
         try:
             out = self.model(inputs.contiguous())
-        except RuntimeError as exc:
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            # RuntimeError: a shape mismatch inside torch; AssertionError and ValueError: a
+            # model that checks its input size itself (timm's ViT asserts, Hugging Face raises)
+            first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
             if self.input_size is not None and tuple(x.shape[1:]) != tuple(self.input_size):
                 raise TargetError(
                     f"{self.name}: model rejected input of shape {list(x.shape[1:])}; "
-                    f"it expects {list(self.input_size)} ({str(exc).splitlines()[0]})"
+                    f"it expects {list(self.input_size)} ({first})"
                 ) from exc
-            raise TargetError(
-                f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {str(exc).splitlines()[0]}"
-            ) from exc
+            declared = declared_input_size(self.model)
+            hint = f"; the model declares {declared[0]}x{declared[1]} px input" if declared and tuple(x.shape[-2:]) != declared else ""
+            raise TargetError(f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {first}{hint}") from exc
         try:
             logits, choice = _select_logits(out, self.num_classes_hint, batch=int(x.shape[0]))
         except TargetError as exc:
@@ -520,14 +560,20 @@ class Target:
         self.num_classes = int(logits.shape[1])
         if self.input_size is None:
             self.input_size = tuple(int(s) for s in example.shape[1:])
+        recorded = [(i, name, module, tuple(out.shape)) for i, (name, module, out, _) in enumerate(calls) if isinstance(out, torch.Tensor)]
+        layouts = infer_layouts(
+            [(name, module, shape) for _, name, module, shape in recorded],
+            tuple(example.shape[-2:]),
+            int(example.shape[0]),
+        )
         self._layers = [
-            LayerInfo(name, module, tuple(out.shape), i)
-            for i, (name, module, out, _) in enumerate(calls)
-            if isinstance(out, torch.Tensor)
+            LayerInfo(name, module, shape, i, layout, why)
+            for (i, name, module, shape), (layout, why) in zip(recorded, layouts)
         ]
         self.compute_dtype = _lowest_precision([logits.dtype] + [out.dtype for _, _, out, _ in calls if out is not None])
         if self.hookable:
-            self._gap_head, self.gap_head_reason = _detect_gap_head(calls, self.num_classes)
+            layout_of = {i: layout for (i, *_), (layout, _) in zip(recorded, layouts)}
+            self._gap_head, self.gap_head_reason = _detect_gap_head(calls, self.num_classes, layout_of)
         else:
             self._gap_head = None
             self.gap_head_reason = "its layers cannot be hooked (TorchScript or torch.export), so its head cannot be seen"
@@ -807,14 +853,25 @@ def _storer(store: dict[str, torch.Tensor], name: str) -> Callable:
 
 
 def _detect_gap_head(
-    calls: list[tuple[str, nn.Module, Any, Any]], num_classes: int
+    calls: list[tuple[str, nn.Module, Any, Any]], num_classes: int, layout_of: Mapping[int, ActivationLayout | None] | None = None
 ) -> tuple[GapHead | None, str | None]:
     """Structural detection: the last module called is a Linear producing the logits, and the
     only modules between it and a global average pool are pass-throughs (dropout, flatten,
     identity). Returns the head, or None and why there is none. Numerical confirmation (does
-    the CAM identity hold?) is the CAM check's job."""
+    the CAM identity hold?) is the CAM check's job.
+
+    A pool over tokens or a channels-last grid (``layout_of``: the layout of each call's
+    output, by position in ``calls``) counts when its output is, on the probe's images, the
+    mean over the grid positions of its input; so does ``forward``'s own mean over the patch
+    tokens of the last layer before the linear one."""
+    layout_of = layout_of or {}
     # Only leaf modules matter: a container's call wraps its children's.
-    leaves = [c for c in calls if not any(True for _ in c[1].children())]
+    leaves = [(i, c) for i, c in enumerate(calls) if not any(True for _ in c[1].children())]
+    # pass-throughs after the linear layer (timm's ClassifierHead ends with an Identity flatten)
+    while len(leaves) > 1 and isinstance(leaves[-1][1][1], _PASSTHROUGH) and _is_logits(leaves[-1][1][2], num_classes):
+        leaves.pop()
+    positions = [i for i, _ in leaves]
+    leaves = [c for _, c in leaves]
     if not leaves:
         return None, "no layer ran as a module during the probe, so its head cannot be seen"
     lin_name, lin, lin_out, lin_in = leaves[-1]
@@ -844,9 +901,110 @@ def _detect_gap_head(
                 feature_shape=tuple(int(s) for s in feat.shape[1:]),
                 between=tuple(reversed(between)),
             ), None
+        grid = _grid_mean(calls, positions[position], layout_of, lin, lin_in)
+        if grid is not None:
+            layout, features = grid
+            return GapHead(
+                pool=name,
+                linear=lin_name,
+                weight=lin.weight,
+                bias=lin.bias,
+                feature_shape=(int(features.shape[-1]), *layout.grid),
+                between=tuple(reversed(between)),
+                layout=layout,
+                features="pool input" if features is feat else "layer output",
+            ), None
         blocker = position
         break
+    if blocker is not None:
+        why = _why_no_token_head(calls, positions[blocker], layout_of, lin_name, lin_in)
+        if why is not None:
+            return None, why
     return None, _why_no_gap_head(calls, leaves, blocker)
+
+
+def _why_no_token_head(
+    calls: list[tuple[str, nn.Module, Any, Any]],
+    position: int,
+    layout_of: Mapping[int, ActivationLayout | None],
+    lin_name: str,
+    lin_in: Any,
+) -> str | None:
+    """Why a transformer's head is no GAP head: it reads the class token, or a norm sits
+    between the mean over the grid and the linear layer (timm's ``fc_norm``). None when
+    neither is what the probe saw."""
+    name, module, out, feat = calls[position]
+    layout = layout_of.get(position)
+    if (
+        layout is not None and layout.kind == "tokens" and layout.prefix_tokens > 0
+        and isinstance(lin_in, torch.Tensor) and lin_in.ndim == 2 and out.shape[-1] == lin_in.shape[-1]
+        and torch.allclose(lin_in.detach().float(), out[:, 0].detach().float(), rtol=1e-5, atol=1e-6)
+    ):
+        return (
+            f"the linear layer '{lin_name}' reads the class token of '{name}', not a mean over the image grid, so "
+            "there is no class activation map (the head of a ViT with global_pool='token')"
+        )
+    if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
+        return None
+    for i in range(position - 1, -1, -1):
+        source = layout_of.get(i)
+        src_out = calls[i][2]
+        if source is None or source.kind == "nchw" or src_out.shape[-1] != feat.shape[-1]:
+            continue
+        try:
+            mean = source.to_nchw(src_out.detach()).float().mean(dim=(2, 3))
+        except ValueError:
+            continue
+        if mean.shape == feat.shape and torch.allclose(mean, feat.detach().float(), rtol=1e-4, atol=1e-5):
+            kind = "norm" if isinstance(module, _NORMS) or "Norm" in type(module).__name__ else "layer"
+            return (
+                f"a {kind} ({type(module).__name__} '{name}') sits between the mean over the grid of '{calls[i][0]}' "
+                f"and the linear layer '{lin_name}'"
+            )
+        break
+    return None
+
+
+def _is_logits(out: Any, num_classes: int) -> bool:
+    return isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[-1] == num_classes
+
+
+def _grid_mean(
+    calls: list[tuple[str, nn.Module, Any, Any]],
+    position: int,
+    layout_of: Mapping[int, ActivationLayout | None],
+    lin: nn.Linear,
+    lin_in: Any,
+) -> tuple[ActivationLayout, torch.Tensor] | None:
+    """The layout and the tensor whose mean over the grid is what the linear layer ``lin``
+    reads, when the call at ``position`` is such a mean (a pooling module over tokens or
+    channels last: its input) or produced the tensor ``forward`` takes the mean of (its
+    output); None otherwise. Read on the probe's images, to float rounding."""
+    name, module, out, feat = calls[position]
+    if out is None:
+        return None
+    candidates = []
+    own = layout_of.get(position)
+    if own is not None and own.kind != "nchw" and isinstance(lin_in, torch.Tensor):
+        candidates.append((own, out, lin_in))  # forward() takes the mean of this output
+    if isinstance(feat, torch.Tensor):
+        source = [i for i in range(position) if calls[i][2] is feat]
+        layout = layout_of.get(source[-1]) if source else None
+        if layout is not None and layout.kind != "nchw":
+            candidates.append((layout, feat, out))  # this module pools its input
+    for layout, features, pooled in candidates:
+        if features.shape[-1] != lin.in_features:
+            continue
+        try:
+            mean = layout.to_nchw(features.detach()).float().mean(dim=(2, 3))
+        except ValueError:
+            continue
+        pooled = pooled.detach().float()
+        if pooled.reshape(mean.shape[0], -1).shape == mean.shape and torch.allclose(
+            pooled.reshape(mean.shape), mean, rtol=1e-4, atol=1e-5 * float(mean.abs().max().clamp_min(1))
+        ):
+            return layout, features
+    return None
 
 
 def _why_no_gap_head(calls: list[tuple[str, nn.Module, Any, Any]], leaves: list, blocker: int | None) -> str:

@@ -22,7 +22,9 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
 - Gradients and numerics: :func:`contiguous_gradient`, :data:`NO_INPUT_GRADIENT`,
   :func:`relative_tolerance`, :func:`oom_backoff` (batch-size backoff on CUDA OOM).
 - Attribution maps: :func:`grad_cam`, :func:`upsample`, :func:`minmax_normalize`; the layer
-  Grad-CAM explains: :func:`choose_layer` (:class:`LayerChoice`, :func:`applied_setting`).
+  Grad-CAM explains: :func:`choose_layer` (:class:`LayerChoice`, :func:`applied_setting`);
+  where the image grid is in a layer's output (channels first or last, ViT tokens):
+  :class:`ActivationLayout`, as the probe records it in :attr:`LayerInfo.layout`.
 - Localization metrics: :func:`pointing_hits`, :func:`center_hits`, :func:`energy_in_region`,
   :func:`pointing_tolerance_px`, :data:`POINTING_TOLERANCE_AT_224`, :func:`as_box_sets`,
   :func:`box_masks`, :func:`boxes_from_masks`, :func:`peak_points`, :func:`is_constant`,
@@ -72,6 +74,7 @@ from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData, Batch, TensorSplit
 from auditkit.errors import TargetError, UsageError
 from auditkit.layer_choice import LayerChoice, applied_setting, choose_layer
+from auditkit.layouts import ActivationLayout
 from auditkit.localization import (
     IOU_HIT,
     LOCALIZATION_DIRECTIONS,
@@ -122,6 +125,7 @@ from auditkit.target import (
 
 __all__ = [
     "ATTACK_METHODS",
+    "ActivationLayout",
     "Artifact",
     "AuditContext",
     "AuditData",

@@ -13,6 +13,7 @@ import auditkit
 from auditkit import Artifact, Check, Findings, UsageError
 from auditkit.toolkit import (
     AuditContext,
+    GapHead,
     POINTING_TOLERANCE_AT_224,
     as_box_sets,
     box_masks,
@@ -163,7 +164,7 @@ class CamConsistency(Check):
         feature_dtypes: set[torch.dtype] = set()
 
         def measure(images: torch.Tensor, cls: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
-            return _measure(ctx.target, head.pool, weight, bias, images, cls, reference, feature_dtypes)
+            return _measure(ctx.target, head, weight, bias, images, cls, reference, feature_dtypes)
 
         tally = _Tally()
         overlays: list[Artifact] = []
@@ -236,7 +237,7 @@ class CamConsistency(Check):
             failures.append(failure + _tf32_hint(ctx.device))
         if not tally.gradcam_rel <= bound:
             failures.append(
-                f"Grad-CAM identity {GRAD_CAM_IDENTITY} at the input of '{head.pool}' broken: max abs error "
+                f"Grad-CAM identity {GRAD_CAM_IDENTITY} at the {'output' if head.features == 'layer output' else 'input'} of '{head.pool}' broken: max abs error "
                 f"{tally.gradcam_abs:.3g} (image {tally.gradcam_worst}; max relative error {tally.gradcam_rel:.3g} "
                 f"> {_bar(automatic, dtype_name, rtol)}): the gradient of the logit "
                 "with respect to the features is not "
@@ -264,6 +265,8 @@ class CamConsistency(Check):
                 "linear": head.linear,
                 "between": list(head.between),
                 "feature_shape": list(head.feature_shape),
+                "features": head.features,
+                **({"layout": head.layout.to_details()} if head.layout is not None else {}),
             },
             "cam_class": cam_class,
             "identity_rtol": bound,
@@ -282,7 +285,7 @@ class CamConsistency(Check):
 
 def _measure(
     target: Any,
-    pool: str,
+    head: GapHead,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     images: torch.Tensor,
@@ -298,10 +301,12 @@ def _measure(
     # their layer's output is this same tensor: the identities need the whole feature map
     # (CAM_c = w_c . f, its magnitude scales, the logits from it) and Grad-CAM in float64 from
     # it, which the shared float32 maps (ReLU'd, summed over channels) no longer hold.
-    feature_pass = pool_input_pass(target, pool, images, classes)
+    pool = head.pool
+    feature_pass = pool_input_pass(target, pool, images, classes, layout=head.layout, features=head.features)
     if not feature_pass.gradient_reaches_features:
+        where = "output" if head.features == "layer output" else "input"
         auditkit.skip(
-            f"no gradient reaches the feature layer (the input of '{pool}', the map CAM is built from): "
+            f"no gradient reaches the feature layer (the {where} of '{pool}', the map CAM is built from): "
             "forward() detaches it or computes it under torch.no_grad(), so Grad-CAM and its identity with "
             "CAM are undefined for this model"
         )
@@ -311,7 +316,7 @@ def _measure(
     hooked = logit_identity_errors(features, weight, bias, feature_pass.logits)
     grad_cam = grad_cam_identity_errors(feature_pass.grad_cam, features, weight, classes)
     cam = class_activation_maps(features.double(), weight, classes)
-    mirrored = pool_input_pass(target, pool, images.flip(-1)).features
+    mirrored = pool_input_pass(target, pool, images.flip(-1), layout=head.layout, features=head.features).features
     return {
         "logit_abs": real.abs_err,
         "logit_rel": real.rel_err,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from auditkit import Target, TargetError
+from auditkit.toolkit import ActivationLayout
 
 # Floor for the scales that errors are divided by: a scale of exactly zero means both sides of
 # the identity are exactly zero, and 0 / tiny stays 0 instead of becoming NaN.
@@ -52,7 +53,7 @@ class IdentityErrors:
 
 
 @contextlib.contextmanager
-def capture_pool_input(pool: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+def capture_pool_input(pool: nn.Module, *, output: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Record the input of ``pool`` on every forward pass inside the block::
 
         with capture_pool_input(target.layer(head.pool)) as store:
@@ -60,16 +61,22 @@ def capture_pool_input(pool: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         store["features"]  # [B,C,h,w], the pool's input on its last call, still in the graph
 
     The pool's input is by definition the feature map the CAM is built from, whichever
-    module (or functional code in ``forward``) produced it. The hook only reads; it is
-    removed when the block ends, whatever happens inside it.
+    module (or functional code in ``forward``) produced it. With ``output=True`` the module's
+    output is recorded instead: the tokens a transformer's ``forward`` averages itself
+    (``GapHead.features == "layer output"``). The hook only reads; it is removed when the
+    block ends, whatever happens inside it.
     """
     store: dict[str, torch.Tensor] = {}
 
-    def hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+    def pre_hook(module: nn.Module, inputs: tuple[Any, ...]) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor):
             store["features"] = inputs[0]
 
-    handle = pool.register_forward_pre_hook(hook)
+    def hook(module: nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            store["features"] = out
+
+    handle = pool.register_forward_hook(hook) if output else pool.register_forward_pre_hook(pre_hook)
     try:
         yield store
     finally:
@@ -77,7 +84,13 @@ def capture_pool_input(pool: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def pool_input_pass(
-    target: Target, pool: str, images: torch.Tensor, classes: torch.Tensor | None = None
+    target: Target,
+    pool: str,
+    images: torch.Tensor,
+    classes: torch.Tensor | None = None,
+    *,
+    layout: ActivationLayout | None = None,
+    features: str = "pool input",
 ) -> FeaturePass:
     """Run ``target`` on ``images`` once, recording the input of the module named ``pool``.
 
@@ -87,35 +100,48 @@ def pool_input_pass(
     no parameter gradient is computed or stored, and it covers every path from the features
     to the logit, not only the one through the pool.
 
+    A transformer's head (:class:`auditkit.GapHead` with a ``layout``) pools tokens or a
+    channels-last grid: the features (and their gradients) are rearranged to ``[B,C,h,w]``
+    through ``layout``, class and register tokens dropped; with ``features="layer output"``
+    they are the output of ``pool`` rather than its input.
+
     :param target: a white-box ``auditkit.Target`` (images in [0,1] pixel space).
-    :param pool: name of the pooling module in ``target.model``.
+    :param pool: name of the pooling module in ``target.model`` (or of the layer whose output
+        ``forward`` averages).
     :param images: float [B,3,H,W] on the target's device.
     :param classes: long [B] or None.
-    :raises TargetError: the pool was not called, or its input is not a [B,C,h,w] tensor.
+    :raises TargetError: the pool was not called, or its input is not a [B,C,h,w] tensor (or
+        does not fit ``layout``).
     """
     want_grad = classes is not None
     # The images, not the parameters, are made to require grad, so the features are in the
     # graph even when the user froze every parameter.
     x = images.detach().requires_grad_(want_grad)
-    with capture_pool_input(target.layer(pool)) as store, torch.set_grad_enabled(want_grad):
+    captured = "output" if features == "layer output" else "input"
+    with capture_pool_input(target.layer(pool), output=captured == "output") as store, torch.set_grad_enabled(want_grad):
         logits = target(x)
-        features = store.get("features")
-        if features is None:
-            raise TargetError(f"{target.name}: the pooling module {pool!r} was not called during the forward pass")
-        if features.ndim != 4 or features.shape[0] != images.shape[0]:
+        raw = store.get("features")
+        if raw is None:
+            raise TargetError(f"{target.name}: the module {pool!r} was not called during the forward pass")
+        try:
+            grid = raw if layout is None else layout.to_nchw(raw)
+        except ValueError as exc:
+            raise TargetError(f"{target.name}: the {captured} of {pool!r}: {exc}") from None
+        if grid.ndim != 4 or grid.shape[0] != images.shape[0]:
             raise TargetError(
-                f"{target.name}: the input of {pool!r} has shape {list(features.shape)}; "
+                f"{target.name}: the {captured} of {pool!r} has shape {list(raw.shape)}; "
                 f"expected a feature map [batch={images.shape[0]}, channels, h, w]"
             )
         cam = None
         grads = None
-        if want_grad and logits.requires_grad and features.requires_grad:
+        if want_grad and logits.requires_grad and raw.requires_grad:
             score = logits.gather(1, classes.view(-1, 1).to(logits.device)).sum()
-            (grads,) = torch.autograd.grad(score, features, allow_unused=True)
+            (grads,) = torch.autograd.grad(score, raw, allow_unused=True)
         if grads is not None:
+            grads = grads if layout is None else layout.to_nchw(grads)
             alpha = grads.double().mean(dim=(2, 3))
-            cam = F.relu(torch.einsum("bc,bchw->bhw", alpha, features.detach().double()))
-    return FeaturePass(features.detach(), logits.detach(), cam, gradient_reaches_features=not want_grad or grads is not None)
+            cam = F.relu(torch.einsum("bc,bchw->bhw", alpha, grid.detach().double()))
+    return FeaturePass(grid.detach(), logits.detach(), cam, gradient_reaches_features=not want_grad or grads is not None)
 
 
 def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

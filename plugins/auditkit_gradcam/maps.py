@@ -157,7 +157,7 @@ class Explainer:
         unnormalized), with batch-size backoff on CUDA out-of-memory."""
 
         def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            cams, _ = grad_cam(target, x, c, self.layer.name)
+            cams, _ = grad_cam(target, x, c, self.layer.name, layout=self.layer.grid_layout)
             return cams
 
         return oom_backoff(compute, images, classes)

@@ -313,7 +313,7 @@ class _Agreement:
         name = self.layer.name
 
         def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            cams, _ = grad_cam(self.ctx.target, x, c, name)
+            cams, _ = grad_cam(self.ctx.target, x, c, name, layout=self.layer.grid_layout)
             return cams
 
         cams = upsample(oom_backoff(compute, images, classes), tuple(images.shape[-2:]))

@@ -172,3 +172,21 @@ def _fit(model: nn.Module, steps: int, seed: int, loss_of, n: int, batch: int = 
     optimizer.zero_grad(set_to_none=True)
     for p in model.parameters():
         p.grad = None
+
+
+def pgc_normalize(maps: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's scale_cam_image on [B,h,w]: x - min, then / (1e-7 + max). Its epsilon
+    matters for random-weight models, whose maps can be 1e-5 small, so comparisons use it on
+    both sides."""
+    flat = maps.flatten(1)
+    flat = flat - flat.amin(dim=1, keepdim=True)
+    return (flat / (1e-7 + flat.amax(dim=1, keepdim=True))).view_as(maps)
+
+
+def pgc_pipeline(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Raw Grad-CAM maps [B,h,w] as pytorch-grad-cam returns them: normalized at the layer's
+    resolution, resized bilinearly to the input, normalized again."""
+    from auditkit.saliency import upsample
+
+    size = (size, size) if isinstance(size, int) else size
+    return pgc_normalize(upsample(pgc_normalize(maps), size))

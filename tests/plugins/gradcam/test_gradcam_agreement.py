@@ -13,20 +13,12 @@ import torchvision
 import auditkit
 from auditkit import Target
 from auditkit.saliency import grad_cam, upsample
-from gradcam_models import ColourEvidenceNet, two_squares
+from gradcam_models import ColourEvidenceNet, pgc_pipeline, two_squares
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 
 SIZE = 112
-
-
-def _pgc_normalize(maps: torch.Tensor) -> torch.Tensor:
-    # pytorch-grad-cam's scale_cam_image: x - min, then / (1e-7 + max). Its epsilon matters for
-    # random-weight models, whose maps can be 1e-5 small, so the comparison uses it on both sides.
-    flat = maps.flatten(1)
-    flat = flat - flat.amin(dim=1, keepdim=True)
-    return (flat / (1e-7 + flat.amax(dim=1, keepdim=True))).view_as(maps)
 
 
 def _minmax(maps: torch.Tensor) -> torch.Tensor:
@@ -54,11 +46,6 @@ def _pytorch_grad_cam(model: torch.nn.Module, layer: str, x: torch.Tensor, class
     return torch.from_numpy(np.asarray(maps))
 
 
-def _pgc_pipeline(maps: torch.Tensor, size: int) -> torch.Tensor:
-    # pytorch-grad-cam normalizes at the layer's resolution, resizes, then normalizes again
-    return _pgc_normalize(upsample(_pgc_normalize(maps), (size, size)))
-
-
 def _captum(model: torch.nn.Module, layer: str, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     from captum.attr import LayerGradCam
 
@@ -84,7 +71,7 @@ def test_resnet18_maps_equal_pytorch_grad_cam_and_captum(resnet18, inputs, layer
     ours = _ours(resnet18, layer, x, classes)
     assert (ours.flatten(1).amax(dim=1) > 0).all()  # no empty map: the comparison means something
     theirs = _pytorch_grad_cam(resnet18, layer, x, classes)
-    assert (_pgc_pipeline(ours, SIZE) - theirs).abs().max() < 1e-4
+    assert (pgc_pipeline(ours, SIZE) - theirs).abs().max() < 1e-4
     captum = _captum(resnet18, layer, x, classes)
     assert (_minmax(ours) - _minmax(captum)).abs().max() < 1e-4
     # upsampled to the input as captum does it (bilinear), after normalization
@@ -109,11 +96,11 @@ def test_alexnet_in_place_relu_trap():
         if isinstance(module, torch.nn.ReLU):
             module.inplace = False
     correct = _pytorch_grad_cam(safe, "features.10", x, classes)
-    assert (_pgc_pipeline(ours, SIZE) - correct).abs().max() < 1e-4
+    assert (pgc_pipeline(ours, SIZE) - correct).abs().max() < 1e-4
     assert (_minmax(ours) - _minmax(_captum(alexnet, "features.10", x, classes))).abs().max() < 1e-4
 
     trapped = _pytorch_grad_cam(alexnet, "features.10", x, classes)
-    assert (_pgc_pipeline(ours, SIZE) - trapped).flatten(1).abs().amax(dim=1).max() > 0.1
+    assert (pgc_pipeline(ours, SIZE) - trapped).flatten(1).abs().amax(dim=1).max() > 0.1
 
 
 def test_colour_detector_map_is_exactly_the_colour_mask():

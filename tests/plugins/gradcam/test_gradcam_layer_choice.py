@@ -106,7 +106,7 @@ def test_overrides_per_model_and_for_the_target(resnet18_target):
     ("layer", "message"),
     [
         ("layer5", "has no layer 'layer5'"),
-        ("fc", "outputs shape [2, 4]; expected a spatial output"),
+        ("fc", "outputs shape [2, 4] (output [4] is not a grid); expected an output over the image grid"),
         ("layer4.1.relu", "runs 2 times per forward pass"),
     ],
 )
