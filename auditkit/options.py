@@ -150,7 +150,7 @@ class Option:
 # Order: the order of Config's fields and of the report's config section.
 OPTIONS: tuple[Option, ...] = (
     Option("model", str, flags=("--model",), file_key="model", python_api=False,
-           help="torchvision:NAME, file.py:factory, module:factory, a .pt2 or TorchScript file"),
+           help="torchvision:NAME, timm:NAME, file.py:factory, module:factory, a .pt2, TorchScript or ONNX file, or an http(s) endpoint"),
     Option("weights", str, flags=("--weights",), file_key="weights",
            help="state_dict for the model (loaded with weights_only=True)"),
     Option("weights_dir", str, flags=("--weights-dir",), file_key="weights_dir", metavar="DIR",

@@ -4,6 +4,7 @@
 # The built-in model formats, each owning the specs of its form (no two own the same spec).
 MODEL_FORMATS = (
     "auditkit.models.torchvision_names",
+    "auditkit.models.timm_names",
     "auditkit.models.factory",
     "auditkit.models.exported",
     "auditkit.models.torchscript",

@@ -17,7 +17,7 @@ from auditkit.markers import hookimpl
 from auditkit.target import Target
 
 SPEC_FORMS: tuple[str, ...] = (
-    "torchvision:NAME[?weights=ENUM_NAME|DEFAULT]",
+    "torchvision:NAME[?weights=ENUM_NAME|DEFAULT] or timm:NAME[.TAG][?pretrained=true]",
     "path/to/file.py:factory or package.module:factory (state_dict via --weights PATH)",
     "a .pt2 torch.export archive",
     "a TorchScript file (.pt, .pth, .ts, .jit)",
@@ -35,9 +35,9 @@ class ModelOptions:
     """How to load a model spec; filled from the command line and config.
 
     Attributes:
-        weights: path to a state_dict (``--weights``) for a factory or torchvision spec.
+        weights: path to a state_dict (``--weights``) for a factory, torchvision or timm spec.
         num_classes: size of the classifier head to build; ``None`` keeps the default
-            (1000 for torchvision, the factory's own default otherwise).
+            (1000 for torchvision, timm's for timm, the factory's own default otherwise).
         trust_pickle: allow unpickling a full ``torch.save``'d module (runs arbitrary code).
         device: where :class:`~auditkit.target.Target` puts the model on entry, a
             ``torch.device`` (a string such as ``"cuda:0"`` is converted once, here;
@@ -47,7 +47,8 @@ class ModelOptions:
         weights_dir: a directory searched, before the torch hub cache, for pretrained
             torchvision checkpoints (files named as in the weights' URL).
         offline: never download pretrained weights (also ``AUDITKIT_OFFLINE=1``): a missing
-            checkpoint is then an error naming the file to put in the torch hub cache.
+            checkpoint is then an error naming the file to put in the torch hub cache (the
+            Hugging Face cache for timm).
         seed: seeds the random initialization of what the spec builds (a ``torchvision:``
             architecture without weights, a factory's model), so the same seed gives the same
             model; drawn on a forked generator, leaving the caller's random stream as it was.
@@ -84,9 +85,9 @@ def is_http_spec(spec: str) -> bool:
 
 def factory_parts(spec: str) -> tuple[str, str] | None:
     """``(source, attribute)`` of a ``path/to/file.py:factory`` or ``package.module:factory``
-    spec, else None (``torchvision:NAME`` and URLs are not factories)."""
+    spec, else None (``torchvision:NAME``, ``timm:NAME`` and URLs are not factories)."""
     match = FACTORY_SPEC.match(spec)
-    if not match or spec.startswith("torchvision:") or is_http_spec(spec):
+    if not match or spec.startswith(("torchvision:", "timm:")) or is_http_spec(spec):
         return None
     source = match["source"]
     if source.endswith(".py") or _MODULE_NAME.match(source):
@@ -149,7 +150,7 @@ def refuse_weights(spec: str, options: Any, what: str) -> None:
     "a TorchScript file", "an ONNX file", ...)."""
     if getattr(options, "weights", None):
         raise UsageError(
-            f"model {spec!r}: {what} carries its own weights; --weights applies to torchvision: and factory specs"
+            f"model {spec!r}: {what} carries its own weights; --weights applies to torchvision:, timm: and factory specs"
         )
 
 
