@@ -2,7 +2,7 @@
 gradient with respect to the layer's activations."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,12 +73,55 @@ def grad_cam(
                 raise ValueError(f"the logits do not depend on Grad-CAM layer {layer!r}; expected a layer the logits are computed through")
     finally:
         handle.remove()
-    grads = layout.to_nchw(grads)
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = (weights * layout.to_nchw(activations.detach())).sum(dim=1)
-    if relu:
-        cam = F.relu(cam)
-    return cam, logits.detach()
+    return grad_cam_from(layout.to_nchw(activations.detach()), layout.to_nchw(grads), relu=relu), logits.detach()
+
+
+def grad_cam_from(activations: torch.Tensor, gradients: torch.Tensor, *, relu: bool = True) -> torch.Tensor:
+    """Grad-CAM maps [B,h,w] from a layer's activations A and the gradients d y_c / d A, both
+    [B,K,h,w]: ReLU(sum_k mean_ij(d y_c / d A^k) A^k), in their dtype. The one formula
+    :func:`grad_cam` uses, for a check that has both from a pass of its own (so that its
+    maps are bit for bit those :func:`grad_cam` computes)."""
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activations).sum(dim=1)
+    return F.relu(cam) if relu else cam
+
+
+def evaluation_maps_key(layer: str, explains: str, n_images: int) -> tuple[str, str, str, int]:
+    """The ``ctx.shared`` key of the :class:`EvaluationMaps` of one model for Grad-CAM at
+    ``layer`` explaining ``explains`` (``"label"`` or ``"predicted"``) over ``n_images``
+    evaluation images: every check that computes those maps fills and reads the same store."""
+    return ("gradcam.maps", layer, explains, n_images)
+
+
+class EvaluationMaps:
+    """Raw Grad-CAM maps of the audited model for the evaluation images, one row per image (its
+    position in the eval split), at the layer's resolution: ``[n_images, h, w]`` on the device.
+
+    One per model, layer and explained-class mode, held in the model's shared store
+    (``ctx.shared``, under :func:`evaluation_maps_key`) so that every check reads the same
+    maps of the clean images: each image's map is computed once, by the first check whose
+    batch reaches it (a Grad-CAM check, or cam.consistency's own pass at the same layer), and
+    only for images some check looks at. A filled row never changes.
+    """
+
+    def __init__(self, n_images: int, device: torch.device):
+        self._filled = torch.zeros(n_images, dtype=torch.bool, device=device)
+        self._maps: torch.Tensor | None = None  # [n_images, h, w], allocated once h and w are known
+
+    def rows(self, index: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
+        copy. ``compute()`` returns the maps of all B images; it is called only when some of
+        them are not filled yet. The whole batch is computed, not only its missing images, so
+        that each map comes out of a batch of the check that asked first, exactly as that
+        check computes it when it runs alone."""
+        new = ~self._filled[index]
+        if self._maps is None or bool(new.any()):
+            fresh = compute()
+            if self._maps is None:
+                self._maps = fresh.new_zeros((self._filled.shape[0], *fresh.shape[1:]))
+            self._maps[index[new]] = fresh[new]
+            self._filled[index[new]] = True
+        return self._maps[index]
 
 
 # Channels first at whatever grid the output has (ActivationLayout.to_nchw only checks the

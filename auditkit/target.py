@@ -267,7 +267,10 @@ class GapHead:
     pooling module, as timm's Swin head) or the ``"layer output"`` of the module ``pool``
     names, when ``forward`` takes the mean over the patch tokens itself (timm's ViT with
     ``global_pool="avg"``: ``x[:, num_prefix_tokens:].mean(1)``). The mean over the grid is
-    then global average pooling, and the CAM identities hold as for a CNN."""
+    then global average pooling, and the CAM identities hold as for a CNN.
+
+    ``feature_layer`` names the module whose output the feature map is (ResNet's ``layer4``),
+    when the probe saw one; Grad-CAM at that layer explains the same tensor."""
 
     pool: str
     linear: str
@@ -277,6 +280,7 @@ class GapHead:
     between: tuple[str, ...] = ()
     layout: ActivationLayout | None = None
     features: str = "pool input"
+    feature_layer: str | None = None
 
 
 @runtime_checkable
@@ -483,18 +487,8 @@ class Target:
             inputs = inputs.to(dtype)  # a .half() / bfloat16 model takes inputs of its own dtype
         try:
             out = self.model(inputs.contiguous())
-        except (RuntimeError, AssertionError, ValueError) as exc:
-            # RuntimeError: a shape mismatch inside torch; AssertionError and ValueError: a
-            # model that checks its input size itself (timm's ViT asserts, Hugging Face raises)
-            first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
-            if self.input_size is not None and tuple(x.shape[1:]) != tuple(self.input_size):
-                raise TargetError(
-                    f"{self.name}: model rejected input of shape {list(x.shape[1:])}; "
-                    f"it expects {list(self.input_size)} ({first})"
-                ) from exc
-            declared = declared_input_size(self.model)
-            hint = f"; the model declares {declared[0]}x{declared[1]} px input" if declared and tuple(x.shape[-2:]) != declared else ""
-            raise TargetError(f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {first}{hint}") from exc
+        except RuntimeError as exc:  # a shape mismatch inside torch
+            raise self._rejected(x, exc) from exc
         try:
             logits, choice = _select_logits(out, self.num_classes_hint, batch=int(x.shape[0]))
         except TargetError as exc:
@@ -504,6 +498,17 @@ class Target:
                 f"{self.name}: expected logits [batch={x.shape[0]}, classes], got shape {list(logits.shape)}"
             )
         return logits, choice
+
+    def _rejected(self, x: torch.Tensor, exc: BaseException) -> TargetError:
+        """The one-line error for a model that refused the images ``x``."""
+        first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        if self.input_size is not None and tuple(x.shape[1:]) != tuple(self.input_size):
+            return TargetError(
+                f"{self.name}: model rejected input of shape {list(x.shape[1:])}; it expects {list(self.input_size)} ({first})"
+            )
+        declared = declared_input_size(self.model)
+        hint = f"; the model declares {declared[0]}x{declared[1]} px input" if declared and tuple(x.shape[-2:]) != declared else ""
+        return TargetError(f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {first}{hint}")
 
     def _parameter_dtype(self) -> torch.dtype | None:
         for p in self.model.parameters():
@@ -547,6 +552,10 @@ class Target:
                 with torch.enable_grad():
                     logits, self.output_choice = self._forward(x)
                     grad = _input_gradient(logits, x)
+            except (AssertionError, ValueError) as exc:
+                # A model that checks its input itself (timm's ViT asserts the image size,
+                # Hugging Face's raises ValueError): the first forward is where that shows.
+                raise self._rejected(example, exc) from exc
             except (RuntimeError, TargetError):
                 # A forward that cannot run with gradients on (e.g. .numpy() inside): no gradient
                 # reaches the input. Run it as the audit will, without them; its errors are real.
@@ -900,6 +909,7 @@ def _detect_gap_head(
                 bias=lin.bias,
                 feature_shape=tuple(int(s) for s in feat.shape[1:]),
                 between=tuple(reversed(between)),
+                feature_layer=_producer(calls, positions[position], feat),
             ), None
         grid = _grid_mean(calls, positions[position], layout_of, lin, lin_in)
         if grid is not None:
@@ -913,6 +923,7 @@ def _detect_gap_head(
                 between=tuple(reversed(between)),
                 layout=layout,
                 features="pool input" if features is feat else "layer output",
+                feature_layer=_producer(calls, positions[position], feat) if features is feat else name,
             ), None
         blocker = position
         break
@@ -962,6 +973,15 @@ def _why_no_token_head(
                 f"and the linear layer '{lin_name}'"
             )
         break
+    return None
+
+
+def _producer(calls: list[tuple[str, nn.Module, Any, Any]], position: int, tensor: Any) -> str | None:
+    """The module whose output ``tensor`` is, the last before the call at ``position`` (a
+    container returning its last child's output wins over the child, as in the layer choice)."""
+    for i in range(position - 1, -1, -1):
+        if calls[i][2] is tensor:
+            return calls[i][0]
     return None
 
 

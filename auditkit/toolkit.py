@@ -21,7 +21,9 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
   ``state_dict``/``model``/``model_state_dict`` keys, strips ``module.``/``_orig_mod.``).
 - Gradients and numerics: :func:`contiguous_gradient`, :data:`NO_INPUT_GRADIENT`,
   :func:`relative_tolerance`, :func:`oom_backoff` (batch-size backoff on CUDA OOM).
-- Attribution maps: :func:`grad_cam`, :func:`upsample`, :func:`minmax_normalize`; the layer
+- Attribution maps: :func:`grad_cam` (:func:`grad_cam_from`), :func:`upsample`,
+  :func:`minmax_normalize`; the clean images' maps every check of a model shares
+  (:class:`EvaluationMaps` under :func:`evaluation_maps_key` in ``ctx.shared``); the layer
   Grad-CAM explains: :func:`choose_layer` (:class:`LayerChoice`, :func:`applied_setting`);
   where the image grid is in a layer's output (channels first or last, ViT tokens):
   :class:`ActivationLayout`, as the probe records it in :attr:`LayerInfo.layout`.
@@ -108,7 +110,7 @@ from auditkit.models.format import ModelOptions
 from auditkit.models.loaders import load_model
 from auditkit.models.state_dict import load_state_dict, read_state_dict
 from auditkit.reporters import svg
-from auditkit.saliency import grad_cam, minmax_normalize, upsample
+from auditkit.saliency import EvaluationMaps, evaluation_maps_key, grad_cam, grad_cam_from, minmax_normalize, upsample
 from auditkit.similarity import SsimWindow, ssim, ssim_window
 from auditkit.statistics import average_ranks, binomial_upper_tail, bootstrap_mean_interval, paired_sign_test, spearman_rows
 from auditkit.stats import wilson_interval
@@ -137,6 +139,7 @@ __all__ = [
     "CleanPass",
     "Curve",
     "CurvePoint",
+    "EvaluationMaps",
     "Findings",
     "GapHead",
     "IOU_HIT",
@@ -181,7 +184,9 @@ __all__ = [
     "contiguous_gradient",
     "craft",
     "energy_in_region",
+    "evaluation_maps_key",
     "grad_cam",
+    "grad_cam_from",
     "hookimpl",
     "is_constant",
     "largest_component_boxes",

@@ -28,7 +28,9 @@ import auditkit
 import auditkit_gradcam.maps
 from auditkit.context import AuditContext
 
-CHECKS = ["gradcam.localization", "gradcam.faithfulness", "gradcam.randomization", "cam.consistency"]
+# cam.consistency first, as in a default audit (checks run sorted by id): its identity pass fills
+# the maps the Grad-CAM checks read
+CHECKS = ["cam.consistency", "gradcam.localization", "gradcam.faithfulness", "gradcam.randomization"]
 
 
 class LayerPasses:

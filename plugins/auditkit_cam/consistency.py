@@ -13,6 +13,7 @@ import auditkit
 from auditkit import Artifact, Check, Findings, UsageError
 from auditkit.toolkit import (
     AuditContext,
+    EvaluationMaps,
     GapHead,
     POINTING_TOLERANCE_AT_224,
     as_box_sets,
@@ -20,6 +21,8 @@ from auditkit.toolkit import (
     boxes_from_masks,
     center_hits,
     energy_in_region,
+    evaluation_maps_key,
+    grad_cam_from,
     oom_backoff,
     pointing_hits,
     pointing_tolerance_px,
@@ -166,12 +169,20 @@ class CamConsistency(Check):
         def measure(images: torch.Tensor, cls: torch.Tensor, reference: torch.Tensor) -> dict[str, torch.Tensor]:
             return _measure(ctx.target, head, weight, bias, images, cls, reference, feature_dtypes)
 
+        # The maps of this pass are the gradcam checks' maps when they explain the layer whose
+        # output is the feature map, for the same classes: computed here once for all of them.
+        shared_maps = None
+        if head.feature_layer is not None:
+            key = evaluation_maps_key(head.feature_layer, cam_class, ctx.n_images)
+            shared_maps = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
         tally = _Tally()
         overlays: list[Artifact] = []
         n_batches = -(-ctx.n_images // ctx.batch_size)
         for batch in ctx.progress(ctx.batches(), total=n_batches, desc="CAM identities"):
             index = batch.index.to(clean.preds.device)
             out = oom_backoff(measure, batch.images, classes[index], clean.logits[index])
+            if shared_maps is not None:
+                shared_maps.rows(batch.index.to(ctx.device), lambda: out["layer_grad_cam"])
             tally.add_identities(out, batch.index)
             boxes = batch.boxes
             if boxes is None and batch.masks is not None:
@@ -318,6 +329,9 @@ def _measure(
     cam = class_activation_maps(features.double(), weight, classes)
     mirrored = pool_input_pass(target, pool, images.flip(-1), layout=head.layout, features=head.features).features
     return {
+        # Grad-CAM at the feature map in its own dtype, by the formula the gradcam checks use:
+        # shared with them when they explain the layer that produces it (see run)
+        "layer_grad_cam": grad_cam_from(features, feature_pass.gradients),
         "logit_abs": real.abs_err,
         "logit_rel": real.rel_err,
         "logit_worst": real.worst,

@@ -28,12 +28,15 @@ class FeaturePass:
     gradient reaches the features. ``gradient_reaches_features`` is False when classes were
     given and autograd finds no path from the logits back to the features (a detach, or a
     ``torch.no_grad()`` block, in ``forward``): Grad-CAM is then undefined, not zero.
+    ``gradients`` [B,C,h,w] are the d y_c / d f_k(i,j) ``grad_cam`` came from, in the
+    features' dtype, or None.
     """
 
     features: torch.Tensor
     logits: torch.Tensor
     grad_cam: torch.Tensor | None = None
     gradient_reaches_features: bool = True
+    gradients: torch.Tensor | None = None
 
 
 @dataclass
@@ -141,7 +144,9 @@ def pool_input_pass(
             grads = grads if layout is None else layout.to_nchw(grads)
             alpha = grads.double().mean(dim=(2, 3))
             cam = F.relu(torch.einsum("bc,bchw->bhw", alpha, grid.detach().double()))
-    return FeaturePass(grid.detach(), logits.detach(), cam, gradient_reaches_features=not want_grad or grads is not None)
+    return FeaturePass(
+        grid.detach(), logits.detach(), cam, gradient_reaches_features=not want_grad or grads is not None, gradients=grads
+    )
 
 
 def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -4,13 +4,23 @@ computed once per model for all of them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 import auditkit
 from auditkit import Batch, UsageError
-from auditkit.toolkit import AuditContext, LayerChoice, applied_setting, choose_layer, grad_cam, oom_backoff, upsample
+from auditkit.toolkit import (
+    AuditContext,
+    EvaluationMaps,
+    LayerChoice,
+    applied_setting,
+    choose_layer,
+    evaluation_maps_key,
+    grad_cam,
+    oom_backoff,
+    upsample,
+)
 
 EXPLAINED_CLASSES = ("label", "predicted")
 
@@ -64,36 +74,6 @@ def check_fraction(where: str, name: str, value: Any, *, open_low: bool = True) 
         raise UsageError(f"{where}: {name} must be a number in {interval}, got {value!r}")
 
 
-class EvaluationMaps:
-    """Raw Grad-CAM maps of the audited model for the evaluation images, one row per image (its
-    position in the eval split), at the layer's resolution: ``[n_images, h, w]`` on the device.
-
-    One per model, layer and explained-class mode, held in the model's shared store
-    (``ctx.shared``) so that every Grad-CAM check reads the same maps of the clean images:
-    each image's map is computed once, by the first check whose batch reaches it, and only
-    for images some check looks at. A filled row never changes.
-    """
-
-    def __init__(self, n_images: int, device: torch.device):
-        self._filled = torch.zeros(n_images, dtype=torch.bool, device=device)
-        self._maps: torch.Tensor | None = None  # [n_images, h, w], allocated once h and w are known
-
-    def rows(self, index: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
-        copy. ``compute()`` returns the maps of all B images; it is called only when some of
-        them are not filled yet. The whole batch is computed, not only its missing images, so
-        that each map comes out of a batch of the check that asked first, exactly as that
-        check computes it when it runs alone."""
-        new = ~self._filled[index]
-        if self._maps is None or bool(new.any()):
-            fresh = compute()
-            if self._maps is None:
-                self._maps = fresh.new_zeros((self._filled.shape[0], *fresh.shape[1:]))
-            self._maps[index[new]] = fresh[new]
-            self._filled[index[new]] = True
-        return self._maps[index]
-
-
 class Explainer:
     """Grad-CAM for one check on one model: the layer, the class explained per image, and
     maps upsampled to the input size, batch by batch on the device.
@@ -140,7 +120,7 @@ class Explainer:
         as by :meth:`maps`. Read from the model's shared :class:`EvaluationMaps`: computed
         here only for images that no Grad-CAM check of this model has explained yet."""
         ctx = self.ctx
-        key = ("gradcam.maps", self.layer.name, self.explains, ctx.n_images)
+        key = evaluation_maps_key(self.layer.name, self.explains, ctx.n_images)
         store = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
         raw = store.rows(batch.index.to(ctx.device), lambda: self.raw_maps(ctx.target, batch.images, self.classes(batch)))
         return upsample(raw, tuple(batch.images.shape[-2:]))

@@ -38,15 +38,34 @@ def cascade_blocks(model: nn.Module, call_order: list[str], body: str = "") -> l
     """The model's blocks with parameters, from the logits down.
 
     Blocks are the children of the model's body (``body``: the qualified name of the network
-    inside single-child wrappers, ``Target.body_name``; "" for the model itself), with
-    containers (``Sequential``, ``ModuleList``, ``ModuleDict``) opened up into their children,
-    recursively: ResNet's ``fc``, ``layer4.1``, ``layer4.0``, ..., ``conv1``; AlexNet's
-    classifier and feature layers one by one. Names are qualified inside ``model``, so a
-    wrapped ResNet gives ``net.fc``, ``net.layer4.1``, ... in the same order as the plain one.
-    They are ordered by when their forward pass ends (``call_order``, module names in call
-    order, as ``Target.layers``), last first; blocks that do not run (auxiliary heads in eval
-    mode) are left out. Parameters held by the body itself or by the wrappers around it come
-    last. A parameter shared by two blocks belongs to the first one randomized.
+    inside single-child wrappers, ``Target.body_name``; "" for the model itself), opened up
+    recursively into their children where they group too much to be one step:
+
+    * containers (``Sequential``, ``ModuleList``, ``ModuleDict``) always: ResNet's ``fc``,
+      ``layer4.1``, ``layer4.0``, ..., ``conv1``; AlexNet's classifier and feature layers one
+      by one;
+    * any other module that holds more than half of the body's parameters and a stack of
+      blocks (a container of modules with children of their own): a sub-network or a stage,
+      not a block; the modules of the same class beside it (the other stages) are opened up
+      with it. Hugging Face's ``ViTForImageClassification`` gives ``classifier``,
+      ``vit.layernorm``, ``vit.layers.11``, ..., ``vit.layers.0``, ``vit.embeddings`` instead
+      of ``classifier`` and the whole ``vit``; torchvision's ViT opens its ``encoder`` into
+      ``encoder.ln`` and the encoder layers; timm's Swin and ConvNeXt come out block by block
+      (``layers.3.blocks.1``, ``layers.3.blocks.0``, ``layers.3.downsample``, ...), as
+      torchvision's ConvNeXt, a Sequential of stages, does; a CNN behind a parameter-free
+      module in a Sequential (``Sequential(normalize, resnet)``) gives ResNet's blocks. A
+      transformer block holds no stack, so a lone block stays one step. In torchvision's
+      CNNs (and timm's ResNets and EfficientNets) no module holding a stack holds half of the
+      parameters (the layers that do, AlexNet's and VGG's first linear layers, have no
+      children), so their blocks are the ones of the rule above.
+
+    Names are qualified inside ``model``, so a wrapped ResNet gives ``net.fc``,
+    ``net.layer4.1``, ... in the same order as the plain one. They are ordered by when their
+    forward pass ends (``call_order``, module names in call order, as ``Target.layers``), last
+    first; blocks that do not run (auxiliary heads in eval mode) are left out. Parameters held
+    directly by the body, by the wrappers around it or by a module opened up (a ViT's class
+    token and position embedding) come last, as one step. A parameter shared by two blocks
+    belongs to the first one randomized.
     """
     position: dict[str, int] = {}
     for i, name in enumerate(call_order):
@@ -59,7 +78,11 @@ def cascade_blocks(model: nn.Module, call_order: list[str], body: str = "") -> l
 
     root = model.get_submodule(body) if body else model
     prefix = f"{body}." if body else ""
-    candidates = [(name, module) for name, module in _blocks_of(root, prefix) if any(True for _ in module.parameters())]
+    opened: list[str] = []
+    candidates = [
+        (name, module) for name, module in _blocks_of(root, prefix, _n_parameters(root), opened)
+        if any(True for _ in module.parameters())
+    ]
     timed = sorted(((ran_at(name), name, module) for name, module in candidates if ran_at(name) >= 0), reverse=True)
     seen: set[int] = set()
     blocks = []
@@ -71,27 +94,51 @@ def cascade_blocks(model: nn.Module, call_order: list[str], body: str = "") -> l
                 owned.append(pname)
         if owned:
             blocks.append(Block(name, tuple(owned)))
-    # The body and the wrappers around it: "" and each prefix of the body's name.
+    # The modules opened up, the body and the wrappers around it ("" and each prefix of the
+    # body's name), deepest first.
     parts = body.split(".") if body else []
-    holders = {".".join(parts[:i]) for i in range(len(parts) + 1)}
-    own = [
-        f"{holder}.{n}" if holder else n
-        for holder in sorted(holders, key=len, reverse=True)
-        for n, p in model.get_submodule(holder).named_parameters(recurse=False)
-        if id(p) not in seen
-    ]
+    holders = {".".join(parts[:i]) for i in range(len(parts) + 1)} | set(opened)
+    own = []
+    for holder in sorted(holders, key=lambda h: (-h.count(".") - bool(h), h)):
+        for n, p in model.get_submodule(holder).named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                own.append(f"{holder}.{n}" if holder else n)
     if own:
         blocks.append(Block("(model's own parameters)", tuple(own)))
     return blocks
 
 
-def _blocks_of(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
+def _blocks_of(module: nn.Module, prefix: str, total: int, opened: list[str]) -> Iterator[tuple[str, nn.Module]]:
+    # A stage holding most of the weights opens its sibling stages too, so that all stages
+    # come out block by block, as a Sequential of stages does.
+    stage_types = {type(child) for child in module.children() if _is_subnetwork(child, total)}
     for name, child in module.named_children():
         full = prefix + name
-        if isinstance(child, _CONTAINERS) and any(True for _ in child.children()):
-            yield from _blocks_of(child, full + ".")
+        container = isinstance(child, _CONTAINERS) and any(True for _ in child.children())
+        if container or type(child) in stage_types:
+            opened.append(full)
+            yield from _blocks_of(child, full + ".", total, opened)
         else:
             yield full, child
+
+
+def _is_subnetwork(module: nn.Module, total: int) -> bool:
+    return 2 * _n_parameters(module) > total and _holds_stack(module)
+
+
+def _holds_stack(module: nn.Module) -> bool:
+    # A stack of blocks: a container of modules with children of their own. A transformer
+    # block holds none (its MLP, a Sequential in torchvision, holds layers), so a lone block
+    # (a one-block stage, a one-block model) stays one step.
+    return any(
+        isinstance(m, _CONTAINERS) and any(any(True for _ in c.children()) for c in m.children())
+        for m in module.modules()
+    )
+
+
+def _n_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
-"""Which layers to invert: the output of each stage of the network, found from the module tree
-and the probe forward's output shapes, or the module names the user configured, preceded by
-the calibration anchor (the first convolution's output)."""
+"""Which layers to invert: the output of each stage of the network (each block of a
+transformer), found from the module tree and the probe forward's output shapes and layouts,
+or the module names the user configured, preceded by the calibration anchor (the first
+convolution's output)."""
 from __future__ import annotations
 
 import difflib
@@ -13,6 +14,9 @@ from torch import nn
 _PASSTHROUGH = (nn.Identity, nn.Flatten, nn.Unflatten, nn.modules.dropout._DropoutNd, nn.AlphaDropout, nn.FeatureAlphaDropout)
 # Normalizations carry parameters but belong to the layer they follow, like activations.
 _NORMALIZATION = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+# Layouts of a transformer's stream: patch tokens (ViT) or a channels-last grid (Swin).
+_TRANSFORMER_LAYOUTS = ("tokens", "nhwc")
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,23 @@ def default_stages(
     one stage per block while ResNet's ``layer1`` stays whole), and, outside a Sequential, any
     other network whose stages each run once (a ``backbone`` ResNet in front of a ``head``
     yields the ResNet's stages; a residual block, whose shared ReLU runs several times, stays
-    whole). Units are then grouped into stages:
+    whole). A unit whose output is a transformer's stream (``LayerInfo.layout`` of kind
+    ``"tokens"`` or ``"nhwc"``) is opened up only when it holds a stack of blocks (a
+    ``Sequential`` or ``ModuleList`` of modules with children: torchvision's ViT
+    ``encoder``), so a transformer block is never split into its attention and MLP layers.
+    Units are then grouped into stages:
 
     * a unit with weights or children (convolution, linear, residual block) starts a new
       stage unless it keeps the spatial size of the stage it follows: the stages of a CNN are
       its resolution levels (ResNet's ``layer1..4``, VGG's blocks), and every linear layer
       on vectors is a stage of its own (AlexNet's fc6, fc7);
+    * a unit on a transformer's stream always starts a new stage: every block of a ViT is a
+      stage (its blocks all keep the same grid, so resolution levels would merge them), as
+      are the patch embedding and each stage of a Swin (whose blocks stay together inside
+      it, as a ResNet's do);
     * activations, normalizations and local pooling belong to the stage they follow, and the
-      stage's output is the last of them (VGG's block ends at its max-pool);
+      stage's output is the last of them (VGG's block ends at its max-pool); the one after a
+      transformer's last block (its final norm, what the head reads) is a stage of its own;
     * a global pooling (output 1x1) is a stage of its own: it is the embedding a model
       serves, the layer whose leakage matters most;
     * dropout, flatten and identity never end a stage (they do not change the information);
@@ -67,7 +80,7 @@ def default_stages(
       a stage whose module runs more than once per forward (its output is ambiguous).
 
     :param model: the raw model (``target.model``); stage names are qualified inside it.
-    :param layers: ``target.layers`` (``LayerInfo(name, module, output_shape, order)`` in call order).
+    :param layers: ``target.layers`` (``LayerInfo(name, module, output_shape, order, layout)`` in call order).
     :param num_classes: the logits' width, to recognize the classifier head.
     :param body: ``target.body_name``.
     :returns: (stages, notes): the stages in call order and human-readable notes on what was skipped.
@@ -189,13 +202,15 @@ def _open_units(
 ) -> list[str]:
     """Replace each unit by its own units where they form more than one stage: always for a
     Sequential; for another module with children only outside Sequentials (a sub-network
-    such as a backbone, not a block of a stage) and only when each stage's output runs once,
-    which a residual block's shared activation does not."""
+    such as a backbone, not a block of a stage), only when each stage's output runs once,
+    which a residual block's shared activation does not, and, on a transformer's stream,
+    only when it holds a stack of blocks (an encoder, not a block)."""
     out: list[str] = []
     for name in units:
         children = called_children(name)
         sequential = isinstance(modules[name], nn.Sequential)
-        if children and (sequential or not inside_sequential):
+        block = _in_stream(first[name]) and not _holds_stack(modules[name])
+        if children and (sequential or not (inside_sequential or block)):
             expanded = _open_units(
                 children, modules, first, calls, called_children, inside_sequential=inside_sequential or sequential
             )
@@ -225,28 +240,55 @@ def _is_global_pool(module: nn.Module, shape: tuple[int, ...]) -> bool:
     return isinstance(module, pools) and len(shape) == 4 and tuple(shape[2:]) == (1, 1)
 
 
+def _in_stream(info: Any) -> bool:
+    layout = getattr(info, "layout", None)
+    return layout is not None and layout.kind in _TRANSFORMER_LAYOUTS
+
+
+def _holds_stack(module: nn.Module) -> bool:
+    # A stack of blocks: a container of modules with children of their own. A transformer
+    # block holds none (its MLP, a Sequential in torchvision, holds layers).
+    return any(
+        isinstance(m, _CONTAINERS) and any(any(True for _ in c.children()) for c in m.children())
+        for m in module.modules()
+    )
+
+
 def _group(units: list[str], modules: dict[str, nn.Module], first: dict[str, Any]) -> list[list[str]]:
+    kinds = [_kind(modules[name], tuple(first[name].output_shape)) for name in units]
+    last_block = max(
+        (i for i, (name, kind) in enumerate(zip(units, kinds)) if kind == "compute" and _in_stream(first[name])),
+        default=-1,
+    )
     groups: list[list[str]] = []
     resolution: tuple[int, ...] | None = None  # spatial size of the current stage's compute units
     has_compute = False
-    for name in units:
+    after_last_block = False  # the current stage is a transformer's last block, nothing after it yet
+    for i, (name, kind) in enumerate(zip(units, kinds)):
         shape = tuple(first[name].output_shape)
-        kind = _kind(modules[name], shape)
         spatial = tuple(shape[2:]) if len(shape) == 4 else None
         if kind == "global_pool":
             groups.append([name])
             resolution, has_compute = None, True
+            after_last_block = False
         elif kind == "compute":
-            joins = groups and (not has_compute or (spatial is not None and spatial == resolution))
+            if _in_stream(first[name]):
+                # a channels-last shape's shape[2:] is no resolution, and no block joins another
+                joins = groups and not has_compute
+                spatial = None
+            else:
+                joins = groups and (not has_compute or (spatial is not None and spatial == resolution))
             if joins:
                 groups[-1].append(name)
             else:
                 groups.append([name])
             resolution, has_compute = spatial, True
+            after_last_block = i == last_block
         else:
-            if not groups:
+            if not groups or (kind == "follower" and after_last_block):
                 groups.append([])
             groups[-1].append(name)
+            after_last_block = after_last_block and kind == "passthrough"
     return groups
 
 

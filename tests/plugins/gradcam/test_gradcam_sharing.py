@@ -101,11 +101,23 @@ def test_four_checks_compute_each_clean_map_once_and_probe_the_layer_once(counte
     assert counter.images["gradcam.localization"] == N_IMAGES
     assert counter.images["gradcam.faithfulness"] == 0
     assert counter.images["gradcam.randomization"] == 0
-    # cam.consistency runs its own identity pass over the same tensor (the GAP pool's input):
-    # its Grad-CAM is in float64 beside the full feature map its identities need, which the
-    # shared maps do not hold (see plugins/auditkit_cam/consistency.py).
+    # cam.consistency, after them, still runs its identity pass over the same tensor (the GAP
+    # pool's input): its identities need the whole feature map, which the shared maps do not hold.
     assert counter.images["cam.consistency"] == N_IMAGES
     assert run["cam.consistency"].metrics["cam_gradcam_corr"] == pytest.approx(1.0)
+
+
+def test_cam_consistency_first_computes_the_maps_the_gradcam_checks_read(counted):
+    """In the default order (cam.consistency sorts before gradcam.*) the identity pass also
+    yields the Grad-CAM maps at the layer whose output the pool reads, by the same formula:
+    the Grad-CAM checks then compute none, and each clean map is computed once per audit."""
+    model, counter = counted
+    run = _audit(model, ["cam.consistency", *GRADCAM], plugins=(counter,))
+    assert counter.images == Counter({"cam.consistency": N_IMAGES})
+    for check in GRADCAM:
+        alone = _audit(_model(), [check])[check]
+        assert _same(run[check].metrics, alone.metrics)  # bit for bit: the same maps
+        assert run[check].message == alone.message
 
 
 def test_a_later_check_that_needs_more_images_computes_only_those(counted):

@@ -248,3 +248,47 @@ def test_maps_equal_pytorch_grad_cam_with_reshape_transform(build, size, layer, 
     model.zero_grad(set_to_none=True)
     theirs = torch.from_numpy(np.asarray(theirs))
     assert (pgc_pipeline(ours, size) - theirs).abs().max() < 1e-4
+
+
+def _photographs(n: int = 3) -> torch.Tensor:
+    """ImageNet sample photographs from the foolbox wheel, at the 224x224 a ViT-B/16 takes."""
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    spec = importlib.util.find_spec("foolbox")  # finds the files without importing foolbox
+    if spec is None or spec.origin is None:
+        pytest.skip("foolbox is not installed (its wheel ships the sample photographs)")
+    files = sorted((Path(spec.origin).parent / "data").glob("imagenet_*.jpg"))[:n]
+    if len(files) < n:
+        pytest.skip("this foolbox has too few ImageNet sample photographs")
+    pictures = [Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR) for path in files]
+    return torch.stack([torch.from_numpy(np.asarray(p).copy()).permute(2, 0, 1).float() / 255 for p in pictures])
+
+
+def test_vit_at_224_on_photographs_equals_pytorch_grad_cam():
+    """The full-size timm ViT (14x14 patches of 16 px, 12 blocks; random weights: no download)
+    on real photographs at its native 224 px: the automatic layer is the last block's norm1, as
+    in pytorch-grad-cam's ViT tutorial, and the maps equal pytorch-grad-cam's with the
+    tutorial's reshape_transform (14x14)."""
+    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224").eval()
+    x = _photographs()
+    target = Target(model)
+    with target:
+        target.probe(x[:1])
+        choice = choose_layer(target, x)
+        classes = target(x).argmax(dim=1)
+        ours, _ = grad_cam(target, x, classes, choice.name, layout=choice.layout)
+    assert choice.name == "blocks.11.norm1" and choice.layout == ActivationLayout("tokens", (14, 14), 1)
+    module = dict(model.named_modules())[choice.name]
+    with pytorch_grad_cam.GradCAM(
+        model=model, target_layers=[module], reshape_transform=lambda t: _vit_reshape_transform(t, 14, 14)
+    ) as cam:
+        theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes])
+    model.zero_grad(set_to_none=True)
+    assert (pgc_pipeline(ours, 224) - torch.from_numpy(np.asarray(theirs))).abs().max() < 1e-4
