@@ -83,11 +83,13 @@ def infer_layouts(
       is channels first, as in every CNN. Once the stream has been channels last or tokens,
       a 4-d output with an axis as long as the token count (attention weights
       ``[B,heads,N,N]``, per-head queries ``[B,heads,N,d]``) holds tokens, not a grid;
-    * ``[B,N,C]`` is tokens when the last grid seen (a patch embedding's ``[B,C,h,w]``, a
-      Swin stage's ``[B,h,w,C]``) has the same channel count C and ``N - h*w`` is between 0
-      and :data:`MAX_PREFIX_TOKENS`: the leading ``N - h*w`` tokens are class or register
-      tokens. A token tensor of another width (``qkv`` ``[B,N,3C]``, an MLP's hidden layer)
-      is inside a block, not the stream.
+    * ``[B,N,C]`` is tokens when ``N - h*w`` is between 0 and :data:`MAX_PREFIX_TOKENS` for
+      the last grid seen (a patch embedding's ``[B,C,h,w]``, a Swin stage's ``[B,h,w,C]``):
+      the leading ``N - h*w`` tokens are class or register tokens. Any width C counts (a
+      block's ``qkv`` ``[B,N,3C]`` and MLP hidden layer are on the grid too; the layer choice
+      passes over them for the block's norm). Once the stream is tokens, a sequence of
+      ``(h/f)*(w/f)`` tokens (f = 2, 4, 8) is the stream after patch merging (Hugging Face's
+      Swin keeps tokens ``[B,N,C]`` through its stages): a coarser grid, with its own width.
 
     A grid of one position (``h*w == 1``) is recorded but is no grid to explain.
 
@@ -125,10 +127,14 @@ def infer_layouts(
             if stream is None:
                 answer = (None, f"output {list(shape[1:])} is a sequence with no image grid before it")
             else:
-                h, w, channels = stream
+                h, w, _ = stream
                 prefix = n - h * w
-                if c != channels:
-                    answer = (None, f"its {c} channels are not the token stream's {channels} (a layer inside a block)")
+                merged = _merged_grid(h, w, n) if transformer else None
+                if merged is not None:
+                    # patch merging (Hugging Face's Swin): the tokens of a coarser grid, a new stream
+                    stream = (*merged, c)
+                    token_counts.add(n)
+                    answer = (ActivationLayout("tokens", merged, 0), None)
                 elif not 0 <= prefix <= MAX_PREFIX_TOKENS:
                     answer = (None, f"its {n} tokens do not fit the {h}x{w} grid before it")
                 else:
@@ -137,6 +143,15 @@ def infer_layouts(
                     answer = (ActivationLayout("tokens", (h, w), prefix), None)
         answers.append(answer)
     return answers
+
+
+def _merged_grid(h: int, w: int, n: int) -> tuple[int, int] | None:
+    """The grid ``(h/f, w/f)`` of ``n`` tokens, for f = 2, 4 or 8, when a stage merges
+    f x f patches of the ``h x w`` token grid (Swin's patch merging), else None."""
+    for f in (2, 4, 8):
+        if h % f == 0 and w % f == 0 and (h // f) * (w // f) == n:
+            return (h // f, w // f)
+    return None
 
 
 def _works_on_last_dim(module: nn.Module, last: int) -> bool:

@@ -242,7 +242,9 @@ class LayerInfo:
 
     ``layout`` says where the image grid is in the output (channels first or last, or tokens,
     :class:`~auditkit.layouts.ActivationLayout`), or is None, with ``no_grid`` saying why
-    (a vector, attention weights, a layer inside a transformer block)."""
+    (a vector, attention weights, a layer inside a transformer block). ``per_image`` is False
+    when the output's first dimension is not the batch (Swin's windows folded into it, a
+    tensor computed from the parameters alone): no per-image quantity can be read from it."""
 
     name: str
     module: nn.Module = field(repr=False, compare=False)
@@ -250,6 +252,7 @@ class LayerInfo:
     order: int
     layout: ActivationLayout | None = None
     no_grid: str | None = None
+    per_image: bool = True
 
 
 @dataclass(frozen=True)
@@ -575,8 +578,9 @@ class Target:
             tuple(example.shape[-2:]),
             int(example.shape[0]),
         )
+        batch = int(example.shape[0])
         self._layers = [
-            LayerInfo(name, module, shape, i, layout, why)
+            LayerInfo(name, module, shape, i, layout, why, per_image=bool(shape) and shape[0] == batch)
             for (i, name, module, shape), (layout, why) in zip(recorded, layouts)
         ]
         self.compute_dtype = _lowest_precision([logits.dtype] + [out.dtype for _, _, out, _ in calls if out is not None])
@@ -913,17 +917,18 @@ def _detect_gap_head(
             ), None
         grid = _grid_mean(calls, positions[position], layout_of, lin, lin_in)
         if grid is not None:
-            layout, features = grid
+            layout, features, source = grid
+            pools_input = features is feat
             return GapHead(
-                pool=name,
+                pool=name if pools_input else calls[source][0],
                 linear=lin_name,
                 weight=lin.weight,
                 bias=lin.bias,
                 feature_shape=(int(features.shape[-1]), *layout.grid),
-                between=tuple(reversed(between)),
+                between=tuple(reversed(between + ([] if source == positions[position] or pools_input else [name]))),
                 layout=layout,
-                features="pool input" if features is feat else "layer output",
-                feature_layer=_producer(calls, positions[position], feat) if features is feat else name,
+                features="pool input" if pools_input else "layer output",
+                feature_layer=_producer(calls, positions[position], feat) if pools_input else calls[source][0],
             ), None
         blocker = position
         break
@@ -995,24 +1000,31 @@ def _grid_mean(
     layout_of: Mapping[int, ActivationLayout | None],
     lin: nn.Linear,
     lin_in: Any,
-) -> tuple[ActivationLayout, torch.Tensor] | None:
-    """The layout and the tensor whose mean over the grid is what the linear layer ``lin``
-    reads, when the call at ``position`` is such a mean (a pooling module over tokens or
-    channels last: its input) or produced the tensor ``forward`` takes the mean of (its
-    output); None otherwise. Read on the probe's images, to float rounding."""
+) -> tuple[ActivationLayout, torch.Tensor, int] | None:
+    """The layout, the tensor whose mean over the grid is what the linear layer ``lin`` reads,
+    and the position of the call that produced it, when the call at ``position`` is such a
+    mean or produced the tensor that is averaged; None otherwise. Three cases, read on the
+    probe's images to float rounding: ``forward`` takes the mean of this call's output (timm's
+    ViT with ``global_pool="avg"``); this module pools its input (timm's Swin head); this
+    module pools the last grid output after ``forward`` rearranged it (Hugging Face's Swin
+    transposes its tokens for an ``AdaptiveAvgPool1d``)."""
     name, module, out, feat = calls[position]
     if out is None:
         return None
     candidates = []
     own = layout_of.get(position)
     if own is not None and own.kind != "nchw" and isinstance(lin_in, torch.Tensor):
-        candidates.append((own, out, lin_in))  # forward() takes the mean of this output
+        candidates.append((own, out, lin_in, position))
     if isinstance(feat, torch.Tensor):
         source = [i for i in range(position) if calls[i][2] is feat]
         layout = layout_of.get(source[-1]) if source else None
         if layout is not None and layout.kind != "nchw":
-            candidates.append((layout, feat, out))  # this module pools its input
-    for layout, features, pooled in candidates:
+            candidates.append((layout, feat, out, source[-1]))
+        elif not source and isinstance(module, _POOLING):
+            last = [i for i in range(position) if (layout_of.get(i) is not None and layout_of[i].kind != "nchw")]
+            if last:
+                candidates.append((layout_of[last[-1]], calls[last[-1]][2], out, last[-1]))
+    for layout, features, pooled, source_position in candidates:
         if features.shape[-1] != lin.in_features:
             continue
         try:
@@ -1023,7 +1035,7 @@ def _grid_mean(
         if pooled.reshape(mean.shape[0], -1).shape == mean.shape and torch.allclose(
             pooled.reshape(mean.shape), mean, rtol=1e-4, atol=1e-5 * float(mean.abs().max().clamp_min(1))
         ):
-            return layout, features
+            return layout, features, source_position
     return None
 
 

@@ -116,6 +116,9 @@ def default_stages(
         if calls[name] > 1:
             notes.append(f"{name} skipped: it runs {calls[name]} times per forward")
             continue
+        if not getattr(first[name], "per_image", True):
+            notes.append(f"{name} skipped: its first dimension is not the batch (windows or parameters, not images)")
+            continue
         stages.append(_stage(first[name], leaf_orders))
     if stages and _is_logits(stages[-1].output_shape, num_classes):
         notes.append(f"{stages[-1].name} skipped: it is the classifier head (outputs the logits)")

@@ -91,3 +91,21 @@ def test_a_vit_given_images_of_another_size_is_one_clear_line():
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=4, embed_dim=48, num_heads=2)
     with pytest.raises(auditkit.UsageError, match=r"rejected input of shape \[3, 64, 64\].*the model declares 32x32 px input.*\?size=N"):
         auditkit.audit(vit, "synthetic:shapes?n=8&size=64", checks=["accuracy.clean"], baselines=[], device="cpu")
+
+
+def test_hugging_face_swin_keeps_tokens_through_its_stages():
+    """Hugging Face's Swin keeps tokens [B,N,C] through its stages and folds its windows into
+    the batch: Grad-CAM follows the grid through patch merging to the final norm, the pooler
+    over its transposed tokens is a GAP head, and no layer with windows in its first dimension
+    is inverted."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+    )
+    model = transformers.SwinForImageClassification(config)
+    run = _audited(model, _labelled_noise(model, n=8))
+    assert run["gradcam.faithfulness"].details["layer"] == "swin.layernorm"
+    assert run["cam.consistency"].outcome is Outcome.PASSED, run["cam.consistency"].message
+    inverted = run["inversion.fidelity"].message
+    assert "attention" not in inverted and "relative_position_bias" not in inverted

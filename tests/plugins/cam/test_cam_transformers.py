@@ -35,14 +35,24 @@ def _swin():
     )
 
 
+def _hf_swin():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=4
+    )
+    return transformers.SwinForImageClassification(config)
+
+
 @pytest.mark.parametrize(
     ("build", "pool", "features", "layout"),
     [
         (lambda: _vit(global_pool="avg", fc_norm=False), "norm", "layer output", {"kind": "tokens", "grid": [4, 4], "prefix_tokens": 1}),
         (lambda: _vit(global_pool="avg", fc_norm=False, class_token=False), "norm", "layer output", {"kind": "tokens", "grid": [4, 4], "prefix_tokens": 0}),
         (_swin, "head.global_pool.pool", "pool input", {"kind": "nhwc", "grid": [8, 8], "prefix_tokens": 0}),
+        (lambda: _hf_swin(), "swin.layernorm", "layer output", {"kind": "tokens", "grid": [8, 8], "prefix_tokens": 0}),
     ],
-    ids=["vit token mean, class token dropped", "vit token mean, no class token", "swin channels-last pool"],
+    ids=["vit token mean, class token dropped", "vit token mean, no class token", "swin channels-last pool", "hugging face swin"],
 )
 def test_token_mean_heads_satisfy_both_identities(build, pool, features, layout, shapes32, audit_cam):
     result, run = audit_cam(build(), shapes32)

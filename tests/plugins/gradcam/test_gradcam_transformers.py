@@ -40,6 +40,15 @@ def _hf_vit():
     return transformers.ViTForImageClassification(config).eval()
 
 
+def _hf_swin():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.SwinConfig(
+        image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+    )
+    return transformers.SwinForImageClassification(config).eval()
+
+
 def _probed(model, size):
     target = Target(model)  # mean 0, std 1: pytorch-grad-cam sees the same input
     g = torch.Generator().manual_seed(1)
@@ -66,6 +75,8 @@ ARCHITECTURES = {
     ),
     "timm Swin": (_swin, 56, "norm", ActivationLayout("nhwc", (7, 7))),
     "Hugging Face ViT": (_hf_vit, 32, "vit.layers.1.layernorm_before", ActivationLayout("tokens", (4, 4), 1)),
+    # tokens all the way, the grid halved by patch merging: the final norm before the pool
+    "Hugging Face Swin": (lambda: _hf_swin(), 32, "swin.layernorm", ActivationLayout("tokens", (8, 8), 0)),
 }
 
 
@@ -110,8 +121,8 @@ def test_attention_internals_hold_no_grid():
     assert infos["patch_embed.proj"].layout == ActivationLayout("nchw", (4, 4))
     assert infos["blocks.0.attn.q_norm"].layout is None
     assert "tokens" in infos["blocks.0.attn.q_norm"].no_grid
-    assert infos["blocks.0.attn.qkv"].layout is None
-    assert "not the token stream's 48" in infos["blocks.0.attn.qkv"].no_grid
+    # the qkv projection [B,N,3C] is on the grid too; the layer choice passes over it for the norm
+    assert infos["blocks.0.attn.qkv"].layout == ActivationLayout("tokens", (4, 4), 1)
     assert infos["head"].layout is None
 
 
@@ -168,8 +179,8 @@ def test_configured_layer_overrides_and_bad_layers_are_clear():
     try:
         assert choose_layer(target, x, layer="blocks.0.norm1").layout == ActivationLayout("tokens", (4, 4), 1)
         assert choose_layer(target, x, layer="blocks.0").source == "setting layer"
-        with pytest.raises(UsageError, match=r"blocks\.0\.attn\.qkv.*not the token stream's 48.*expected an output over the image grid"):
-            choose_layer(target, x, layer="blocks.0.attn.qkv")
+        with pytest.raises(UsageError, match=r"blocks\.0\.attn\.q_norm.*runs over tokens.*expected an output over the image grid"):
+            choose_layer(target, x, layer="blocks.0.attn.q_norm")
     finally:
         target.__exit__(None, None, None)
 
@@ -195,8 +206,10 @@ def test_infer_layouts_on_a_hand_written_record():
         ("heads", torch.nn.Identity(), (1, 2, 17, 17)),  # attention weights over 17 tokens
         ("swin", norm, (1, 4, 4, 8)),  # LayerNorm over the last dimension: channels last
         ("block", torch.nn.Identity(), (1, 4, 4, 8)),  # the same shape as a channels-last output
-        ("wide", linear, (1, 17, 24)),
+        ("wide", linear, (1, 17, 24)),  # a block's qkv or MLP layer: on the grid too
         ("windows", linear, (3, 16, 8)),
+        ("merged", norm, (1, 4, 32)),  # patch merging: 2x2 patches of the 4x4 grid
+        ("odd", linear, (1, 30, 8)),  # 26 tokens beyond the 2x2 grid: no prefix is that long
     ]
     out = infer_layouts(calls, (16, 16), batch=1)
     assert out[0] == (ActivationLayout("nchw", (4, 4)), None)
@@ -204,8 +217,10 @@ def test_infer_layouts_on_a_hand_written_record():
     assert out[2][0] is None and "tokens" in out[2][1]
     assert out[3] == (ActivationLayout("nhwc", (4, 4)), None)
     assert out[4] == (ActivationLayout("nhwc", (4, 4)), None)
-    assert out[5][0] is None and "24 channels" in out[5][1]
+    assert out[5] == (ActivationLayout("tokens", (4, 4), 1), None)
     assert out[6][0] is None and "not the batch" in out[6][1]
+    assert out[7] == (ActivationLayout("tokens", (2, 2), 0), None)
+    assert out[8][0] is None and "do not fit the 2x2 grid" in out[8][1]
 
 
 # -- known answer: pytorch-grad-cam with its documented reshape_transform -----------------------
