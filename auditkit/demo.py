@@ -119,31 +119,77 @@ def run_demo(out: Path, device: str = "auto", plugins: Sequence[str] = (), verbo
 
 
 def _story(session: Any) -> str:
-    """What the demo found, in a few sentences, from the target's results alone: the checks that
-    failed, each with its headline metrics, and the weak baselines."""
+    """What the demo found, in a few short lines, from the results: the checks that failed on
+    the demo model, where it stands out from the baselines that learned the same task, each
+    failure with its headline metrics, and the weak baselines."""
     target = [r for r in session.results if r.role == "target"]
     failed = [r for r in target if r.outcome in (Outcome.FAILED, Outcome.ERROR)]
     passed = session.exitstatus == ExitCode.OK
     names = ", ".join(dict.fromkeys(r.check for r in failed))
     if passed:
-        story = "every check passed on the demo model (the planted shortcut went unnoticed)."
+        lines = ["every check passed on the demo model (the planted shortcut went unnoticed)."]
     elif failed:
-        story = f"the audit found problems in the demo model: {names}."
+        lines = [f"the audit found problems in the demo model: {len(failed)} check(s) failed ({names})."]
     else:
-        story = f"the audit ended with exit code {int(session.exitstatus)}."
+        lines = [f"the audit ended with exit code {int(session.exitstatus)}."]
+    weak = {b.name for b in session.weak_baselines()}
+    contrasts = _contrasts(session, weak)
+    if contrasts:
+        lines.append(
+            "Where it stands out from every baseline that learned the task (worse than all of them): "
+            + "; ".join(contrasts) + "."
+        )
+        lines.append(
+            "The demo model was trained on images whose class a coloured corner marker gives away, and it "
+            "learned to read the marker: a shortcut shows where it differs from the baselines, not in "
+            "checks they fail too."
+        )
     for r in failed:
         if r.outcome is Outcome.ERROR:
-            story += f" {r.check} could not run ({_first_line(r.message)})."
+            lines.append(f"- {r.check} could not run ({_first_line(r.message, 110)}).")
             continue
         numbers = ", ".join(f"{m} {_number(v)}" for m, v in r.headline_metrics().items())
-        story += f" {r.check}: {numbers}" + (f" ({_first_line(r.message)})." if r.message else ".")
-    weak = [b.name for b in session.weak_baselines()]
+        lines.append(f"- {r.check} failed: {numbers}.")
     if weak:
-        story += (
-            f" The demo's training budget left {', '.join(weak)} without the task learned (no better than chance, "
+        lines.append(
+            f"The demo's training budget left {', '.join(sorted(weak))} without the task learned (no better than chance, "
             "or one class for nearly every image), so comparisons against them say little; the scorecard marks them."
         )
-    return story if passed else story + " This exit is 0: the demo ran correctly; an audit gating CI would exit 1."
+    if not passed:
+        lines.append("This exit is 0: the demo ran correctly; an audit gating CI would exit 1. Details: the scorecard.")
+    return "\n  ".join(lines)
+
+
+def _contrasts(session: Any, weak: set[str], limit: int = 6) -> list[str]:
+    """``metric X vs baselines A-B (check)`` for each headline metric with a better side on
+    which the demo model is worse than every baseline that learned the task: each metric name
+    once, the ``limit`` largest relative gaps to the nearest baseline first."""
+    import fnmatch
+
+    seen: set[str] = set()
+    by_check: dict[str, list[Any]] = {}
+    for r in session.results:
+        if r.role == "baseline" and r.model not in weak and r.outcome in (Outcome.PASSED, Outcome.FAILED):
+            by_check.setdefault(r.check, []).append(r)
+    out: list[tuple[float, str]] = []
+    for r in session.results:
+        if r.role != "target" or r.outcome not in (Outcome.PASSED, Outcome.FAILED) or r.check not in by_check:
+            continue
+        for metric, value in r.headline_metrics().items():
+            direction = next((d for p, d in r.directions.items() if fnmatch.fnmatchcase(metric, p)), None)
+            others = [b.metrics.get(metric) for b in by_check[r.check]]
+            others = [v for v in others if isinstance(v, (int, float)) and math.isfinite(v)]
+            if direction not in ("higher", "lower") or not others or not math.isfinite(value):
+                continue
+            worse = value < min(others) if direction == "higher" else value > max(others)
+            if worse and metric not in seen:  # clean_acc, say, is headline of several checks
+                seen.add(metric)
+                edge = min(others) if direction == "higher" else max(others)
+                gap = abs(value - edge) / max(abs(value), abs(edge), 1e-12)  # 0..1, scale-free
+                lo, hi = _number(min(others)), _number(max(others))
+                out.append((gap, f"{metric} {_number(value)} vs {lo if lo == hi else f'{lo}-{hi}'} ({r.check})"))
+    out.sort(key=lambda item: -item[0])  # stable: the largest relative gaps first
+    return [text for _, text in out[:limit]]
 
 
 def _first_line(message: str, limit: int = 160) -> str:
@@ -152,4 +198,6 @@ def _first_line(message: str, limit: int = 160) -> str:
 
 
 def _number(value: float) -> str:
+    if math.isfinite(value) and float(value).is_integer() and abs(value) >= 10:
+        return f"{int(value):,}"  # a count (queries, images)
     return f"{value:.2f}" if math.isfinite(value) else str(value)

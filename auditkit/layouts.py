@@ -78,9 +78,10 @@ def infer_layouts(
     * an output whose first dimension is not the batch (Swin's windows folded into it) has
       no grid;
     * ``[B,a,b,c]`` is channels last when a module that works on the last dimension produced
-      it (``nn.Linear``; ``nn.LayerNorm`` over the last dimension, not a ``LayerNorm2d``) or
-      when it has the shape of such an output seen before (the block around them); else it
-      is channels first, as in every CNN. Once the stream has been channels last or tokens,
+      it (``nn.Linear``; ``nn.LayerNorm`` over the last dimension, not a ``LayerNorm2d``),
+      when it has the shape of such an output seen before (the block around them), or when
+      ``b x c`` cannot be the image's grid at any stride while ``a x b`` can (a permute in
+      ``forward``); else it is channels first, as in every CNN. Once the stream has been channels last or tokens,
       a 4-d output with an axis as long as the token count (attention weights
       ``[B,heads,N,N]``, per-head queries ``[B,heads,N,d]``) holds tokens, not a grid;
     * ``[B,N,C]`` is tokens when ``N - h*w`` is between 0 and :data:`MAX_PREFIX_TOKENS` for
@@ -111,7 +112,11 @@ def infer_layouts(
             answer = (None, f"its first dimension {shape[0]} is not the batch of {batch} (windows or heads folded into it)")
         elif len(shape) == 4:
             _, a, b, c = shape
-            if _works_on_last_dim(module, c) or tuple(shape) in channels_last_shapes:
+            channels_last = _works_on_last_dim(module, c) or tuple(shape) in channels_last_shapes
+            # a permute in forward (timm's dynamic-size patch embedding hands back [B,h,w,C]
+            # through an Identity): read as channels first the "grid" could not be the image's
+            channels_last = channels_last or (not _fits_image(b, c, image_size) and _fits_image(a, b, image_size))
+            if channels_last:
                 channels_last_shapes.add(tuple(shape))
                 transformer = True
                 stream = (a, b, c)
@@ -143,6 +148,16 @@ def infer_layouts(
                     answer = (ActivationLayout("tokens", (h, w), prefix), None)
         answers.append(answer)
     return answers
+
+
+def _fits_image(h: int, w: int, image_size: tuple[int, int]) -> bool:
+    """Whether an ``h x w`` grid can be the image's ``H x W`` seen at some stride: no finer
+    than the image, and about the same stride along both axes (within 2x, for rounding)."""
+    height, width = image_size
+    if h < 1 or w < 1 or h > height or w > width:
+        return False
+    stride_h, stride_w = height / h, width / w
+    return max(stride_h, stride_w) / min(stride_h, stride_w) <= 2
 
 
 def _merged_grid(h: int, w: int, n: int) -> tuple[int, int] | None:

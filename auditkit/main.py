@@ -158,9 +158,15 @@ def probe(target: Any, data: AuditData, device: torch.device) -> None:
             target.probe(example)
         except TargetError as exc:
             size = data.preprocessing.get("description", "")
+            expected = getattr(exc, "expected_size", None)
+            if expected and expected[0] == expected[1]:
+                fix = f"give ?size={expected[0]} (or ?crop={expected[0]}) in the data spec"
+            elif expected:
+                fix = f"the model takes {expected[0]}x{expected[1]} images: resize the data to that"
+            else:
+                fix = "if the model needs another size, give ?crop=N or ?size=N in the data spec"
             raise UsageError(
-                f"{exc} (probed with images of shape {list(example.shape[1:])} from data {data.spec!r}, {size}; "
-                "if the model needs another size, give ?crop=N or ?size=N in the data spec)"
+                f"{exc} (probed with images of shape {list(example.shape[1:])} from data {data.spec!r}, {size}; {fix})"
             ) from exc
     if target.num_classes is not None and target.num_classes < data.num_classes:
         raise UsageError(

@@ -506,12 +506,16 @@ class Target:
         """The one-line error for a model that refused the images ``x``."""
         first = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
         if self.input_size is not None and tuple(x.shape[1:]) != tuple(self.input_size):
-            return TargetError(
+            error = TargetError(
                 f"{self.name}: model rejected input of shape {list(x.shape[1:])}; it expects {list(self.input_size)} ({first})"
             )
+            error.expected_size = tuple(int(s) for s in self.input_size[-2:])
+            return error
         declared = declared_input_size(self.model)
         hint = f"; the model declares {declared[0]}x{declared[1]} px input" if declared and tuple(x.shape[-2:]) != declared else ""
-        return TargetError(f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {first}{hint}")
+        error = TargetError(f"{self.name}: model rejected input of shape {list(x.shape[1:])}: {first}{hint}")
+        error.expected_size = declared if hint else None
+        return error
 
     def _parameter_dtype(self) -> torch.dtype | None:
         for p in self.model.parameters():
@@ -958,7 +962,7 @@ def _why_no_token_head(
     ):
         return (
             f"the linear layer '{lin_name}' reads the class token of '{name}', not a mean over the image grid, so "
-            "there is no class activation map (the head of a ViT with global_pool='token')"
+            "there is no class activation map"
         )
     if not isinstance(feat, torch.Tensor) or feat.ndim != 2:
         return None

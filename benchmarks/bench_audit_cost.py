@@ -47,6 +47,7 @@ import argparse
 import copy
 import datetime
 import hashlib
+import math
 import platform
 import statistics
 import time
@@ -69,7 +70,7 @@ SETUP = "(outside checks: load, data, probe)"
 CLEAN = "(clean pass)"
 MARK = "_bench_audit_cost_network"  # instance attribute: copy.deepcopy carries it to the copies
 MODEL, PROXY = "model", "proxy"
-# What a pass computed, in the order in which one covers another (see Ledger.analyse).
+# What a pass computed (Ledger.analyse says which covers which).
 FWD, TO_LAYER, TO_INPUT, TRAIN = "fwd", "bwd to a layer", "bwd to input", "train step"
 
 
@@ -88,6 +89,11 @@ def digest(t: torch.Tensor) -> bytes:
 
 def is_leaf(module: nn.Module) -> bool:
     return not module._modules
+
+
+def batch_bucket(n: int) -> int:
+    """``n`` rounded to the nearest power of two (in log scale): the batch sizes measured."""
+    return 2 ** round(math.log2(max(n, 1)))
 
 
 # -- 1. the counted audit ----------------------------------------------------------------------
@@ -220,7 +226,8 @@ class Ledger:
             h.remove()
 
     def analyse(self) -> tuple[dict[str, Counter], Counter, dict[int, int]]:
-        """Per label, ``(network, kind, depth, distinct)`` -> images; redundant images by
+        """Per label, ``(network, kind, depth, distinct, batch)`` -> images, ``batch`` being the
+        size of the call the image was in, rounded to a power of two; redundant images by
         ``(label, first label, kind)``; and the stop depths seen (leaf call index -> images).
 
         A row is redundant when an earlier row of the same network, weights, training flag and
@@ -245,7 +252,7 @@ class Ledger:
                 )
                 if depth is not None:
                     stops[depth] += 1
-                counts[p.label][(p.network, kind, depth, first is None)] += 1
+                counts[p.label][(p.network, kind, depth, first is None, batch_bucket(len(p.rows)))] += 1
                 if first is None:
                     seen[key].append((deep, kind, sig, p.label))
                 else:
@@ -322,6 +329,26 @@ def unit_costs(model: nn.Module, x: torch.Tensor, depths: list[int | None], repe
     return units
 
 
+def unit_costs_by_batch(model: nn.Module, images: torch.Tensor, needed: set[tuple[str, int]], repeats: int) -> dict[tuple[str, int], float]:
+    """CPU seconds per image of a whole forward (``FWD``) or forward plus backward to the input
+    (``TO_INPUT``) in batches of each size in ``needed`` (the sizes the audit's calls used,
+    rounded to powers of two); fewer repeats for the large batches."""
+    model.eval()
+    units = {}
+    for kind, batch in sorted(needed, key=lambda kb: (kb[1], kb[0])):
+        x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch]
+        if kind == FWD:
+            def step() -> None:
+                with torch.no_grad():
+                    model(x)
+        else:
+            def step() -> None:
+                xg = x.clone().requires_grad_(True)
+                torch.autograd.grad(F.cross_entropy(model(xg), torch.zeros(batch, dtype=torch.long)), xg)
+        units[(kind, batch)] = cpu_per_image(step, batch, repeats if batch <= 128 else max(2, repeats // 3))
+    return units
+
+
 def proxy_unit_costs(proxy: nn.Module, x: torch.Tensor, repeats: int) -> dict[str, float]:
     proxy = copy.deepcopy(proxy).requires_grad_(True)  # the check freezes it after training
     labels = torch.zeros(len(x), dtype=torch.long)
@@ -348,13 +375,23 @@ def proxy_unit_costs(proxy: nn.Module, x: torch.Tensor, repeats: int) -> dict[st
     }
 
 
-def floor_seconds(network: str, kind: str, depth: int | None, units: dict, proxy_units: dict) -> float:
-    """The unit cost of one distinct image pass; a backward that stopped at a layer is costed as
-    a forward (a lower bound)."""
+def model_kind(kind: str) -> str:
+    """The unit a pass of the audited model is costed at: a backward that stopped at a layer as a
+    forward (a lower bound), a training step (none in a default audit) as a backward to the input."""
+    return {TO_LAYER: FWD, TRAIN: TO_INPUT}.get(kind, kind)
+
+
+def floor_seconds(network: str, kind: str, depth: int | None, batch: int, units: dict, proxy_units: dict,
+                  by_batch: dict | None = None) -> float:
+    """The unit cost of one distinct image pass: at the unit loop's batch, or, with ``by_batch``,
+    at the batch size its call had (whole passes of the audited model and its copies only)."""
     if network == PROXY:
         return proxy_units[FWD if kind == TO_LAYER else kind]
-    kind = {TO_LAYER: FWD, TRAIN: TO_INPUT}.get(kind, kind)
-    return units[(kind, depth)]
+    if depth is not None and depth < 0:
+        return 0.0  # stopped before its first leaf module
+    if by_batch is not None and depth is None:
+        return by_batch[(model_kind(kind), batch)]
+    return units[(model_kind(kind), depth)]
 
 
 # -- 3. the timed audit ------------------------------------------------------------------------------
@@ -419,9 +456,14 @@ def main() -> None:
     # 2. unit costs
     images = torch.cat([b.images for b in data.batches("eval", args.batch)])
     x = images.repeat(-(-args.batch // len(images)), 1, 1, 1)[: args.batch]
-    depths: list[int | None] = [None, *sorted(stops)]
+    depths: list[int | None] = [None, *sorted(d for d in stops if d >= 0)]
     units = unit_costs(model, x, depths, args.unit_repeats)
     proxy_units = proxy_unit_costs(ledger.proxy, x, args.unit_repeats) if ledger.proxy is not None else {}
+    needed = {
+        (model_kind(kind), batch)
+        for c in counts.values() for (net, kind, depth, distinct, batch) in c if net == MODEL and depth is None and distinct
+    }
+    by_batch = unit_costs_by_batch(model, images, needed, args.unit_repeats)
     print(f"unit costs, batch {args.batch}, median of {args.unit_repeats}: model forward {units[(FWD, None)] * 1e3:.2f} ms/image, "
           f"forward+backward to input {units[(TO_INPUT, None)] * 1e3:.2f} ms/image ({units[(TO_INPUT, None)] / units[(FWD, None)]:.2f}x)")
     for depth in depths[1:]:
@@ -431,6 +473,10 @@ def main() -> None:
         print(f"  proxy ({type(ledger.proxy).__name__}, {sum(p.numel() for p in ledger.proxy.parameters()):,} parameters): "
               f"forward {proxy_units[FWD] * 1e3:.3f}, forward+backward to input {proxy_units[TO_INPUT] * 1e3:.3f}, "
               f"training step {proxy_units[TRAIN] * 1e3:.3f} ms/image")
+    for kind in (FWD, TO_INPUT):
+        sizes = sorted(b for k, b in by_batch if k == kind)
+        print(f"  {'forward' if kind == FWD else 'forward+backward to input'} by batch size (ms/image): "
+              + ", ".join(f"{b}: {by_batch[(kind, b)] * 1e3:.2f}" for b in sizes))
 
     # 3. timed
     cpu_total, wall_total, per_label = [], [], defaultdict(list)
@@ -448,33 +494,36 @@ def main() -> None:
 
     print()
     print(f"{'':24s} {'model/copies fwd':>17s} {'fwd+bwd to input':>17s} {'bwd to a layer':>15s} {'proxy passes':>14s}"
-          f" {'floor':>8s} {'CPU':>8s} {'ratio':>6s} {'excess':>8s}  outcome, wall")
+          f" {'batch':>6s} {'floor':>8s} {'CPU':>8s} {'ratio':>6s} {'excess':>8s} {'floor at':>9s} {'ratio':>6s}  outcome, wall")
     print(f"{'':24s} {'all / distinct':>17s} {'all / distinct':>17s} {'all / distinct':>15s} {'all / distinct':>14s}"
-          f" {'s':>8s} {'s':>8s} {'':>6s} {'s':>8s}")
-    total_floor = 0.0
+          f" {'median':>6s} {'s':>8s} {'s':>8s} {'':>6s} {'s':>8s} {'own batch':>9s} {'':>6s}")
+    total_floor = total_own = 0.0
     rows = []
     for label in order:
         c = counts.get(label, Counter())
 
         def pair(select: Callable[[str, str], bool]) -> str:
-            n = sum(v for (net, kind, _, _), v in c.items() if select(net, kind))
-            d = sum(v for (net, kind, _, distinct), v in c.items() if select(net, kind) and distinct)
+            n = sum(v for (net, kind, _, _, _), v in c.items() if select(net, kind))
+            d = sum(v for (net, kind, _, distinct, _), v in c.items() if select(net, kind) and distinct)
             return f"{n} / {d}"
 
-        floor = sum(
-            v * floor_seconds(net, kind, depth, units, proxy_units)
-            for (net, kind, depth, distinct), v in c.items() if distinct
-        )
+        floor = sum(v * floor_seconds(net, kind, depth, batch, units, proxy_units) for (net, kind, depth, distinct, batch), v in c.items() if distinct)
+        own = sum(v * floor_seconds(net, kind, depth, batch, units, proxy_units, by_batch) for (net, kind, depth, distinct, batch), v in c.items() if distinct)
+        sizes = sorted(batch for (net, _, depth, _, batch), v in c.items() if net == MODEL for _ in range(v))
+        median_batch = f"{sizes[len(sizes) // 2]:6d}" if sizes else f"{'-':>6s}"
         total_floor += floor
+        total_own += own
         cpu = statistics.median(per_label[label]) if per_label[label] else 0.0
         rows.append((label, cpu, floor))
         ratio = f"{cpu / floor:6.2f}" if floor > 0 else f"{'-':>6s}"
+        ratio_own = f"{cpu / own:6.2f}" if own > 0 else f"{'-':>6s}"
         note = f"  {outcome[label]}, {wall_check[label]:.1f} s" if label in outcome else ""
         print(f"{label[:24]:24s} {pair(lambda n, k: n == MODEL and k == FWD):>17s} {pair(lambda n, k: n == MODEL and k in (TO_INPUT, TRAIN)):>17s}"
               f" {pair(lambda n, k: n == MODEL and k == TO_LAYER):>15s} {pair(lambda n, k: n == PROXY):>14s}"
-              f" {floor:8.2f} {cpu:8.2f} {ratio} {cpu - floor:8.2f}{note}")
+              f" {median_batch} {floor:8.2f} {cpu:8.2f} {ratio} {cpu - floor:8.2f} {own:9.2f} {ratio_own}{note}")
     cpu, wall = statistics.median(cpu_total), statistics.median(wall_total)
-    print(f"{'whole audit':24s} {'':17s} {'':17s} {'':15s} {'':14s} {total_floor:8.2f} {cpu:8.2f} {cpu / total_floor:6.2f} {cpu - total_floor:8.2f}"
+    print(f"{'whole audit':24s} {'':17s} {'':17s} {'':15s} {'':14s} {'':6s} {total_floor:8.2f} {cpu:8.2f} {cpu / total_floor:6.2f} "
+          f"{cpu - total_floor:8.2f} {total_own:9.2f} {cpu / total_own:6.2f}"
           f"  wall {wall:.1f} s (CPU/wall {cpu / wall:.2f})")
     if args.repeats > 1:
         print(f"  timed audits: CPU {', '.join(f'{s:.1f}' for s in cpu_total)} s; wall {', '.join(f'{s:.1f}' for s in wall_total)} s")
@@ -485,7 +534,7 @@ def main() -> None:
     print("\nredundant image passes (label recomputes what first label computed):")
     for (label, first, kind), n in redundant.most_common():
         print(f"  {label:24s} {n:6d} x {kind:13s} first computed by {first}")
-    partial = {label: sum(v for (net, kind, depth, _), v in c.items() if depth is not None) for label, c in counts.items()}
+    partial = {label: sum(v for (net, kind, depth, _, _), v in c.items() if depth is not None) for label, c in counts.items()}
     for label, n in partial.items():
         if n:
             print(f"stopped forwards: {label}: {n} image passes stopped inside the network (costed at their depth)")

@@ -82,9 +82,11 @@ def load(spec: str, options: ModelOptions) -> Target:
                 f"model {spec!r}: timm's {name} weights have no classifier head (features only); pick a tag "
                 "trained for classification, or give a fine-tuned state_dict with --weights"
             )
-        if options.num_classes not in (None, classes):
+        # Fewer classes in the data is fine: its labels are indices into the weights' classes
+        # (ImageNet-index folders); more cannot be.
+        if options.num_classes is not None and options.num_classes > classes:
             raise UsageError(
-                f"model {spec!r}: pretrained timm {name} has {classes} classes but num_classes is "
+                f"model {spec!r}: pretrained timm {name} has {classes} classes but the data has "
                 f"{options.num_classes}; drop ?pretrained=true to build a random {options.num_classes}-class model, "
                 f"or give a fine-tuned {options.num_classes}-class state_dict with --weights"
             )

@@ -48,9 +48,11 @@ def load(spec: str, options: ModelOptions) -> Target:
     kwargs: dict[str, Any] = {"num_classes": options.num_classes or 1000}
     if weights is not None:
         categories = len(weights.meta.get("categories") or ()) or 1000
-        if options.num_classes not in (None, categories):
+        # Fewer classes in the data is fine: its labels are indices into the weights' classes
+        # (ImageNet-index folders); more cannot be.
+        if options.num_classes is not None and options.num_classes > categories:
             raise UsageError(
-                f"model {spec!r}: pretrained {weights} has {categories} classes but num_classes is "
+                f"model {spec!r}: pretrained {weights} has {categories} classes but the data has "
                 f"{options.num_classes}; drop ?weights= to build a random {options.num_classes}-class model, "
                 f"or use a factory spec with --weights for a fine-tuned head"
             )

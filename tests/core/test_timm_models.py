@@ -177,10 +177,12 @@ def test_pretrained_bin_file_is_read_tensors_only(hub):
     torch.testing.assert_close(target.model.head.weight, state["head.weight"])
 
 
-def test_pretrained_weights_need_their_number_of_classes(hub):
+def test_pretrained_weights_keep_their_classes_for_data_with_fewer(hub):
+    # data of a few ImageNet classes (labels are ImageNet indices) keeps the 1000-class head
     seed_cache(hub, published_state())
-    with pytest.raises(UsageError, match="pretrained timm test_vit.r160_in1k has 1000 classes but num_classes is 5"):
-        load_model("timm:test_vit?pretrained=true", ModelOptions(num_classes=5))
+    assert load_model("timm:test_vit?pretrained=true", ModelOptions(num_classes=5)).model.num_classes == 1000
+    with pytest.raises(UsageError, match="pretrained timm test_vit.r160_in1k has 1000 classes but the data has 1001"):
+        load_model("timm:test_vit?pretrained=true", ModelOptions(num_classes=1001))
 
 
 def test_a_cached_file_of_another_architecture_is_said_in_one_line(hub):

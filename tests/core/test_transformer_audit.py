@@ -89,7 +89,7 @@ def test_a_vit_given_images_of_another_size_is_one_clear_line():
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1, num_classes=4, embed_dim=48, num_heads=2)
-    with pytest.raises(auditkit.UsageError, match=r"rejected input of shape \[3, 64, 64\].*the model declares 32x32 px input.*\?size=N"):
+    with pytest.raises(auditkit.UsageError, match=r"rejected input of shape \[3, 64, 64\].*the model declares 32x32 px input.*give \?size=32"):
         auditkit.audit(vit, "synthetic:shapes?n=8&size=64", checks=["accuracy.clean"], baselines=[], device="cpu")
 
 

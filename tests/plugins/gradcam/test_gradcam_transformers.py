@@ -67,6 +67,10 @@ ARCHITECTURES = {
         ).eval(),
         32, "blocks.0.norm1", ActivationLayout("tokens", (4, 4), 2),
     ),
+    # timm's dynamic-size patch embedding hands back [B,h,w,C] through an Identity
+    "timm ViT, dynamic image size": (
+        lambda: _vit(dynamic_img_size=True), 32, "blocks.1.norm1", ActivationLayout("tokens", (4, 4), 1),
+    ),
     "timm ViT with 4 registers": (
         lambda: _vit(reg_tokens=4, depth=1), 32, "blocks.0.norm1", ActivationLayout("tokens", (4, 4), 5),
     ),
