@@ -90,7 +90,10 @@ class Explainer:
 
         def probe() -> LayerChoice:
             first = next(iter(ctx.batches(limit=1)))
-            return choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
+            choice = choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
+            # once per model and setting (the choice is shared): which layer every map explains
+            ctx.announce(f"Grad-CAM explains {choice.describe()}")
+            return choice
 
         setting = applied_setting(ctx.target, layer=settings.layer, layers=settings.layers)
         self.layer: LayerChoice = ctx.shared(("gradcam.layer", setting), probe)
