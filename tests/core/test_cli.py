@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -182,8 +183,7 @@ class SendsSignal(Check):
 
     def run(self, ctx):
         # raise_signal sends it to this thread: os.kill may hand a process-directed signal to
-        # one of torch's worker threads, and the main thread may then finish the check before
-        # it sees the signal (seen on a loaded CI machine)
+        # one of torch's worker threads, which on a loaded machine may run its handler late
         signal.raise_signal(getattr(signal, os.environ["AUDITKIT_TEST_SIGNAL"]))
         return Findings(metrics={"reached": 1.0})
 
@@ -195,6 +195,17 @@ def auditkit_collect_checks(config):
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
 def test_a_signal_mid_run_writes_the_results_so_far_and_exits_2(tmp_path, monkeypatch, capsys, signame):
+    # Python raises KeyboardInterrupt on SIGINT unless SIGINT was ignored when it started, as
+    # a shell without job control does for `cmd &` (and so for a test run started that way):
+    # install Python's default handler for the test, as an interactive or CI process has it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _signal_mid_run(tmp_path, monkeypatch, capsys, signame)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _signal_mid_run(tmp_path, monkeypatch, capsys, signame):
     (tmp_path / "signalling_plugin.py").write_text(_SIGNALLING_PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("AUDITKIT_TEST_SIGNAL", signame)
