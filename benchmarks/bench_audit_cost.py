@@ -1,9 +1,9 @@
 """CPU time of a default audit against its floor: the distinct forward and backward passes it
 needs, each costed at what a plain loop pays for it (issue #23, "Audit cost near the floor").
 
-    python benchmarks/bench_audit_cost.py                          # resnet18 (random weights), shapes n=32 at 64 px, 1 thread
+    python benchmarks/bench_audit_cost.py                          # resnet18 (random weights), shapes n=32 at 64 px, 1 thread, 3 rounds
     python benchmarks/bench_audit_cost.py --model tiny_gap         # TinyGAPNet (auditkit.testing.models)
-    python benchmarks/bench_audit_cost.py --repeats 3 --threads 2
+    python benchmarks/bench_audit_cost.py --repeats 5 --threads 2
 
 One process, three parts, nothing downloaded:
 
@@ -27,15 +27,20 @@ One process, three parts, nothing downloaded:
    a forward pass without gradients and of a forward pass plus the backward pass to the input
    (``torch.autograd.grad``, no weight gradients); the same for a forward stopped at each depth
    where the counted audit stopped one; and for the proxy, a forward, a forward plus the backward
-   to the input, and a training forward plus ``loss.backward()`` (weight gradients).
-3. **Timed audit(s)**, ``--repeats`` of them, without the hashing instrumentation (it costs
-   time): ``time.process_time()`` (all threads) and wall time of the whole ``auditkit.audit``
-   call, and CPU time per check from the same wrapper.
+   to the input, and a training forward plus ``loss.backward()`` (weight gradients). Also whole
+   forwards and forward+backwards at the batch sizes the audit's calls had (powers of two).
+3. **Timed audits** without the hashing instrumentation (it costs time): ``time.process_time()``
+   (all threads; user + system, system also apart) and wall time of the whole ``auditkit.audit``
+   call, and CPU time per check from the same wrapper. 2 and 3 are interleaved in ``--repeats``
+   rounds (unit costs, then an audit; medians), so that a change in the machine's speed moves
+   both sides of the ratio alike.
 
-Floor of a check = its distinct passes x their unit costs (a backward that stops at a layer is
-costed as a forward: the floor stays a lower bound). Ratio = the check's CPU / its floor. The
-work outside checks (loading, data generation, probe) and the shared clean pass have their own
-lines. ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads, as the ``auditkit`` command does.
+Floor of a check = its distinct passes x their unit costs at ``--batch`` (a backward that stops
+at a layer is costed as a forward: the floor stays a lower bound). Ratio = the check's CPU / its
+floor. "Floor at own batch" costs the same whole passes at the batch size of their call instead:
+what is left above it is work other than passes. The work outside checks (loading, data
+generation, probe) and the shared clean pass have their own lines. ``OMP_WAIT_POLICY=PASSIVE`` is
+set before torch loads, as the ``auditkit`` command does.
 """
 from __future__ import annotations
 
@@ -44,22 +49,26 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
 import copy
 import datetime
 import hashlib
 import math
 import platform
+import resource
 import statistics
 import time
 import weakref
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 import auditkit
 from auditkit.data.loaders import load_data
@@ -202,10 +211,8 @@ class Ledger:
     @auditkit.hookimpl(wrapper=True)
     def auditkit_run_check(self, check: Any, ctx: Any) -> Any:
         self.label = CLEAN
-        try:
+        with contextlib.suppress(Exception):  # a failing clean pass is the checks' to report
             _ = ctx.clean  # computed once, before the first check: its passes are the clean pass's
-        except Exception:  # noqa: BLE001 - the checks report a failing clean pass themselves
-            pass
         self.close()
         self.label = check.id
         try:
@@ -214,13 +221,11 @@ class Ledger:
             self.close()
             self.label = SETUP
 
-    def __enter__(self) -> "Ledger":
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
+    def __enter__(self) -> Ledger:
         self._handles = [register_module_forward_pre_hook(self.pre_hook), register_module_forward_hook(self.post_hook)]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
         for h in self._handles:
             h.remove()
@@ -314,14 +319,14 @@ def unit_costs(model: nn.Module, x: torch.Tensor, depths: list[int | None], repe
     for depth in depths:
         run = stopped_at(model, depth)
 
-        def forward() -> None:
+        def forward(run: Callable = run) -> None:
             with torch.no_grad():
                 run(x)
 
-        def forward_backward() -> None:
+        def forward_backward(run: Callable = run, whole: bool = depth is None) -> None:
             xg = x.clone().requires_grad_(True)
             out = run(xg)
-            loss = F.cross_entropy(out, torch.zeros(len(x), dtype=torch.long)) if depth is None else out.pow(2).sum()
+            loss = F.cross_entropy(out, torch.zeros(len(x), dtype=torch.long)) if whole else out.pow(2).sum()
             torch.autograd.grad(loss, xg)
 
         units[(FWD, depth)] = cpu_per_image(forward, len(x), repeats)
@@ -338,13 +343,13 @@ def unit_costs_by_batch(model: nn.Module, images: torch.Tensor, needed: set[tupl
     for kind, batch in sorted(needed, key=lambda kb: (kb[1], kb[0])):
         x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch]
         if kind == FWD:
-            def step() -> None:
+            def step(x: torch.Tensor = x) -> None:
                 with torch.no_grad():
                     model(x)
         else:
-            def step() -> None:
+            def step(x: torch.Tensor = x) -> None:
                 xg = x.clone().requires_grad_(True)
-                torch.autograd.grad(F.cross_entropy(model(xg), torch.zeros(batch, dtype=torch.long)), xg)
+                torch.autograd.grad(F.cross_entropy(model(xg), torch.zeros(len(x), dtype=torch.long)), xg)
         units[(kind, batch)] = cpu_per_image(step, batch, repeats if batch <= 128 else max(2, repeats // 3))
     return units
 
@@ -397,27 +402,33 @@ def floor_seconds(network: str, kind: str, depth: int | None, batch: int, units:
 # -- 3. the timed audit ------------------------------------------------------------------------------
 
 
+def system_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 class CheckClock:
-    """CPU time (all threads) per check and of the clean pass, from the same wrapper."""
+    """CPU time (all threads) per check and of the clean pass, and the part of it spent in the
+    kernel (system time: page faults, mostly), from the same wrapper."""
 
     def __init__(self) -> None:
         self.cpu: Counter[str] = Counter()
+        self.system: Counter[str] = Counter()
         self.order: list[str] = []
 
     @auditkit.hookimpl(wrapper=True)
     def auditkit_run_check(self, check: Any, ctx: Any) -> Any:
-        t0 = time.process_time()
-        try:
+        t0, k0 = time.process_time(), system_seconds()
+        with contextlib.suppress(Exception):
             _ = ctx.clean
-        except Exception:  # noqa: BLE001
-            pass
-        t1 = time.process_time()
+        t1, k1 = time.process_time(), system_seconds()
         self.cpu[CLEAN] += t1 - t0
+        self.system[CLEAN] += k1 - k0
         self.order.append(check.id)
         try:
             return (yield)
         finally:
             self.cpu[check.id] += time.process_time() - t1
+            self.system[check.id] += system_seconds() - k1
 
 
 def run_audit(model: nn.Module, args: argparse.Namespace, plugin: Any) -> tuple[Any, float, float]:
@@ -431,8 +442,8 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18", help="resnet18 (torchvision, random weights) or tiny_gap")
     parser.add_argument("--data", default="synthetic:shapes?n=32&size=64")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (audit and unit loop)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed audits (medians reported)")
-    parser.add_argument("--unit-repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of unit costs and a timed audit (medians reported)")
+    parser.add_argument("--unit-repeats", type=int, default=5, help="repeats of each unit cost per round")
     parser.add_argument("--batch", type=int, default=64, help="batch of the unit-cost loop (the audit's --batch-size default)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -453,19 +464,43 @@ def main() -> None:
     counts, redundant, stops = ledger.analyse()
     print(f"counted audit: {counted_wall:.1f} s wall (with hashing), exit code {int(counted_run.exit_code)}")
 
-    # 2. unit costs
+    # 2 and 3, interleaved: each round measures the unit costs, then times an audit, so that a
+    # change of the machine's speed during the run moves both sides of the ratio alike
     images = torch.cat([b.images for b in data.batches("eval", args.batch)])
     x = images.repeat(-(-args.batch // len(images)), 1, 1, 1)[: args.batch]
     depths: list[int | None] = [None, *sorted(d for d in stops if d >= 0)]
-    units = unit_costs(model, x, depths, args.unit_repeats)
-    proxy_units = proxy_unit_costs(ledger.proxy, x, args.unit_repeats) if ledger.proxy is not None else {}
     needed = {
         (model_kind(kind), batch)
         for c in counts.values() for (net, kind, depth, distinct, batch) in c if net == MODEL and depth is None and distinct
     }
-    by_batch = unit_costs_by_batch(model, images, needed, args.unit_repeats)
-    print(f"unit costs, batch {args.batch}, median of {args.unit_repeats}: model forward {units[(FWD, None)] * 1e3:.2f} ms/image, "
-          f"forward+backward to input {units[(TO_INPUT, None)] * 1e3:.2f} ms/image ({units[(TO_INPUT, None)] / units[(FWD, None)]:.2f}x)")
+    rounds: dict[str, list[dict]] = defaultdict(list)
+    cpu_total, wall_total, user_sys, per_label, per_label_sys = [], [], [], defaultdict(list), defaultdict(list)
+    for _ in range(args.repeats):
+        rounds["units"].append(unit_costs(model, x, depths, args.unit_repeats))
+        rounds["proxy"].append(proxy_unit_costs(ledger.proxy, x, args.unit_repeats) if ledger.proxy is not None else {})
+        rounds["by_batch"].append(unit_costs_by_batch(model, images, needed, args.unit_repeats))
+        clock = CheckClock()
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        run, cpu, wall = run_audit(model, args, clock)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_total.append(cpu)
+        wall_total.append(wall)
+        user_sys.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
+        per_label[SETUP].append(cpu - sum(clock.cpu.values()))
+        per_label_sys[SETUP].append(after.ru_stime - before.ru_stime - sum(clock.system.values()))
+        for label, seconds in clock.cpu.items():
+            per_label[label].append(seconds)
+            per_label_sys[label].append(clock.system[label])
+    units, proxy_units, by_batch = (
+        {k: statistics.median(r[k] for r in rounds[name]) for k in rounds[name][0]} for name in ("units", "proxy", "by_batch")
+    )
+    order = [SETUP, CLEAN, *clock.order]
+    outcome = {r.check: r.outcome.value for r in run.results}
+    wall_check = {r.check: r.duration_s for r in run.results}
+
+    print(f"unit costs, batch {args.batch}, medians of {args.unit_repeats} per round, median over {args.repeats} round(s): "
+          f"model forward {units[(FWD, None)] * 1e3:.2f} ms/image, forward+backward to input {units[(TO_INPUT, None)] * 1e3:.2f} "
+          f"ms/image ({units[(TO_INPUT, None)] / units[(FWD, None)]:.2f}x)")
     for depth in depths[1:]:
         print(f"  stopped after leaf call {depth}: forward {units[(FWD, depth)] * 1e3:.2f}, forward+backward "
               f"{units[(TO_INPUT, depth)] * 1e3:.2f} ms/image ({stops[depth]} image passes stopped there)")
@@ -478,31 +513,17 @@ def main() -> None:
         print(f"  {'forward' if kind == FWD else 'forward+backward to input'} by batch size (ms/image): "
               + ", ".join(f"{b}: {by_batch[(kind, b)] * 1e3:.2f}" for b in sizes))
 
-    # 3. timed
-    cpu_total, wall_total, per_label = [], [], defaultdict(list)
-    for _ in range(args.repeats):
-        clock = CheckClock()
-        run, cpu, wall = run_audit(model, args, clock)
-        cpu_total.append(cpu)
-        wall_total.append(wall)
-        per_label[SETUP].append(cpu - sum(clock.cpu.values()))
-        for label, seconds in clock.cpu.items():
-            per_label[label].append(seconds)
-    order = [SETUP, CLEAN, *clock.order]
-    outcome = {r.check: r.outcome.value for r in run.results}
-    wall_check = {r.check: r.duration_s for r in run.results}
-
     print()
     print(f"{'':24s} {'model/copies fwd':>17s} {'fwd+bwd to input':>17s} {'bwd to a layer':>15s} {'proxy passes':>14s}"
-          f" {'batch':>6s} {'floor':>8s} {'CPU':>8s} {'ratio':>6s} {'excess':>8s} {'floor at':>9s} {'ratio':>6s}  outcome, wall")
+          f" {'batch':>6s} {'floor':>8s} {'CPU':>8s} {'sys':>6s} {'ratio':>6s} {'excess':>8s} {'floor at':>9s} {'ratio':>6s}  outcome, wall")
     print(f"{'':24s} {'all / distinct':>17s} {'all / distinct':>17s} {'all / distinct':>15s} {'all / distinct':>14s}"
-          f" {'median':>6s} {'s':>8s} {'s':>8s} {'':>6s} {'s':>8s} {'own batch':>9s} {'':>6s}")
+          f" {'median':>6s} {'s':>8s} {'s':>8s} {'s':>6s} {'':>6s} {'s':>8s} {'own batch':>9s} {'':>6s}")
     total_floor = total_own = 0.0
     rows = []
     for label in order:
         c = counts.get(label, Counter())
 
-        def pair(select: Callable[[str, str], bool]) -> str:
+        def pair(select: Callable[[str, str], bool], c: Counter = c) -> str:
             n = sum(v for (net, kind, _, _, _), v in c.items() if select(net, kind))
             d = sum(v for (net, kind, _, distinct, _), v in c.items() if select(net, kind) and distinct)
             return f"{n} / {d}"
@@ -514,19 +535,20 @@ def main() -> None:
         total_floor += floor
         total_own += own
         cpu = statistics.median(per_label[label]) if per_label[label] else 0.0
+        system = statistics.median(per_label_sys[label]) if per_label_sys[label] else 0.0
         rows.append((label, cpu, floor))
         ratio = f"{cpu / floor:6.2f}" if floor > 0 else f"{'-':>6s}"
         ratio_own = f"{cpu / own:6.2f}" if own > 0 else f"{'-':>6s}"
         note = f"  {outcome[label]}, {wall_check[label]:.1f} s" if label in outcome else ""
         print(f"{label[:24]:24s} {pair(lambda n, k: n == MODEL and k == FWD):>17s} {pair(lambda n, k: n == MODEL and k in (TO_INPUT, TRAIN)):>17s}"
               f" {pair(lambda n, k: n == MODEL and k == TO_LAYER):>15s} {pair(lambda n, k: n == PROXY):>14s}"
-              f" {median_batch} {floor:8.2f} {cpu:8.2f} {ratio} {cpu - floor:8.2f} {own:9.2f} {ratio_own}{note}")
+              f" {median_batch} {floor:8.2f} {cpu:8.2f} {system:6.2f} {ratio} {cpu - floor:8.2f} {own:9.2f} {ratio_own}{note}")
     cpu, wall = statistics.median(cpu_total), statistics.median(wall_total)
-    print(f"{'whole audit':24s} {'':17s} {'':17s} {'':15s} {'':14s} {'':6s} {total_floor:8.2f} {cpu:8.2f} {cpu / total_floor:6.2f} "
+    print(f"{'whole audit':24s} {'':17s} {'':17s} {'':15s} {'':14s} {'':6s} {total_floor:8.2f} {cpu:8.2f} {statistics.median(k for _, k in user_sys):6.2f} {cpu / total_floor:6.2f} "
           f"{cpu - total_floor:8.2f} {total_own:9.2f} {cpu / total_own:6.2f}"
           f"  wall {wall:.1f} s (CPU/wall {cpu / wall:.2f})")
-    if args.repeats > 1:
-        print(f"  timed audits: CPU {', '.join(f'{s:.1f}' for s in cpu_total)} s; wall {', '.join(f'{s:.1f}' for s in wall_total)} s")
+    print(f"  timed audits: CPU {', '.join(f'{s:.1f}' for s in cpu_total)} s (user + system: "
+          f"{', '.join(f'{u:.1f} + {k:.1f}' for u, k in user_sys)}); wall {', '.join(f'{s:.1f}' for s in wall_total)} s")
 
     print("\nlargest excess (CPU - floor):")
     for label, cpu_l, floor in sorted(rows, key=lambda r: r[1] - r[2], reverse=True)[:5]:

@@ -71,11 +71,14 @@ class OcclusionSettings:
     already give McNemar's test enough discordant images to separate a model that looks at
     the object from one that does not.
     ``perturbations_per_eval``: occluded copies of each image per call of the model (captum's
-    parameter); one call carries ``--batch-size`` x this many images (1,024 at the defaults,
-    64 x 16), all held on the device at once. Fewer calls amortize each call's overhead; lower
-    it for a callable that cannot take that many images at once (ONNX files and HTTP
-    endpoints split every call into their own ``batch_size``). CUDA out of memory halves the
-    image batch automatically. It changes neither the maps nor the number of queries.
+    parameter); one call carries the batch's images x this many (64 at the defaults: 32
+    images x 2), all held on the device at once. Larger calls are not cheaper on a CPU: at
+    16 (512-image calls of ResNet-18 at 64 px) every activation buffer was too large for the
+    allocator to keep, and page faults cost 7.5 s of system time out of 31 s, against none at
+    2 (benchmarks/README.md, "Whole-audit cost"). Raise it for a GPU with small images, where
+    fewer calls amortize launch overhead. ONNX files and HTTP endpoints split every call into
+    their own ``batch_size``. CUDA out of memory halves the image batch automatically. It
+    changes neither the maps nor the number of queries (identical metrics at 16 and 2).
     ``gradcam_agreement``: on white-box models with hookable layers, also compute Grad-CAM of
     the same class and report its Spearman rank correlation with the occlusion map
     (``gradcam_agreement``); False skips it.
@@ -91,7 +94,7 @@ class OcclusionSettings:
     baseline: float | Literal["mean"] = "mean"
     explain: Literal["label", "predicted"] = "label"
     max_images: int | None = 32
-    perturbations_per_eval: int = 16
+    perturbations_per_eval: int = 2
     gradcam_agreement: bool = True
     layer: str | None = None
     layers: dict[str, str] = field(default_factory=dict)
