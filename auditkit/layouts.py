@@ -81,9 +81,10 @@ def infer_layouts(
       it (``nn.Linear``; ``nn.LayerNorm`` over the last dimension, not a ``LayerNorm2d``),
       when it has the shape of such an output seen before (the block around them), or when
       ``b x c`` cannot be the image's grid at any stride while ``a x b`` can (a permute in
-      ``forward``); else it is channels first, as in every CNN. Once the stream has been channels last or tokens,
-      a 4-d output with an axis as long as the token count (attention weights
-      ``[B,heads,N,N]``, per-head queries ``[B,heads,N,d]``) holds tokens, not a grid;
+      ``forward``); else it is channels first, as in every CNN. Once the stream has been
+      channels last or tokens, a 4-d output with an axis as long as the token count
+      (attention weights ``[B,heads,N,N]``, per-head queries ``[B,heads,N,d]``) holds
+      tokens, not a grid;
     * ``[B,N,C]`` is tokens when ``N - h*w`` is between 0 and :data:`MAX_PREFIX_TOKENS` for
       the last grid seen (a patch embedding's ``[B,C,h,w]``, a Swin stage's ``[B,h,w,C]``):
       the leading ``N - h*w`` tokens are class or register tokens. Any width C counts (a
@@ -95,7 +96,7 @@ def infer_layouts(
     A grid of one position (``h*w == 1``) is recorded but is no grid to explain.
 
     :param calls: the probe's record, call order.
-    :param image_size: ``(H, W)`` of the probe's images (only used in messages).
+    :param image_size: ``(H, W)`` of the probe's images (a grid must fit it).
     :param batch: the probe's batch size.
     :returns: one ``(layout, None)`` or ``(None, reason)`` per call.
     """
