@@ -177,6 +177,7 @@ def _automatic(target: Any, example: torch.Tensor, calls: Counter, last_call: di
     # not the query/key/value projections or MLP layers inside a block (Hugging Face's ViT
     # projects q, k, v with separate Linear layers as wide as the stream).
     fallback: tuple[str, str] | None = None
+    class_token_only = False  # a later layer reaches the logits only through its class token
     for name in candidates:
         info = last_call[name]
         transformer = info.layout is not None and info.layout.kind != "nchw"
@@ -194,12 +195,13 @@ def _automatic(target: Any, example: torch.Tensor, calls: Counter, last_call: di
                 break
             if transformer:
                 reason = "the last normalization layer over the image grid that runs once and whose grid positions the logits depend on"
-                if any("class or register tokens" in why for _, why in passed_over):
+                if class_token_only:
                     reason += " (after it the logits read only the class token)"
             else:
                 reason = "the last layer with a spatial output that runs once and that the logits depend on"
             return LayerChoice(name, tuple(info.output_shape[1:]), "automatic", reason, tuple(passed_over), layout=info.layout)
         if used.get(name) == "prefix":
+            class_token_only = True
             passed_over.append((name, "the logits depend only on its class or register tokens, not on its grid positions"))
         else:
             passed_over.append((name, "the logits do not depend on its output"))
