@@ -10,6 +10,7 @@ import torch
 
 from auditkit import Outcome
 from auditkit.data.synthetic import make_shapes
+from auditkit.testing.transformers import tiny_hf_swin
 
 timm = pytest.importorskip("timm")
 
@@ -36,12 +37,9 @@ def _swin():
 
 
 def _hf_swin():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.SwinConfig(
-        image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=4
-    )
-    return transformers.SwinForImageClassification(config)
+    return tiny_hf_swin(4)
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from torch import nn
 import auditkit
 from auditkit import Outcome, Target
 from auditkit.data.synthetic import make_shapes
+from auditkit.testing.transformers import tiny_hf_vit, tiny_swin, tiny_torchvision_vit, tiny_vit
 from auditkit_gradcam.randomization import cascade_blocks
 
 timm = pytest.importorskip("timm")
@@ -20,30 +21,15 @@ OWN = "(model's own parameters)"
 
 
 def _vit(depth: int = 2) -> nn.Module:
-    return timm.create_model(
-        "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=depth, num_classes=2, embed_dim=64, num_heads=2
-    )
-
-
-def _swin() -> nn.Module:
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", img_size=32, patch_size=2, window_size=4, embed_dim=16, depths=(1, 1),
-        num_heads=(1, 2), num_classes=2,
-    )
+    return tiny_vit(depth=depth)
 
 
 def _hf_vit() -> nn.Module:
-    transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        image_size=32, patch_size=8, num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_labels=2
-    )
-    return transformers.ViTForImageClassification(config)
+    pytest.importorskip("transformers")
+    return tiny_hf_vit()
 
 
-def _tv_vit() -> nn.Module:
-    return torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=2
-    )
+_swin, _tv_vit = tiny_swin, tiny_torchvision_vit
 
 
 def _blocks(model: nn.Module, size: int = 32):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from gradcam_models import pgc_pipeline
 
 from auditkit import Target, UsageError
 from auditkit.layer_choice import choose_layer
 from auditkit.layouts import ActivationLayout, infer_layouts
 from auditkit.saliency import grad_cam
-from gradcam_models import pgc_pipeline
+from auditkit.testing.transformers import tiny_hf_swin
 
 timm = pytest.importorskip("timm")
 
@@ -41,12 +42,9 @@ def _hf_vit():
 
 
 def _hf_swin():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.SwinConfig(
-        image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
-    )
-    return transformers.SwinForImageClassification(config).eval()
+    return tiny_hf_swin(3).eval()
 
 
 def _probed(model, size):
