@@ -164,8 +164,6 @@ def _contrasts(session: Any, weak: set[str], limit: int = 6) -> list[str]:
     """``metric X vs baselines A-B (check)`` for each headline metric with a better side on
     which the demo model is worse than every baseline that learned the task: each metric name
     once, the ``limit`` largest relative gaps to the nearest baseline first."""
-    import fnmatch
-
     seen: set[str] = set()
     by_check: dict[str, list[Any]] = {}
     for r in session.results:
@@ -176,7 +174,7 @@ def _contrasts(session: Any, weak: set[str], limit: int = 6) -> list[str]:
         if r.role != "target" or r.outcome not in (Outcome.PASSED, Outcome.FAILED) or r.check not in by_check:
             continue
         for metric, value in r.headline_metrics().items():
-            direction = next((d for p, d in r.directions.items() if fnmatch.fnmatchcase(metric, p)), None)
+            direction = r.directions.get(metric)  # resolved per metric by the runner, as compare.py reads it
             others = [b.metrics.get(metric) for b in by_check[r.check]]
             others = [v for v in others if isinstance(v, (int, float)) and math.isfinite(v)]
             if direction not in ("higher", "lower") or not others or not math.isfinite(value):

@@ -13,6 +13,7 @@ from torch import nn
 
 from auditkit.errors import UsageError
 from auditkit.layouts import ActivationLayout
+from auditkit.target import is_normalization
 
 # Adaptive pooling resizes its input to a grid fixed by the layer (AlexNet's 6x6 avgpool),
 # so its "spatial" output says nothing about where in the image the evidence lies.
@@ -182,7 +183,7 @@ def _automatic(target: Any, example: torch.Tensor, calls: Counter, last_call: di
         info = last_call[name]
         transformer = info.layout is not None and info.layout.kind != "nchw"
         if used.get(name) == "grid":
-            if transformer and not _is_norm(info.module):
+            if transformer and not is_normalization(info.module):
                 reason = (
                     "the last layer over the image grid that runs once and whose grid positions the logits depend "
                     "on (no normalization layer qualifies)"
@@ -252,10 +253,6 @@ def _layers_the_logits_depend_on(target: Any, example: torch.Tensor, layouts: Ma
         on_grid = layout is None or layout.kind == "nchw" or bool(layout.to_nchw(grad).detach().ne(0).any())
         answers[name] = "grid" if on_grid else "prefix"
     return answers
-
-
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)) or "Norm" in type(module).__name__
 
 
 def _has_grid(info: Any) -> bool:

@@ -210,6 +210,12 @@ def _input_gradient(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor | Non
     return grad
 
 
+def is_normalization(module: nn.Module) -> bool:
+    """A normalization layer: torch's (batch, layer, group, local response, RMS norms) or one
+    whose class says so (timm's ``LayerNorm2d``, Hugging Face's own)."""
+    return isinstance(module, _NORMS) or "Norm" in type(module).__name__
+
+
 def declared_input_size(model: nn.Module) -> tuple[int, int] | None:
     """The image size ``(H, W)`` a model says it takes, when it says so: timm's
     ``pretrained_cfg["input_size"]`` or a ``patch_embed.img_size``, Hugging Face's
@@ -577,12 +583,8 @@ class Target:
         if self.input_size is None:
             self.input_size = tuple(int(s) for s in example.shape[1:])
         recorded = [(i, name, module, tuple(out.shape)) for i, (name, module, out, _) in enumerate(calls) if isinstance(out, torch.Tensor)]
-        layouts = infer_layouts(
-            [(name, module, shape) for _, name, module, shape in recorded],
-            tuple(example.shape[-2:]),
-            int(example.shape[0]),
-        )
         batch = int(example.shape[0])
+        layouts = infer_layouts([(name, module, shape) for _, name, module, shape in recorded], tuple(example.shape[-2:]), batch)
         self._layers = [
             LayerInfo(name, module, shape, i, layout, why, per_image=bool(shape) and shape[0] == batch)
             for (i, name, module, shape), (layout, why) in zip(recorded, layouts)
@@ -976,7 +978,7 @@ def _why_no_token_head(
         except ValueError:
             continue
         if mean.shape == feat.shape and torch.allclose(mean, feat.detach().float(), rtol=1e-4, atol=1e-5):
-            kind = "norm" if isinstance(module, _NORMS) or "Norm" in type(module).__name__ else "layer"
+            kind = "norm" if is_normalization(module) else "layer"
             return (
                 f"a {kind} ({type(module).__name__} '{name}') sits between the mean over the grid of '{calls[i][0]}' "
                 f"and the linear layer '{lin_name}'"
@@ -1069,7 +1071,7 @@ def _why_no_gap_head(calls: list[tuple[str, nn.Module, Any, Any]], leaves: list,
     # A global average pool further back, with something other than a pass-through after it?
     for name, module, out, feat in reversed(leaves[:blocker]):
         if _is_global_avg_pool(module, feat, out):
-            kind = "norm" if isinstance(b_module, _NORMS) or "Norm" in type(b_module).__name__ else (
+            kind = "norm" if is_normalization(b_module) else (
                 "nonlinearity" if type(b_module).__module__ == nn.modules.activation.__name__ else "layer"
             )
             return (
