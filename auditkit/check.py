@@ -315,6 +315,57 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+# A forward+backward image pass costs about this many forward passes (the backward computes
+# gradients of the activations and of the weights: about twice the forward's work; Kaplan et
+# al. 2020 count 2N FLOPs forward and 4N backward per parameter and token).
+GRADIENT_PASS_FORWARDS = 3.0
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a check's run costs, counted before it runs: image passes through the audited model.
+
+    :ivar forward: images through a forward pass without a backward (scoring, queries).
+    :ivar gradient: images through a forward pass with a backward (to the input or to a layer:
+        attack steps, Grad-CAM maps, inversion steps), each about
+        :data:`GRADIENT_PASS_FORWARDS` forward passes of work.
+    :ivar note: what else the run costs, in words (a proxy model's training, say), or "".
+
+    Counts, not seconds: the same settings, data and model give the same counts on any
+    machine. The terminal turns them into a time from the model's measured clean pass.
+    """
+
+    forward: int = 0
+    gradient: int = 0
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.forward < 0 or self.gradient < 0:
+            raise ValueError(f"a cost counts image passes (>= 0), got forward={self.forward}, gradient={self.gradient}")
+
+    @property
+    def forward_equivalents(self) -> float:
+        """The cost in forward image passes: forward + GRADIENT_PASS_FORWARDS * gradient."""
+        return self.forward + GRADIENT_PASS_FORWARDS * self.gradient
+
+    def __add__(self, other: "Cost") -> "Cost":
+        note = "; ".join(n for n in (self.note, other.note) if n)
+        return Cost(self.forward + other.forward, self.gradient + other.gradient, note)
+
+    def describe(self) -> str:
+        """``"2,496 forward and 5,600 forward+backward image passes"`` (zero terms left out)."""
+        parts = []
+        if self.forward:
+            parts.append(f"{self.forward:,} forward")
+        if self.gradient:
+            parts.append(f"{self.gradient:,} forward+backward")
+        text = f"{' and '.join(parts)} image passes" if parts else "no image passes"
+        return f"{text}; {self.note}" if self.note else text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"forward": self.forward, "gradient": self.gradient, **({"note": self.note} if self.note else {})}
+
+
 class Check:
     """One audit test, run once per model (the target and each baseline).
 
@@ -386,6 +437,20 @@ class Check:
 
     def run(self, ctx: "AuditContext") -> Findings:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def estimate(self, ctx: "AuditContext") -> Cost | None:
+        """What :meth:`run` will cost on this model with these settings, or None (the default:
+        no estimate).
+
+        Called just before :meth:`run`, it must be cheap: read the settings, ``ctx.n_images``
+        and the shared clean pass (``ctx.clean``, computed once anyway), never run the model.
+        Count the image passes :meth:`run` makes (an image through the network once is one
+        pass, wherever the pass stops); where they depend on what happens (an attack that
+        stops early), count the most it may make. The terminal announces the estimate as
+        ``<model> :: <check>: about ... image passes, ~N s`` when it is long, before the
+        run starts, and the result's details keep it as ``estimated_cost``.
+        """
+        return None
 
     @classmethod
     def summary(cls) -> str:

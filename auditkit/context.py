@@ -185,6 +185,11 @@ class AuditContext:
             store[key] = compute()
         return store[key]
 
+    def has_shared(self, key: Hashable) -> bool:
+        """Whether a check of this model has already stored a value under ``key`` (see
+        :meth:`shared`): what :meth:`Check.estimate` reads to leave out work it will not redo."""
+        return key in self.session.__dict__.get("_shared", {}).get(self.target.name, {})
+
     def baseline_results(self) -> dict[str, CheckResult]:
         """This check's results on the baselines so far, by model name."""
         return {r.model: r for r in self.results if r.check == self.check.id and r.role == "baseline"}

@@ -7,6 +7,8 @@ imports them from ``auditkit.session``: :mod:`auditkit.context` (``AuditContext`
 :mod:`auditkit.results` (``AuditRun``), :mod:`auditkit.environment`, and ``ExitCode``."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from typing import Any, Iterable, Sequence
@@ -14,7 +16,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from auditkit.batching import oom_backoff
-from auditkit.check import Check, CheckResult, Outcome
+from auditkit.check import GRADIENT_PASS_FORWARDS, Check, CheckResult, Cost, Outcome
 from auditkit.config import Config
 from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData
@@ -31,6 +33,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A check whose estimated cost (Check.estimate) comes to at least this many seconds at the
+# model's clean-pass rate is announced on the terminal before it runs.
+ANNOUNCE_COST_AFTER_S = 10.0
 
 
 class AuditSession:
@@ -62,6 +68,7 @@ class AuditSession:
         self.interrupted = False
         self.exitstatus = ExitCode.OK
         self._clean: dict[str, CleanPass | TargetError] = {}
+        self._clean_rate: dict[str, float] = {}  # per model: measured seconds per image of its clean pass
         self._shared: dict[str, dict[Any, Any]] = {}  # per model: AuditContext.shared's values
         self.report: dict[str, Any] | None = None
         self.written: list[tuple[str, str]] = []  # (what, path) for the terminal summary
@@ -107,6 +114,7 @@ class AuditSession:
 
     @torch.no_grad()
     def _compute_clean_pass(self, target: Any) -> CleanPass:
+        start = time.perf_counter()
         outs, labels = [], []
         n_batches = -(-self.n_eval // self.config.batch_size)
         batches = self.data.batches("eval", self.config.batch_size, limit=self.n_eval)
@@ -117,6 +125,9 @@ class AuditSession:
             if batch.labels is not None:
                 labels.append(batch.labels.to(self.device))
         out = torch.cat(outs)
+        if out.shape[0]:
+            # only the cost announcement reads it (a time shown, never a result)
+            self._clean_rate[target.name] = (time.perf_counter() - start) / out.shape[0]
         label_t = torch.cat(labels) if labels and len(labels) == len(outs) else None
         if getattr(target, "returns", "scores") == "labels" and not target.white_box:
             return CleanPass(None, out.long(), label_t, score_kind=None)
@@ -170,6 +181,7 @@ class AuditSession:
                 headline=check.headline,
             )
         else:
+            cost = self._announce_cost(check, ctx)
             seed_everything(ctx.seed)
             findings, excinfo = None, None
             t0 = time.perf_counter()
@@ -183,9 +195,33 @@ class AuditSession:
             result = self.hook.auditkit_make_result(
                 check=check, ctx=ctx, findings=findings, excinfo=excinfo, duration_s=duration
             )
+            if cost is not None:
+                result = dataclasses.replace(result, details={**result.details, "estimated_cost": cost.to_json()})
         self.results.append(result)
         self.hook.auditkit_log_result(result=result)
         return result
+
+    def _announce_cost(self, check: Check, ctx: AuditContext) -> Cost | None:
+        """The check's own estimate of its cost (``Check.estimate``), announced on the terminal
+        when it comes to ``ANNOUNCE_COST_AFTER_S`` or more at the model's clean-pass rate. An
+        estimate that fails is no estimate: the check still runs and reports its own errors."""
+        try:
+            cost = check.estimate(ctx)
+        except Exception as exc:  # noqa: BLE001 - an estimate never stops a check
+            log.debug("no cost estimate for %s on %s: %s", check.id, ctx.target.name, exc)
+            return None
+        if not isinstance(cost, Cost):
+            return None
+        with contextlib.suppress(Exception):  # the rate comes from the clean pass, shared and computed once
+            self.clean_pass(ctx.target)
+        rate = self._clean_rate.get(ctx.target.name)
+        if rate is not None and cost.forward_equivalents * rate >= ANNOUNCE_COST_AFTER_S:
+            seconds = cost.forward_equivalents * rate
+            ctx.announce(
+                f"about {cost.describe()}; ~{_duration(seconds)} at this model's clean-pass rate "
+                f"({rate * 1e3:.2g} ms an image, a forward+backward counted as {GRADIENT_PASS_FORWARDS:g})"
+            )
+        return cost
 
     def compute_exitstatus(self) -> int:
         if self.interrupted:
@@ -237,6 +273,15 @@ class AuditSession:
             self.exitstatus = ExitCode.USAGE_ERROR if all(isinstance(e, OSError) for e in failures) else ExitCode.INTERNAL_ERROR
         for impl in terminal:
             impl.function(session=self, exitstatus=self.exitstatus)
+
+
+def _duration(seconds: float) -> str:
+    """``"45 s"``, ``"12 min"`` or ``"1.5 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _missing_reason(missing: list[str], target: Any) -> str:

@@ -11,7 +11,8 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
 
 - Writing a check: :class:`Check`, :class:`Findings`, :class:`Threshold`, :class:`Artifact`,
   :class:`Curve`, :class:`CurvePoint`, :func:`skip`, :func:`xfail`, :data:`hookimpl`; the
-  results: :class:`CheckResult`, :class:`Outcome`.
+  results: :class:`CheckResult`, :class:`Outcome`; what a run will cost, announced before a
+  long one (:meth:`Check.estimate`): :class:`Cost`.
 - What a check sees: :class:`AuditContext` (``ctx``), :class:`CleanPass` (``ctx.clean``),
   :class:`AuditData`, :class:`Batch`, :class:`TensorSplit`.
 - Models: :class:`AuditTarget` (the Protocol both kinds satisfy), :class:`Target` (white box),
@@ -62,6 +63,7 @@ from auditkit.check import (
     Artifact,
     Check,
     CheckResult,
+    Cost,
     Curve,
     CurvePoint,
     Findings,
@@ -135,6 +137,7 @@ __all__ = [
     "Batch",
     "BlackBoxTarget",
     "Check",
+    "Cost",
     "CheckResult",
     "CleanPass",
     "Curve",

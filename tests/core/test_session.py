@@ -355,3 +355,64 @@ def test_a_check_can_announce_a_line_before_its_result(tiny_model, tiny_data, ca
     assert out.index("test.loud: about 12 queries") < out.index("target :: test.loud ..")
     auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Loud)], autoload=False, verbose=-1)
     assert "about 12 queries" not in capsys.readouterr().out
+
+
+class Costly(Check):
+    """Runs as many forward passes of the evaluation images as its estimate says."""
+
+    id = "test.costly"
+
+    @dataclass
+    class Settings:
+        repeats: int = 3
+
+    def estimate(self, ctx):
+        return auditkit.Cost(forward=self.settings.repeats * ctx.n_images, gradient=0)
+
+    @torch.no_grad()
+    def run(self, ctx):
+        for _ in range(self.settings.repeats):
+            for batch in ctx.batches():
+                ctx.forward(batch.images)
+        return Findings(metrics={"value": 1.0})
+
+
+def test_a_long_check_announces_its_estimated_cost_before_it_runs(tiny_model, tiny_data, capsys, monkeypatch):
+    from auditkit.testing.passes import PassCounter
+
+    monkeypatch.setattr(auditkit.session, "ANNOUNCE_COST_AFTER_S", 0.0)  # announce any cost
+    with PassCounter(tiny_model) as counter:
+        run = auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly), counter], autoload=False, verbose=0)
+    (result,) = run.results
+    n = len(tiny_data.eval)
+    # the estimate is in the details (counts, no clock) and equals the passes the check made
+    assert result.details["estimated_cost"] == {"forward": 3 * n, "gradient": 0}
+    assert counter.forward["test.costly"] == 3 * n and counter.gradient["test.costly"] == 0
+    assert counter.forward[None] == n  # the clean pass, outside any check, once
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "test.costly: about" in line)
+    assert f"about {3 * n:,} forward image passes; ~" in line and "clean-pass rate" in line
+    assert out.index("test.costly: about") < out.index("target :: test.costly ..")
+
+
+def test_a_short_check_is_not_announced_and_a_failing_estimate_changes_nothing(tiny_model, tiny_data, capsys, monkeypatch):
+    auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
+    assert "test.costly: about" not in capsys.readouterr().out  # a few ms: below ANNOUNCE_COST_AFTER_S
+
+    def broken(self, ctx):
+        raise RuntimeError("no estimate")
+
+    monkeypatch.setattr(Costly, "estimate", broken)
+    run = auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
+    (result,) = run.results
+    assert result.outcome == Outcome.PASSED and "estimated_cost" not in result.details
+
+
+def test_cost_arithmetic_and_words():
+    cost = auditkit.Cost(forward=2496, gradient=5600) + auditkit.Cost(forward=4, note="proxy training")
+    assert (cost.forward, cost.gradient, cost.note) == (2500, 5600, "proxy training")
+    assert cost.forward_equivalents == 2500 + 3 * 5600
+    assert cost.describe() == "2,500 forward and 5,600 forward+backward image passes; proxy training"
+    assert auditkit.Cost().describe() == "no image passes"
+    with pytest.raises(ValueError):
+        auditkit.Cost(forward=-1)

@@ -220,6 +220,20 @@ def test_a_batch_gives_what_each_image_gives_alone():
     assert ssim(x[:0], y[:0]).shape == (0,)
 
 
+@pytest.mark.parametrize("shape", [(16, 64, 64), (5, 3, 40, 33)])
+def test_cpu_chunks_give_the_one_call_values_bit_for_bit(shape, monkeypatch):
+    import auditkit.similarity as similarity
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(shape, generator=g)
+    y = (x + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1)
+    chunked = ssim(x, y)  # 64x64 maps go one at a time: 5 x 121 x 4096 doubles is about 20 MB
+    monkeypatch.setattr(similarity, "_CPU_UNFOLD_BYTES", 1 << 62)  # the whole batch in one call
+    assert torch.equal(chunked, ssim(x, y))
+    monkeypatch.setattr(similarity, "_CPU_UNFOLD_BYTES", 1)  # one image a call
+    assert torch.equal(chunked, ssim(x, y))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_the_result_keeps_the_inputs_dtype(dtype, pairs):
     x, y = pairs[1]
