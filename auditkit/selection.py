@@ -2,6 +2,7 @@
 (pytest-style keyword expressions over check ids)."""
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import re
 from typing import Any
@@ -19,12 +20,33 @@ def auditkit_modify_checks(config: Any, checks: list[Check]) -> None:
         for pattern in config.selected_checks:
             matched = [c for c in checks if fnmatch.fnmatchcase(c.id, pattern) or c.id.startswith(pattern + ".")]
             if not matched:
-                raise UsageError(f"--checks {pattern!r}: no such check; known checks: {', '.join(known)}")
+                hint = _did_you_mean(pattern, known)
+                raise UsageError(f"no check matches {pattern!r}{hint}; known checks: {', '.join(known)}")
             selected.extend(c for c in matched if c not in selected)
         checks[:] = selected
     if config.keyword:
         matcher = keyword_matcher(config.keyword)
+        before = [c.id for c in checks]
         checks[:] = [c for c in checks if matcher(c.id)]
+        if before and not checks:
+            # a word no check id contains is a typo, not a deliberate empty selection
+            for word in keyword_words(config.keyword):
+                if not any(word in cid.lower() for cid in before):
+                    parts = sorted({p for cid in before for p in re.split(r"[._]", cid.lower())})
+                    raise UsageError(
+                        f"-k {config.keyword!r}: no check id contains {word!r}"
+                        f"{_did_you_mean(word, parts)}; known checks: {', '.join(before)}"
+                    )
+
+
+def keyword_words(expr: str) -> list[str]:
+    """The names of a ``-k`` expression (lower case), without its operators and parentheses."""
+    return [t.lower() for t in re.findall(r"[^\s()]+", expr) if t not in ("and", "or", "not")]
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def keyword_matcher(expr: str):

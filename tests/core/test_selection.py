@@ -28,3 +28,41 @@ def test_keyword_expressions(expr, expected):
 def test_bad_keyword_expressions_are_usage_errors(expr):
     with pytest.raises(UsageError):
         keyword_matcher(expr)
+
+
+class _Config:
+    def __init__(self, selected_checks=None, keyword=None):
+        self.selected_checks = selected_checks
+        self.keyword = keyword
+
+
+class _Check:
+    def __init__(self, id):
+        self.id = id
+
+
+def _select(**kwargs):
+    from auditkit.selection import auditkit_modify_checks
+
+    checks = [_Check(i) for i in IDS]
+    auditkit_modify_checks(config=_Config(**kwargs), checks=checks)
+    return [c.id for c in checks]
+
+
+def test_a_keyword_typo_is_named_with_a_suggestion():
+    with pytest.raises(UsageError, match=r"-k 'gradcm': no check id contains 'gradcm' \(did you mean 'gradcam'\?\); known checks: accuracy\.clean"):
+        _select(keyword="gradcm")
+    with pytest.raises(UsageError, match=r"no check id contains 'faithfulnss' \(did you mean 'faithfulness'\?\)"):
+        _select(keyword="gradcam and faithfulnss")
+
+
+def test_a_deliberately_empty_keyword_selection_is_no_error():
+    # every word names checks: deselecting all of them is the user's choice (exit code 5 later)
+    assert _select(keyword="gradcam and whitebox") == []
+    assert _select(keyword="pgd") == ["whitebox.pgd"]
+
+
+def test_an_unknown_check_pattern_is_named_with_a_suggestion():
+    with pytest.raises(UsageError, match=r"no check matches 'whitebox.pdg' \(did you mean 'whitebox.pgd'\?\); known checks"):
+        _select(selected_checks=["whitebox.pdg"])
+    assert _select(selected_checks=["gradcam.*", "whitebox.pgd"]) == ["gradcam.localization", "gradcam.faithfulness", "whitebox.pgd"]
