@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
+import warnings
 from typing import Any
 
 from auditkit.check import Check
@@ -29,14 +30,17 @@ def auditkit_modify_checks(config: Any, checks: list[Check]) -> None:
         before = [c.id for c in checks]
         checks[:] = [c for c in checks if matcher(c.id)]
         if before and not checks:
-            # a word no check id contains is a typo, not a deliberate empty selection
+            # nothing selected is exit code 5, as in pytest; a word no check id contains is
+            # likely a typo: say which, with the closest part of a check id
             for word in keyword_words(config.keyword):
                 if not any(word in cid.lower() for cid in before):
                     parts = sorted({p for cid in before for p in re.split(r"[._]", cid.lower())})
-                    raise UsageError(
-                        f"-k {config.keyword!r}: no check id contains {word!r}"
-                        f"{_did_you_mean(word, parts)}; known checks: {', '.join(before)}"
+                    warnings.warn(
+                        f"-k {config.keyword!r} selected no check: no check id contains {word!r}"
+                        f"{_did_you_mean(word, parts)}; known checks: {', '.join(before)}",
+                        UserWarning, stacklevel=2,
                     )
+                    break
 
 
 def keyword_words(expr: str) -> list[str]:

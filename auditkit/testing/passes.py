@@ -58,6 +58,11 @@ class PassCounter:
         finally:
             self.check = None
 
+    def __deepcopy__(self, memo: dict) -> "PassCounter":
+        # a deep copy of the model copies its hook, and with it this counter: keep one counter,
+        # so that passes through the copies are counted with the rest
+        return self
+
     def close(self) -> None:
         self._handle.remove()
 

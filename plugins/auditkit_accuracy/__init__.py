@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 import auditkit
-from auditkit import Check, Findings, Threshold
+from auditkit import Check, Cost, Findings, Threshold
 from auditkit.toolkit import AuditContext, binomial_upper_tail, wilson_interval
 
 # The default pass rule's one-sided significance level.
@@ -40,6 +40,11 @@ class CleanAccuracy(Check):
     @dataclass
     class Settings:
         per_class: bool = True
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """No image pass of its own: it reads the shared clean pass (``ctx.clean``), which the
+        session makes once per model, outside every check, whichever check asks first."""
+        return Cost()
 
     def run(self, ctx: AuditContext):
         clean = ctx.clean

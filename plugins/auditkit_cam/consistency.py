@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import auditkit
-from auditkit import Artifact, Check, Findings, UsageError
+from auditkit import Artifact, Check, Cost, Findings, UsageError
 from auditkit.toolkit import (
     AuditContext,
     EvaluationMaps,
@@ -150,6 +150,14 @@ class CamConsistency(Check):
                 )
             if isinstance(self.overlays, bool) or not isinstance(self.overlays, int) or self.overlays < 0:
                 raise UsageError(f"{where}: overlays must be a non-negative integer, got {self.overlays!r}")
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Each evaluation image once with a backward to the feature map (the identities and
+        Grad-CAM there) and its mirror image once without: n forward and n gradient passes,
+        whatever the gradcam checks shared (this pass is what they may read, not the reverse).
+        Fewer only when the check stops early: a model whose feature map no gradient reaches
+        is skipped after the first batch."""
+        return Cost(forward=ctx.n_images, gradient=ctx.n_images)
 
     def run(self, ctx: AuditContext) -> Findings:
         head = ctx.target.gap_head

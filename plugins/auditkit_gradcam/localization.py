@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import auditkit
-from auditkit import Artifact, Check, Findings, UsageError
+from auditkit import Artifact, Check, Cost, Findings, UsageError
 from auditkit.toolkit import (  # noqa: F401  (re-exported for the check's users and tests)
     IOU_HIT,
     LOCALIZATION_DIRECTIONS,
@@ -41,7 +41,7 @@ from auditkit.toolkit import (  # noqa: F401  (re-exported for the check's users
     wilson_interval,
 )
 
-from auditkit_gradcam.maps import Explainer, GradCamSettings
+from auditkit_gradcam.maps import Explainer, GradCamSettings, plan_maps
 from auditkit_gradcam.rendering import draw_box, draw_point, overlay_image, png_bytes
 
 
@@ -172,6 +172,12 @@ class GradCamLocalization(Check):
                 "rule": rule_text(self.active_thresholds),
             },
         )
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Gradient: the Grad-CAM maps of its images that no earlier check shared, and the layer
+        probe (:func:`plan_maps`); no other pass. An upper bound where a whole batch has no
+        object (its maps are not computed; knowing it would mean loading the data)."""
+        return Cost(gradient=plan_maps(ctx, self.settings).gradient_passes)
 
     def _message(self, explainer: Explainer, m: dict[str, float]) -> str:
         empty = f"; {int(m['empty_maps'])} empty maps" if m["empty_maps"] else ""

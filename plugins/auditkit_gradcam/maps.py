@@ -1,6 +1,7 @@
 """What the three Grad-CAM checks share: the settings that pick the layer and the explained
 class, the layer choice, and batched Grad-CAM maps on the device, the evaluation images' maps
-computed once per model for all of them."""
+computed once per model for all of them; and what those maps will cost, known before a check
+runs (:func:`plan_maps`, for ``Check.estimate``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -74,6 +75,95 @@ def check_fraction(where: str, name: str, value: Any, *, open_low: bool = True) 
         raise UsageError(f"{where}: {name} must be a number in {interval}, got {value!r}")
 
 
+def images_explained(ctx: AuditContext, settings: GradCamSettings) -> int:
+    """How many evaluation images a Grad-CAM check looks at: the first ``max_images`` of them."""
+    return ctx.n_images if settings.max_images is None else min(ctx.n_images, settings.max_images)
+
+
+def explained_mode(ctx: AuditContext, settings: GradCamSettings) -> str:
+    """``"label"`` or ``"predicted"``: the classes whose maps a check computes (the prediction
+    where the data has no labels)."""
+    return settings.explain if ctx.clean.labels is not None else "predicted"
+
+
+def layer_key(ctx: AuditContext, settings: GradCamSettings) -> tuple[str, Any]:
+    """The ``ctx.shared`` key of the model's :class:`LayerChoice` under these settings."""
+    return ("gradcam.layer", applied_setting(ctx.target, layer=settings.layer, layers=settings.layers))
+
+
+@dataclass(frozen=True)
+class MapsPlan:
+    """What :class:`Explainer` will compute for one check before the check runs, from the
+    settings and what earlier checks of the model stored (``ctx.shared``), without running
+    the model: the input of a check's ``estimate``.
+
+    :ivar probe_passes: gradient passes of the layer probe, 1 image (the automatic rule's
+        dependence test, :func:`choose_layer`) when no check of this model has chosen the
+        layer yet under these settings, else 0.
+    :ivar batches: the positions (long [B], on the CPU) of each evaluation batch the check
+        looks at, as ``ctx.batches(limit=...)`` yields them.
+    :ivar computed: per batch, whether its maps are computed (the whole batch, as
+        :meth:`EvaluationMaps.rows` does when one of its images has no map yet). True also
+        where it cannot be known before the run: when the layer is chosen automatically and
+        not probed yet, the maps' store is not known, and every batch is counted (an upper
+        bound, exact when no check has stored maps for this model).
+    :ivar stored: per batch, its raw maps [B,h,w] when every one is already stored, else None.
+    """
+
+    probe_passes: int
+    batches: list[torch.Tensor]
+    computed: list[bool]
+    stored: list[torch.Tensor | None]
+
+    @property
+    def gradient_passes(self) -> int:
+        """Images through a forward and backward pass: the probe's and the maps'."""
+        return self.probe_passes + sum(len(index) for index, new in zip(self.batches, self.computed) if new)
+
+
+class _NotStored(Exception):
+    """Raised by :func:`_stored_rows`' compute: a map is missing."""
+
+
+def _never() -> Any:
+    raise _NotStored
+
+
+def _stored_rows(store: EvaluationMaps, index: torch.Tensor) -> torch.Tensor | None:
+    """The stored maps of the images at ``index``, or None when one of them has none yet (by
+    :meth:`EvaluationMaps.rows`' contract: it calls ``compute`` exactly then, and stores
+    nothing when ``compute`` raises)."""
+    try:
+        return store.rows(index, _never)
+    except _NotStored:
+        return None
+
+
+def plan_maps(ctx: AuditContext, settings: GradCamSettings) -> MapsPlan:
+    """The Grad-CAM work :class:`Explainer` will do for a check with ``settings`` that reads
+    :meth:`Explainer.evaluation_maps` for every batch of its images (see :class:`MapsPlan`).
+    Cheap: no model run, no data loaded; reads the layer choice and the maps that earlier
+    checks of this model shared."""
+    if "layers" not in ctx.target.capabilities:  # Explainer skips the check
+        return MapsPlan(0, [], [], [])
+    n = images_explained(ctx, settings)
+    batches = [torch.arange(start, min(start + ctx.batch_size, n)) for start in range(0, n, ctx.batch_size)]
+    key = layer_key(ctx, settings)
+    if ctx.has_shared(key):
+        probe_passes, layer = 0, ctx.shared(key, _never).name
+    elif key[1] is not None:
+        probe_passes, layer = 0, key[1][1]  # a configured layer is looked up, not probed
+    else:
+        # The probe chooses the layer in the run: which maps are stored for it is not known.
+        return MapsPlan(1, batches, [True] * len(batches), [None] * len(batches))
+    maps_key = evaluation_maps_key(layer, explained_mode(ctx, settings), ctx.n_images)
+    if not ctx.has_shared(maps_key):
+        return MapsPlan(probe_passes, batches, [True] * len(batches), [None] * len(batches))
+    store: EvaluationMaps = ctx.shared(maps_key, _never)
+    stored = [_stored_rows(store, index.to(ctx.device)) for index in batches]
+    return MapsPlan(probe_passes, batches, [rows is None for rows in stored], stored)
+
+
 class Explainer:
     """Grad-CAM for one check on one model: the layer, the class explained per image, and
     maps upsampled to the input size, batch by batch on the device.
@@ -95,11 +185,9 @@ class Explainer:
             ctx.announce(f"Grad-CAM explains {choice.describe()}")
             return choice
 
-        setting = applied_setting(ctx.target, layer=settings.layer, layers=settings.layers)
-        self.layer: LayerChoice = ctx.shared(("gradcam.layer", setting), probe)
-        self.n_images = ctx.n_images if settings.max_images is None else min(ctx.n_images, settings.max_images)
-        has_labels = ctx.clean.labels is not None
-        self.explains = settings.explain if has_labels else "predicted"
+        self.layer: LayerChoice = ctx.shared(layer_key(ctx, settings), probe)
+        self.n_images = images_explained(ctx, settings)
+        self.explains = explained_mode(ctx, settings)
         self.explains_note = (
             "the true label" if self.explains == "label"
             else "the predicted class" + ("" if settings.explain == "predicted" else " (the data has no labels)")

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import auditkit
-from auditkit import Artifact, Check, Findings, Threshold
-from auditkit.toolkit import AuditContext, is_constant, minmax_normalize
+from auditkit import Artifact, Check, Cost, Findings, Threshold
+from auditkit.toolkit import AuditContext, is_constant, minmax_normalize, upsample
 
-from auditkit_gradcam.maps import Explainer, GradCamSettings
+from auditkit_gradcam.maps import Explainer, GradCamSettings, plan_maps
 from auditkit_gradcam.rendering import overlay_image, png_bytes, strip
 from auditkit_gradcam.statistics import spearman_rows, ssim_rows
 
@@ -201,10 +201,31 @@ class GradCamRandomization(Check):
 
         max_images: int | None = 16
 
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Gradient: the original maps no earlier check shared and the layer probe
+        (:func:`plan_maps`), then one Grad-CAM pass of the randomized copy per block and per
+        image whose original map is not empty. Where the original maps are already shared
+        that count is exact (the empty ones are left out as the run leaves them out); where
+        this check computes them itself, every image is counted (an upper bound, exact when
+        no map is empty)."""
+        plan = plan_maps(ctx, self.settings)
+        if not plan.batches:
+            return Cost(gradient=plan.gradient_passes)
+        n_blocks = len(_blocks(ctx.target))
+        if not n_blocks:  # skipped once the layer is chosen, before any map
+            return Cost(gradient=plan.probe_passes)
+        size = getattr(ctx.target, "input_size", None)
+        randomized = 0
+        for index, stored in zip(plan.batches, plan.stored):
+            if stored is None or size is None:
+                randomized += len(index)
+            else:  # what run keeps: the maps upsampled to the images' size, as evaluation_maps gives them
+                randomized += int((~is_constant(upsample(stored, tuple(size[-2:])))).sum())
+        return Cost(gradient=plan.gradient_passes + n_blocks * randomized)
+
     def run(self, ctx: AuditContext) -> Findings:
         explainer = Explainer(ctx, self.settings)
-        target = ctx.target
-        blocks = cascade_blocks(target.model, [info.name for info in target.layers], getattr(target, "body_name", ""))
+        blocks = _blocks(ctx.target)
         if not blocks:
             auditkit.skip(f"{ctx.target.name} has no parameters to randomize")
         steps = len(blocks)
@@ -302,6 +323,11 @@ class GradCamRandomization(Check):
                 "rule": rule,
             },
         )
+
+
+def _blocks(target: Any) -> list[Block]:
+    """The randomization steps of ``target``'s model (:func:`cascade_blocks`), from its probe's record."""
+    return cascade_blocks(target.model, [info.name for info in target.layers], getattr(target, "body_name", ""))
 
 
 def _spread(n: int, k: int) -> list[int]:

@@ -158,6 +158,7 @@ def test_ctrl_c_writes_results_so_far_and_exits_2(tiny_data, tiny_model, tmp_pat
 def test_no_checks_collected_exits_5(tiny_data, tiny_model):
     run = auditkit.audit(tiny_model, tiny_data, keyword="no_check_has_this_name")
     assert run.exit_code == ExitCode.NO_CHECKS_COLLECTED
+    assert any("no check id contains 'no_check_has_this_name'" in w for w in run.report["warnings"])
 
 
 def test_a_check_returning_the_wrong_type_is_an_error(tiny_data, tiny_model):
