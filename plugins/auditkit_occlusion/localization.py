@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 import auditkit
-from auditkit import Check, Findings, UsageError
+from auditkit import Check, Cost, Findings, UsageError
 from auditkit.toolkit import (
     LOCALIZATION_DIRECTIONS,
     LOCALIZATION_HEADLINE,
@@ -20,12 +20,14 @@ from auditkit.toolkit import (
     LOCALIZATION_THRESHOLDS,
     AuditContext,
     Batch,
+    EvaluationMaps,
     LayerChoice,
     LocalizationScores,
     LocalizationSettings,
     applied_setting,
     bootstrap_mean_interval,
     choose_layer,
+    evaluation_maps_key,
     grad_cam,
     localization_summary,
     object_regions,
@@ -35,7 +37,7 @@ from auditkit.toolkit import (
     upsample,
 )
 
-from auditkit_occlusion.maps import OcclusionGrid, baseline_colours, occlusion_grid, occlusion_maps
+from auditkit_occlusion.maps import OcclusionGrid, baseline_colours, occlusion_grid, occlusion_maps, with_known_scores
 
 EXPLAINED_CLASSES = ("label", "predicted")
 
@@ -132,9 +134,12 @@ class OcclusionLocalization(Check):
     pixel's value is the mean drop of the explained class's score over the windows covering it
     (captum's ``Occlusion``). Only the model's answers are used, through the black-box view
     (``target.query``: probabilities, counted), so ONNX files, HTTP endpoints and callables get
-    it as white boxes do; each image costs ``positions + 1`` queries, announced before the run
-    and reported as ``n_queries`` (the images actually sent: a batch retried after CUDA out of
-    memory counts again).
+    it as white boxes do; each image costs ``positions`` queries, and one more for the image
+    itself unless the shared clean pass scored its very batch (every image of the batch has an
+    object, and ``max_images`` does not cut the batch short): its score is then read from
+    there, as the same computation. The count is announced before the run and reported as
+    ``n_queries`` (the images actually sent: a batch retried after CUDA out of memory counts
+    again).
 
     The maps' positive part (the drops: evidence for the class, as Grad-CAM's ReLU keeps only
     evidence for it) is scored exactly as ``gradcam.localization`` scores Grad-CAM, with the
@@ -145,7 +150,8 @@ class OcclusionLocalization(Check):
     image, a probability saturated at 1) has an empty map, which points nowhere.
 
     On white-box models with hookable layers it also computes Grad-CAM of the same class at
-    the layer the gradcam checks choose and reports ``gradcam_agreement``, the mean Spearman
+    the layer the gradcam checks choose (read from the model's shared maps when the Grad-CAM
+    checks or ``cam.consistency`` already computed them) and reports ``gradcam_agreement``, the mean Spearman
     rank correlation of the two maps per image (at image resolution) with a bootstrap
     interval: Grad-CAM that disagrees with what hiding the image actually does is a finding
     about the explanation. It is not a default threshold: how high agreement should be
@@ -189,19 +195,47 @@ class OcclusionLocalization(Check):
 
         check_id: ClassVar[str] = "occlusion.localization"
 
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Exact: every scored image's occluded copies and, where the clean pass did not score its
+        batch, the image itself (forward); the Grad-CAM maps of the agreement not yet in the
+        model's shared store, and the layer probe when no check has chosen the layer
+        (gradient). Reads the data's boxes (loading the images, no model pass). When the layer
+        is still to be chosen automatically, its maps count as missing: cam.consistency may
+        have stored them under that layer's name, which only the probe will tell."""
+        settings = self.settings
+        plan = _plan(ctx, settings, self._n_images(ctx))
+        forward = sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan)
+        return Cost(forward=forward, gradient=_Agreement.cost(ctx, settings, self._explains(ctx), plan))
+
+    def _n_images(self, ctx: AuditContext) -> int:
+        n = self.settings.max_images
+        return ctx.n_images if n is None else min(ctx.n_images, n)
+
+    def _explains(self, ctx: AuditContext) -> str:
+        return self.settings.explain if ctx.clean.labels is not None else "predicted"
+
     def run(self, ctx: AuditContext) -> Findings:
         settings = self.settings
         if settings.region == "mask" and not ctx.data.has_masks:
             raise UsageError(f"{self.id}: region = 'mask' needs masks, and data {ctx.data.spec!r} has boxes only; use region = 'box'")
         clean = ctx.clean  # first: the clean pass's queries are the session's, not this check's
-        explains = settings.explain if clean.labels is not None else "predicted"
+        explains = self._explains(ctx)
         explains_note = (
             "the true label" if explains == "label"
             else "the predicted class" + ("" if settings.explain == "predicted" else " (the data has no labels)")
         )
-        n_images = ctx.n_images if settings.max_images is None else min(ctx.n_images, settings.max_images)
-        agreement = _Agreement.for_model(ctx, settings)
+        n_images = self._n_images(ctx)
+        agreement = _Agreement.for_model(ctx, settings, explains)
         scores = LocalizationScores(settings.pointing_tolerance, settings.component_threshold)
+        plan = _plan(ctx, settings, n_images)
+        if plan:  # the cost, before the first query (the first batch's size stands for all)
+            first = plan[0].grid
+            queries = sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan)
+            ctx.announce(
+                f"occlusion of {n_images:,} images at {first.height}x{first.width}: {first.describe()} -> "
+                f"{queries:,} queries"
+            )
+        clean_scores = clean.probs
         grid: OcclusionGrid | None = None
         queries_before = ctx.target.queries
         n_batches = -(-n_images // ctx.batch_size)
@@ -212,19 +246,16 @@ class OcclusionLocalization(Check):
             images = batch.images[objects.scored]
             classes = self._classes(ctx, batch, explains)[objects.scored]
             h, w = images.shape[-2:]
-            if grid is None:  # the cost, before the first query (the first batch's size stands for all)
+            if grid is None or (grid.height, grid.width) != (h, w):
                 grid = occlusion_grid(h, w, settings.window, settings.stride)
-                ctx.announce(
-                    f"occlusion of {n_images:,} images at {h}x{w}: {grid.describe()} -> "
-                    f"{n_images * grid.queries_per_image:,} queries"
-                )
-            elif (grid.height, grid.width) != (h, w):
-                grid = occlusion_grid(h, w, settings.window, settings.stride)
-            maps = self._maps(ctx, images, classes, grid)
+            known = None
+            if _scored_by_clean_pass(ctx, batch, objects.scored):
+                known = clean_scores[batch.index.to(clean_scores.device)]
+            maps = self._maps(ctx, images, classes, grid, known)
             # Scored on the evidence for the class, the drops (as Grad-CAM's ReLU keeps the
             # positive part): a window whose removal raises the score is evidence against.
             scores.add(maps.clamp_min(0), objects.region, objects.boxes)
-            agreement.add(images, classes, maps)
+            agreement.add(batch.index[objects.scored], images, classes, maps)
         n_queries = ctx.target.queries - queries_before
         if not scores.n_images:
             auditkit.skip(f"none of the first {n_images} evaluation images has a {settings.region}")
@@ -241,6 +272,7 @@ class OcclusionLocalization(Check):
                 "stride_px": grid.stride,
                 "positions": grid.positions,
                 "queries_per_image": grid.queries_per_image,
+                "clean_scores_reused": sum(len(b.index) for b in plan if b.clean_scores),
                 "baseline": settings.baseline,
                 "perturbations_per_eval": settings.perturbations_per_eval,
                 "pointing_tolerance_px": scores.tolerance_px,
@@ -257,12 +289,19 @@ class OcclusionLocalization(Check):
         preds = ctx.clean.preds
         return preds[batch.index.to(preds.device)].to(ctx.device)
 
-    def _maps(self, ctx: AuditContext, images: torch.Tensor, classes: torch.Tensor, grid: OcclusionGrid) -> torch.Tensor:
+    def _maps(
+        self, ctx: AuditContext, images: torch.Tensor, classes: torch.Tensor, grid: OcclusionGrid,
+        known: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Occlusion maps [B,H,W] of ``images``; ``known``: their scores [B,K] when the shared
+        clean pass has them (the same query on the same batch), else None."""
         settings = self.settings
 
         def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             baselines = baseline_colours(x, settings.baseline)
-            return occlusion_maps(ctx.target.query, x, c, grid, baselines, settings.perturbations_per_eval)
+            # after a CUDA out-of-memory split, x is a half: its own query, not the batch's scores
+            forward = ctx.target.query if known is None else with_known_scores(ctx.target.query, images, known)
+            return occlusion_maps(forward, x, c, grid, baselines, settings.perturbations_per_eval)
 
         return oom_backoff(compute, images, classes)
 
@@ -281,14 +320,39 @@ class _Agreement:
     """Grad-CAM against occlusion on a white-box model: the Spearman rank correlation of the two
     maps of each image (Grad-CAM upsampled to the image), on the device."""
 
-    def __init__(self, ctx: AuditContext, layer: LayerChoice | None, note: str | None):
+    def __init__(self, ctx: AuditContext, layer: LayerChoice | None, note: str | None, explains: str = "label"):
         self.ctx = ctx
         self.layer = layer
         self.note = note  # why there is no agreement on this model, when there is none
+        self.explains = explains  # "label" or "predicted": the classes the maps explain
         self.per_image: list[torch.Tensor] = []
 
+    @staticmethod
+    def applies(ctx: AuditContext, settings: OcclusionSettings) -> bool:
+        return {"white_box", "layers"} <= set(ctx.target.capabilities) and settings.gradcam_agreement
+
     @classmethod
-    def for_model(cls, ctx: AuditContext, settings: OcclusionSettings) -> "_Agreement":
+    def cost(cls, ctx: AuditContext, settings: OcclusionSettings, explains: str, plan: list[_PlannedBatch]) -> int:
+        """The gradient passes :meth:`for_model` and :meth:`add` will make over ``plan``: the
+        layer probe (one image) when the layer is chosen automatically and no check has yet,
+        and the maps of every planned batch the model's shared store does not hold whole."""
+        if not cls.applies(ctx, settings):
+            return 0
+        setting = applied_setting(ctx.target, layer=settings.layer, layers=settings.layers)
+        probe = 0
+        if ctx.has_shared(("gradcam.layer", setting)):
+            layer = ctx.shared(("gradcam.layer", setting), _never).name
+        elif setting is not None:
+            layer = setting[1]  # configured: chosen without a pass
+        else:
+            layer, probe = None, 1
+        key = None if layer is None else evaluation_maps_key(layer, explains, ctx.n_images)
+        store = ctx.shared(key, _never) if key is not None and ctx.has_shared(key) else None
+        missing = sum(len(b.index) for b in plan if store is None or not _maps_kept(store, b.index.to(ctx.device)))
+        return probe + missing
+
+    @classmethod
+    def for_model(cls, ctx: AuditContext, settings: OcclusionSettings, explains: str) -> "_Agreement":
         target = ctx.target
         if not {"white_box", "layers"} <= set(target.capabilities):
             return cls(ctx, None, None)  # a black box: no Grad-CAM to compare, nothing to say
@@ -308,18 +372,26 @@ class _Agreement:
             if setting is not None:
                 raise  # a configured layer that does not fit is the user's to fix
             return cls(ctx, None, f"not computed: {exc}")
-        return cls(ctx, layer, None)
+        return cls(ctx, layer, None, explains)
 
-    def add(self, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor) -> None:
+    def add(self, index: torch.Tensor, images: torch.Tensor, classes: torch.Tensor, maps: torch.Tensor) -> None:
+        """Compare the occlusion ``maps`` [B,H,W] of evaluation ``images`` (at eval positions
+        ``index``, explaining ``classes``) with their Grad-CAM maps, read from the model's
+        shared maps (:class:`EvaluationMaps`, as the Grad-CAM checks and cam.consistency keep
+        them: the same layer and explained classes) or computed here for this batch and kept
+        there."""
         if self.layer is None:
             return
-        name = self.layer.name
+        ctx, name, layout = self.ctx, self.layer.name, self.layer.grid_layout
 
         def compute(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            cams, _ = grad_cam(self.ctx.target, x, c, name, layout=self.layer.grid_layout)
+            cams, _ = grad_cam(ctx.target, x, c, name, layout=layout)
             return cams
 
-        cams = upsample(oom_backoff(compute, images, classes), tuple(images.shape[-2:]))
+        key = evaluation_maps_key(name, self.explains, ctx.n_images)
+        store = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
+        raw = store.rows(index.to(ctx.device), lambda: oom_backoff(compute, images, classes))
+        cams = upsample(raw, tuple(images.shape[-2:]))
         self.per_image.append(spearman_rows(cams, maps))
 
     def metrics(self, generator: torch.Generator, confidence: float, resamples: int) -> dict[str, float]:
@@ -352,3 +424,64 @@ class _Agreement:
         if self.layer is not None:
             return {"gradcam_agreement": {**self.layer.to_details()}}
         return {"gradcam_agreement": self.note} if self.note else {}
+
+
+@dataclass(frozen=True)
+class _PlannedBatch:
+    """One evaluation batch as the check will see it: the eval positions of its scored images
+    (long [S], on the CPU), their window grid, and whether the shared clean pass scored this
+    very batch (then their unoccluded scores are read from it)."""
+
+    index: torch.Tensor
+    grid: OcclusionGrid
+    clean_scores: bool
+
+
+def _plan(ctx: AuditContext, settings: OcclusionSettings, n_images: int) -> list[_PlannedBatch]:
+    """The batches of the first ``n_images`` evaluation images that hold a scored object, read
+    from the data (the images are loaded; the model is not run)."""
+    plan = []
+    for batch in ctx.data.batches("eval", ctx.batch_size, limit=n_images):
+        objects = object_regions(batch.boxes, batch.masks, batch.images.shape[-2:], settings.region)
+        if objects is None:
+            continue
+        h, w = batch.images.shape[-2:]
+        plan.append(_PlannedBatch(
+            batch.index[objects.scored.cpu()],
+            occlusion_grid(h, w, settings.window, settings.stride),
+            _scored_by_clean_pass(ctx, batch, objects.scored),
+        ))
+    return plan
+
+
+def _scored_by_clean_pass(ctx: AuditContext, batch: Batch, scored: torch.Tensor) -> bool:
+    """Whether the shared clean pass ran the model on exactly the images this check queries
+    in ``batch`` (its images with an object, ``scored``): every image of the batch is scored,
+    and the batch is the clean pass's whole batch (not cut short by ``max_images``). Then the
+    clean pass's scores are those the first query would return, bit for bit; any other
+    batch is queried, since a model's output can round differently in another batch."""
+    start = int(batch.index[0]) if len(batch) else 0
+    return bool(scored.all()) and len(batch) == min(ctx.batch_size, ctx.n_images - start)
+
+
+class _Missing(Exception):
+    """Raised by the ``compute`` :func:`_maps_kept` hands to ``EvaluationMaps.rows``."""
+
+
+def _refuse() -> torch.Tensor:
+    raise _Missing
+
+
+def _never() -> Any:
+    raise AssertionError("read only after has_shared said the value is there")
+
+
+def _maps_kept(store: EvaluationMaps, index: torch.Tensor) -> bool:
+    """Whether ``store`` holds the maps of every image at eval positions ``index``: asked
+    through ``rows`` with a ``compute`` that refuses, which ``rows`` calls (and then keeps
+    nothing) only when a map is missing."""
+    try:
+        store.rows(index, _refuse)
+    except _Missing:
+        return False
+    return True

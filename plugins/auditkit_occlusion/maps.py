@@ -1,7 +1,7 @@
 """Occlusion maps through a model's answers only (Zeiler and Fergus 2014): slide a window of a
 baseline colour over the image and record how much the explained class's score drops. The
-maps are captum's ``Occlusion``; this module sizes its window grid, counts what it costs, and
-picks the baseline colour."""
+maps are captum's ``Occlusion``; this module sizes its window grid, counts what it costs, picks
+the baseline colour, and lets the unoccluded images' scores come from a pass already made."""
 from __future__ import annotations
 
 import math
@@ -39,7 +39,8 @@ class OcclusionGrid:
     @property
     def queries_per_image(self) -> int:
         """Images sent to the model per explained image: every occluded copy, and the image
-        itself once (the score the drops are measured from)."""
+        itself once (the score the drops are measured from), unless its score is already
+        known (:func:`with_known_scores`)."""
         return self.positions + 1
 
     def describe(self) -> str:
@@ -63,6 +64,21 @@ def baseline_colours(images: torch.Tensor, baseline: float | str) -> torch.Tenso
     if baseline == "mean":
         return images.mean(dim=(2, 3), keepdim=True)
     return torch.full((*images.shape[:2], 1, 1), float(baseline), dtype=images.dtype, device=images.device)
+
+
+def with_known_scores(
+    forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, scores: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` (images [N,C,H,W] -> scores [N,K]), except that asked about ``images``
+    itself, the very tensor, it answers ``scores`` [B,K] without calling ``forward``: how the
+    occlusion maps take the unoccluded images' scores (captum's ``Occlusion`` asks for them
+    first, as the reference every drop is measured from) from the shared clean pass. The
+    maps are unchanged wherever ``scores`` are what ``forward(images)`` returns."""
+
+    def answer(x: torch.Tensor) -> torch.Tensor:
+        return scores if x is images else forward(x)
+
+    return answer
 
 
 def occlusion_maps(

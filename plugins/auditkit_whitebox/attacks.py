@@ -12,6 +12,7 @@ import torch
 
 from auditkit.toolkit import (  # noqa: F401  (NORMS, budget_label, parse_budget re-exported for this plugin)
     NORMS,
+    Cost,
     LogitsModule,
     budget_label,
     craft,
@@ -177,6 +178,24 @@ def run_attack(
     return AttackOutcome(success, adversarial, logits)
 
 
+def times(cost: Cost, k: int) -> Cost:
+    """``cost`` made ``k`` times (the note once)."""
+    return Cost(cost.forward * k, cost.gradient * k, cost.note)
+
+
+def attack_cost(spec: AttackSpec, n_images: int, *, gradient_known: bool = False) -> Cost:
+    """The most image passes :func:`run_attack` makes attacking ``n_images`` images with
+    ``spec``: per restart, torchattacks' ``spec.steps`` forward+backward passes per image (FGSM:
+    one) and one scoring forward pass; with ``gradient_known`` (FGSM along a given clean-point
+    gradient) the scoring pass only. Exact with one restart (or no random start); each restart
+    after the first attacks only the images no restart has fooled yet, so with more restarts
+    this counts every image surviving every restart."""
+    if gradient_known:
+        return Cost(forward=n_images)
+    restarts = spec.restarts if spec.random_start else 1
+    return Cost(forward=restarts * n_images, gradient=restarts * spec.steps * n_images)
+
+
 def unbounded_attack(
     module: LogitsModule,
     images: torch.Tensor,
@@ -232,6 +251,26 @@ def unbounded_attack(
         success[todo] = out.success
     assert logits is not None
     return AttackOutcome(success, adversarial, logits)
+
+
+def unbounded_attack_cost(
+    n_images: int,
+    steps: int,
+    step_sizes: tuple[float, ...] = UNBOUNDED_STEP_SIZES,
+    *,
+    first_gradient_known: bool = False,
+) -> Cost:
+    """The most image passes :func:`unbounded_attack` makes on ``n_images`` images: each stage's
+    sign steps (one forward+backward pass each) and one scoring forward pass per image, the
+    first stage one step fewer with ``first_gradient_known``. Exact for the first stage, which
+    attacks every image; each later stage attacks only the images no stage has fooled yet, so
+    this counts every image surviving every stage."""
+    stages = step_sizes[: max(1, min(steps, len(step_sizes)))]
+    share, extra = divmod(steps, len(stages))
+    gradient = 0
+    for i in range(len(stages)):
+        gradient += share + (i < extra) - (i == 0 and first_gradient_known)
+    return Cost(forward=len(stages) * n_images, gradient=gradient * n_images)
 
 
 def score(module: LogitsModule, adversarial: torch.Tensor, labels: torch.Tensor) -> AttackOutcome:
@@ -307,6 +346,18 @@ def minimal_epsilon(
         hi[todo] = torch.where(success, mid, hi[todo])
         lo[todo] = torch.where(success, lo[todo], mid)
     return hi
+
+
+def minimal_epsilon_rounds(grid: list[float], cap: float, bisection_steps: int) -> int:
+    """The most rounds of attacks :func:`minimal_epsilon` runs with these arguments: one per
+    doubling of the probe budget from ``grid[-1]`` up to ``cap``, then ``bisection_steps``. Each
+    round attacks every image at most once, and fewer when images are fooled earlier or cannot
+    move the median, so ``rounds x images`` bounds the images it attacks."""
+    rounds, probe = 0, grid[-1]
+    while probe < cap:
+        probe = min(2 * probe, cap)
+        rounds += 1
+    return rounds + bisection_steps
 
 
 def input_gradient(target: Any, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,13 @@
 """Clean-point input gradients computed once and reused: FGSM at any budget and norm is one step
 along the gradient at the clean image, so ``whitebox.fgsm`` (every budget, norm and bisection
 step) and ``whitebox.masking`` (its zero-gradient probe, its FGSM and the unbounded attack's
-first step) read one gradient per image and loss target instead of asking torchattacks again."""
+first step) read one gradient per image and loss target instead of asking torchattacks again.
+The logits of the pass that gave each gradient, and which images ``whitebox.fgsm``'s untargeted
+steps fooled, are kept beside them for ``whitebox.masking`` (its repeated forward pass and its
+FGSM probe)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -11,10 +15,12 @@ from torch import nn
 
 from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff
 
-# Reuse of work across attacks: clean-point gradients shared across FGSM runs and checks, and
+# Reuse of work across attacks: clean-point gradients shared across FGSM runs and checks (with
+# the logits of their pass and whitebox.fgsm's outcomes, which whitebox.masking reads), and
 # the minimal-epsilon search confined to the images that can move the median. False runs
-# every attack through torchattacks from scratch and bisects every image, as before; the
-# benchmark (benchmarks/bench_whitebox_sharing.py) and the equality tests switch it off.
+# every attack and probe through torchattacks from scratch and bisects every image, as
+# before; the benchmark (benchmarks/bench_whitebox_sharing.py) and the equality tests switch
+# it off.
 REUSE = True
 
 # The shared store keeps the untargeted gradients of the attacked images while their total
@@ -35,12 +41,22 @@ def clean_gradient(module: LogitsModule, images: torch.Tensor, goal: torch.Tenso
     sign and no direction, but it does depend on the batch, so rows are kept with the batch
     they were computed in (:class:`CleanGradients`).
     """
+    return clean_gradient_and_logits(module, images, goal, targeted=targeted)[0]
+
+
+def clean_gradient_and_logits(
+    module: LogitsModule, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`clean_gradient` [B,3,H,W] and the logits [B,K] of the forward pass it came from
+    (detached): a second forward pass of the clean images, which ``whitebox.masking`` compares
+    with the shared clean pass to find randomized outputs."""
     x = images.contiguous().clone().detach()
     x.requires_grad = True
-    loss = nn.CrossEntropyLoss()(module(x), goal.clone().detach())
+    logits = module(x)
+    loss = nn.CrossEntropyLoss()(logits, goal.clone().detach())
     cost = -loss if targeted else loss
     (grad,) = torch.autograd.grad(cost, x, retain_graph=False, create_graph=False)
-    return grad.detach()
+    return grad.detach(), logits.detach()
 
 
 def fgsm_step(images: torch.Tensor, gradient: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
@@ -78,59 +94,128 @@ def pgd_linf_first_step(images: torch.Tensor, gradient: torch.Tensor, alpha: flo
 class CleanGradients:
     """Untargeted clean-point input gradients of the attacked evaluation images, one row per
     image (its position in the eval split), on the device, with the class each was taken
-    towards.
+    towards and the logits of the forward pass that gave it.
 
     One per model in its shared store (:func:`shared_clean_gradients`), filled by whichever of
     ``whitebox.fgsm`` and ``whitebox.masking`` reaches a batch first and read by the other: both
     attack the correctly classified images of the same evaluation batches, so each row comes
     out of the batch that check would have used alone, and a step along it is what torchattacks
     would have taken there. A filled row never changes. Memory: 4 bytes a pixel and channel
-    (0.6 MB an image at 224x224), up to :data:`STORE_BYTES`.
+    (0.6 MB an image at 224x224) and a logit, up to :data:`STORE_BYTES`.
     """
 
     def __init__(self, capacity_bytes: int):
-        self._rows: dict[int, tuple[int, torch.Tensor]] = {}  # eval position -> (class, gradient [3,H,W])
+        # eval position -> (class, gradient [3,H,W], logits [K])
+        self._rows: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
         self._free = capacity_bytes
 
-    def rows(self, index: torch.Tensor, goal: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    def kept(self, index: torch.Tensor, goal: torch.Tensor) -> bool:
+        """Whether the rows of eval positions ``index`` (long [B]) towards classes ``goal`` (long
+        [B]) are all kept: :meth:`rows` then computes nothing."""
+        rows = (self._rows.get(k) for k in index.tolist())
+        return all(row is not None and row[0] == c for row, c in zip(rows, goal.tolist()))
+
+    def rows(
+        self, index: torch.Tensor, goal: torch.Tensor, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradients [B,3,H,W] of the images at eval positions ``index`` (long [B]) towards
-        classes ``goal`` (long [B]). ``compute()`` returns the gradients of all B images; it is
-        called only when some row is missing (or was kept towards another class), and computes
-        the whole batch, so that a new row is the one its batch gives. Kept rows win over
-        recomputed ones: every reader sees the same gradient."""
+        classes ``goal`` (long [B]), and the logits [B,K] of the pass each came from.
+        ``compute()`` returns both for all B images; it is called only when some row is missing
+        (or was kept towards another class), and computes the whole batch, so that a new row is
+        the one its batch gives. Kept rows win over recomputed ones: every reader sees the same
+        gradient."""
         keys, classes = index.tolist(), goal.tolist()
         kept = [row if row is not None and row[0] == c else None for row, c in
                 ((self._rows.get(k), c) for k, c in zip(keys, classes))]
         if all(row is not None for row in kept):
-            return torch.stack([row[1] for row in kept])  # type: ignore[index]
-        fresh = compute()
-        size = fresh[0].numel() * fresh.element_size() if len(fresh) else 0
+            return torch.stack([row[1] for row in kept]), torch.stack([row[2] for row in kept])  # type: ignore[index]
+        fresh, logits = compute()
+        size = fresh[0].numel() * fresh.element_size() + logits[0].numel() * logits.element_size() if len(fresh) else 0
         for i, (k, c, row) in enumerate(zip(keys, classes, kept)):
             if row is not None:
-                fresh[i] = row[1]
+                fresh[i], logits[i] = row[1], row[2]
             elif k not in self._rows and size <= self._free:
-                self._rows[k] = (c, fresh[i].clone())  # a copy: a view would hold the whole batch
+                # copies: a view would hold the whole batch
+                self._rows[k] = (c, fresh[i].clone(), logits[i].clone())
                 self._free -= size
-        return fresh
+        return fresh, logits
+
+
+class FGSMOutcomes:
+    """Which attacked evaluation images ``whitebox.fgsm``'s untargeted step along the shared
+    clean-point gradient fooled, per (norm, budget), by eval position: ``whitebox.masking``'s
+    FGSM probe at its reference budget is the same step on the same batch (the correctly
+    classified images of one evaluation batch, the same kept gradients), scored by the same
+    forward pass, so it reads the outcome instead of making it again. One per model in its
+    shared store (:func:`shared_fgsm_outcomes`); a kept outcome never changes."""
+
+    def __init__(self) -> None:
+        self._fooled: dict[tuple[str, float], dict[int, bool]] = {}
+
+    def keep(self, norm: str, eps: float, index: torch.Tensor, success: torch.Tensor) -> None:
+        """Record ``success`` (bool [B]) of the step at ``eps`` under ``norm`` on the images at
+        eval positions ``index`` (long [B])."""
+        fooled = self._fooled.setdefault((norm, float(eps)), {})
+        for k, hit in zip(index.tolist(), success.tolist()):
+            fooled.setdefault(k, bool(hit))
+
+    def success(self, norm: str, eps: float, index: torch.Tensor) -> torch.Tensor | None:
+        """The kept outcomes (bool [B], on ``index``'s device) of the images at eval positions
+        ``index``, or None when some of them has none."""
+        fooled = self._fooled.get((norm, float(eps)), {})
+        found = [fooled.get(k) for k in index.tolist()]
+        if any(hit is None for hit in found):
+            return None
+        return torch.tensor(found, dtype=torch.bool, device=index.device)
 
 
 def shared_clean_gradients(ctx: AuditContext) -> CleanGradients:
     """This model's :class:`CleanGradients`, shared by the white-box checks."""
+    return ctx.shared(clean_gradients_key(ctx), lambda: CleanGradients(STORE_BYTES))
+
+
+def clean_gradients_key(ctx: AuditContext) -> tuple[str, int, int]:
+    """The ``ctx.shared`` key of the model's :class:`CleanGradients`."""
     # the batch size is in the key: it sets the 1/B scale of every row (clean_gradient)
-    key = ("whitebox.clean_gradients", ctx.n_images, ctx.batch_size)
-    return ctx.shared(key, lambda: CleanGradients(STORE_BYTES))
+    return ("whitebox.clean_gradients", ctx.n_images, ctx.batch_size)
+
+
+def shared_fgsm_outcomes(ctx: AuditContext) -> FGSMOutcomes:
+    """This model's :class:`FGSMOutcomes`, written by ``whitebox.fgsm``, read by ``whitebox.masking``."""
+    return ctx.shared(fgsm_outcomes_key(ctx), FGSMOutcomes)
+
+
+def fgsm_outcomes_key(ctx: AuditContext) -> tuple[str, int, int]:
+    """The ``ctx.shared`` key of the model's :class:`FGSMOutcomes` (the batches, as for the gradients)."""
+    return ("whitebox.fgsm_outcomes", ctx.n_images, ctx.batch_size)
 
 
 def untargeted_gradients(
     ctx: AuditContext, module: LogitsModule, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The untargeted clean-point gradients [B,3,H,W] of evaluation images ``images`` (at eval
-    positions ``index``, true classes ``labels``), from the model's shared store."""
+    positions ``index``, true classes ``labels``) and the logits [B,K] of the pass each came
+    from, from the model's shared store."""
 
-    def compute() -> torch.Tensor:
-        return oom_backoff(lambda x, y: clean_gradient(module, x, y), images, labels)
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        return oom_backoff(lambda x, y: clean_gradient_and_logits(module, x, y), images, labels)
 
     return shared_clean_gradients(ctx).rows(index, labels, compute)
+
+
+def untargeted_gradients_kept(ctx: AuditContext, index: torch.Tensor, labels: torch.Tensor) -> bool:
+    """Whether the model's shared store already holds the untargeted gradients of the images at
+    eval positions ``index`` (true classes ``labels``): asking for them costs no pass. Creates
+    no store."""
+    return ctx.has_shared(clean_gradients_key(ctx)) and shared_clean_gradients(ctx).kept(index, labels)
+
+
+def fits_in_store(n_images: int, image_shape: tuple[int, ...], num_classes: int) -> bool:
+    """Whether the untargeted gradients of ``n_images`` attacked images of ``image_shape``
+    (float32, with their ``num_classes`` logits) all fit in a store of :data:`STORE_BYTES`:
+    then no row is ever computed twice."""
+    row = 4 * (math.prod(image_shape) + num_classes)
+    return n_images * row <= STORE_BYTES
 
 
 def zero_gradient_rows(gradient: torch.Tensor) -> torch.Tensor:
@@ -148,7 +233,7 @@ def clean_gradients_for(
     :data:`REUSE` is off."""
     if not REUSE:
         return {}
-    found = {"untargeted": untargeted_gradients(ctx, module, index, images, labels)}
+    found = {"untargeted": untargeted_gradients(ctx, module, index, images, labels)[0]}
     for mode, goal in targets.items():
         found[mode] = oom_backoff(lambda x, t: clean_gradient(module, x, t, targeted=True), images, goal)
     return found

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import torch
 
-from auditkit import Check, Findings, Threshold, UsageError, skip
+from auditkit import Check, Cost, Findings, Threshold, UsageError, skip
 from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff, wilson_interval
 
 from auditkit_whitebox import gradients
 from auditkit_whitebox.attacks import (
-    NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, budget_label, input_gradient, run_attack,
-    unbounded_attack,
+    NORMS, UNBOUNDED_STEP_SIZES, AttackSpec, attack_cost, budget_label, input_gradient, run_attack, times,
+    unbounded_attack, unbounded_attack_cost,
 )
 
 TRANSFER_CHECK = "transfer.proxy"
@@ -97,7 +97,10 @@ class GradientMasking(Check):
     an unbounded attack (``unbounded_attack``: Linf eps = 1 from the clean image, with a
     decaying step size), one input gradient per image, a
     repeated forward pass, and a stronger PGD (more steps and restarts) at the budget where
-    the reference attack fools about half the images. When ``transfer.proxy`` ran on the same
+    the reference attack fools about half the images. Work that is the same computation is
+    read instead (``gradients.REUSE``): the input gradients ``whitebox.fgsm`` computed, its
+    FGSM outcome at the reference budget, and, as the repeated forward pass of the images
+    it attacks, the forward pass that gave their gradients. When ``transfer.proxy`` ran on the same
     model, its transfer success at each budget (its ``transfer_success`` curves) is compared
     with white-box PGD at that budget.
 
@@ -133,6 +136,64 @@ class GradientMasking(Check):
     # An attack cannot change a constant output: every flag would describe the model, not the attack.
     constant_sensitive = True
 
+    def _ladder(self) -> list[float]:
+        s = self.settings
+        return sorted({s.eps / 4, s.eps, min(4 * s.eps, 1.0)})
+
+    def _reference(self) -> AttackSpec:
+        s = self.settings
+        return AttackSpec("pgd", "linf", s.steps, s.rel_step_size, True, s.restarts)
+
+    def _strong(self) -> AttackSpec:
+        # Same step size, more of them: the stronger attack both converges further and reaches
+        # further, which is what "more iterations should not change the result" asks.
+        s = self.settings
+        return AttackSpec("pgd", "linf", s.steps * s.strong_steps_factor, s.rel_step_size, True, s.strong_restarts)
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Exact for the repeated forward pass, the shared gradients, FGSM and each attack's first
+        restart and first stage; at most, where a probe stops early or depends on what it found:
+        the zero-gradient confirmation (every attacked image's gradient exactly zero, unless the
+        gradients are already kept and say which are), PGD's restarts (no image fooled), the
+        unbounded attack's later stages (none fooled), and the stronger PGD (every attacked
+        image left by the reference attack)."""
+        s = self.settings
+        clean = ctx.clean
+        labels_all = clean.labels if clean.labels is not None else clean.preds
+        correct = clean.preds == labels_all
+        n_correct = int(correct.sum())
+        if n_correct == 0:
+            return Cost()  # skipped before any pass
+        reuse = gradients.REUSE
+        outcomes = gradients.shared_fgsm_outcomes(ctx) if ctx.has_shared(gradients.fgsm_outcomes_key(ctx)) else None
+        cost = Cost()
+        for start in range(0, ctx.n_images, ctx.batch_size):
+            rows = torch.arange(start, min(start + ctx.batch_size, ctx.n_images), device=correct.device)
+            index = rows[correct[rows]]
+            k = len(index)
+            # the repeated forward pass: the attacked images' gradient pass stands in for theirs
+            cost += Cost(forward=len(rows) - k if reuse and k else len(rows))
+            if not k:
+                continue
+            if reuse:
+                # the shared gradients, then the summed-loss confirmation of the exact zeros among
+                # them: known when the gradients are kept (whitebox.fgsm ran first), else at most all
+                if gradients.untargeted_gradients_kept(ctx, index, labels_all[index]):
+                    kept, _ = gradients.shared_clean_gradients(ctx).rows(index, labels_all[index], _kept_only)
+                    cost += Cost(gradient=int(gradients.zero_gradient_rows(kept).sum()))
+                else:
+                    cost += Cost(gradient=2 * k)
+                known = outcomes is not None and outcomes.success("linf", s.eps, index) is not None
+                cost += Cost() if known else attack_cost(AttackSpec("fgsm", "linf"), k, gradient_known=True)
+            else:
+                cost += Cost(gradient=k) + attack_cost(AttackSpec("fgsm", "linf"), k)
+            cost += times(attack_cost(self._reference(), k), len(self._ladder()))
+            cost += unbounded_attack_cost(k, s.unbounded_steps, first_gradient_known=reuse)
+        transfer = _transfer_budgets(_transfer_results(ctx), max(s.tolerance, 1 / n_correct))
+        for norm, _ in transfer:
+            cost += attack_cost(AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts), n_correct)
+        return cost + attack_cost(self._strong(), n_correct)
+
     def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         clean = ctx.clean
@@ -142,14 +203,12 @@ class GradientMasking(Check):
         if n_correct == 0:
             skip(f"the model classifies none of the {n} images correctly: there is nothing for an attack to fool")
         module = LogitsModule(ctx.target)
-        ladder = sorted({s.eps / 4, s.eps, min(4 * s.eps, 1.0)})
-        reference = AttackSpec("pgd", "linf", s.steps, s.rel_step_size, True, s.restarts)
+        ladder = self._ladder()
+        reference = self._reference()
         margin = max(s.tolerance, 1 / n)
         margin_correct = max(s.tolerance, 1 / n_correct)
         reported = _transfer_results(ctx)
-        # A transfer success within the tolerance cannot beat any white-box success, so only the
-        # budgets above it cost a white-box run.
-        transfer = {key: found for key, found in reported.items() if found[1] > margin_correct}
+        transfer = _transfer_budgets(reported, margin_correct)
         count = {"zero_grad": 0, "random": 0, "fgsm": 0, "unbounded": 0}
         ladder_fooled = {eps: 0 for eps in ladder}
         transfer_fooled = {key: 0 for key in transfer}
@@ -158,20 +217,28 @@ class GradientMasking(Check):
         n_batches = -(-n // ctx.batch_size)
         for batch in ctx.progress(ctx.batches(), total=n_batches, desc="probes"):
             logits = clean.logits[batch.index]
-            with torch.no_grad():
-                again = ctx.forward(batch.images)
+            keep = correct[batch.index]
+            index, images, labels = batch.index[keep], batch.images[keep], labels_all[batch.index][keep]
+            grad = None
+            if gradients.REUSE and bool(keep.any()):
+                # The clean-point gradient whitebox.fgsm steps along, computed once per image:
+                # the zero test, FGSM and the unbounded attack's first step all read it, and
+                # the forward pass that gave it is these images' repeated forward pass.
+                grad, second = gradients.untargeted_gradients(ctx, module, index, images, labels)
+                again = torch.empty_like(logits)
+                again[keep] = second.to(again.dtype)
+                if not bool(keep.all()):
+                    with torch.no_grad():
+                        again[~keep] = ctx.forward(batch.images[~keep])
+            else:
+                with torch.no_grad():
+                    again = ctx.forward(batch.images)
             scale = logits.abs().amax(1).clamp(min=1)
             count["random"] += int(((again - logits).abs().amax(1) > _REPEAT_RTOL * scale).sum())
-            keep = correct[batch.index]
             if not bool(keep.any()):
                 reference_success.append(torch.zeros(0, len(ladder), dtype=torch.bool, device=ctx.device))
                 continue
-            images, labels = batch.images[keep], labels_all[batch.index][keep]
-            grad = None
-            if gradients.REUSE:
-                # The clean-point gradient whitebox.fgsm steps along, computed once per image:
-                # the zero test, FGSM and the unbounded attack's first step all read it.
-                grad = gradients.untargeted_gradients(ctx, module, batch.index[keep], images, labels)
+            if grad is not None:
                 zero = gradients.zero_gradient_rows(grad)
                 if bool(zero.any()):
                     # The batch mean scales each gradient by 1/B: confirm on the summed loss
@@ -181,8 +248,12 @@ class GradientMasking(Check):
             else:
                 summed = oom_backoff(lambda x, y: input_gradient(ctx.target, x, y), images, labels)
                 count["zero_grad"] += int(gradients.zero_gradient_rows(summed).sum())
-            fgsm = run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps, gradient=grad)
-            count["fgsm"] += int(fgsm.success.sum())
+            # whitebox.fgsm's step at this budget, when it made it: the same step along the same
+            # gradient on the same images, scored the same way
+            fooled = gradients.shared_fgsm_outcomes(ctx).success("linf", s.eps, index) if grad is not None else None
+            if fooled is None:
+                fooled = run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps, gradient=grad).success
+            count["fgsm"] += int(fooled.sum())
             rungs = []
             for eps in ladder:
                 out = run_attack(module, reference, images, labels, eps)
@@ -203,9 +274,7 @@ class GradientMasking(Check):
         # leaves about half the correct images, since that is where a weak attack shows most.
         target_acc = n_correct / n / 2
         rung = min(range(len(ladder)), key=lambda i: (abs(ladder_acc[ladder[i]] - target_acc), i))
-        # Same step size, more of them: the stronger attack both converges further and reaches
-        # further, which is what "more iterations should not change the result" asks.
-        strong = AttackSpec("pgd", "linf", s.steps * s.strong_steps_factor, s.rel_step_size, True, s.strong_restarts)
+        strong = self._strong()
         newly_fooled = 0
         for batch, success in zip(ctx.batches(), reference_success):
             keep = correct[batch.index]
@@ -349,6 +418,18 @@ def _transfer_results(ctx: AuditContext) -> dict[tuple[str, float], tuple[str, f
                     label = f"{TRANSFER_METRIC}@{budget_label(curve.norm, point.x)}"
                     found[(curve.norm, point.x)] = (label, float(point.value))
     return found
+
+
+def _kept_only() -> tuple[torch.Tensor, torch.Tensor]:
+    raise AssertionError("read only after CleanGradients.kept said every row is there")
+
+
+def _transfer_budgets(
+    reported: dict[tuple[str, float], tuple[str, float]], margin_correct: float
+) -> dict[tuple[str, float], tuple[str, float]]:
+    """The transfer results that cost a white-box run: a transfer success within the tolerance
+    ``margin_correct`` cannot beat any white-box success, so only the budgets above it."""
+    return {key: found for key, found in reported.items() if found[1] > margin_correct}
 
 
 def _looks_like_probabilities(outputs: torch.Tensor) -> bool:

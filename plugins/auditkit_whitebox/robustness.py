@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 
-from auditkit import Artifact, Check, Findings, Threshold, UsageError
+from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
 from auditkit.toolkit import AuditContext, Curve, LogitsModule, wilson_interval
 
 from auditkit_whitebox import gradients
@@ -18,12 +18,15 @@ from auditkit_whitebox.attacks import (
     NORMS,
     TARGETED_MODES,
     AttackSpec,
+    attack_cost,
     budget_label,
     least_likely_class,
     max_budget,
     minimal_epsilon,
+    minimal_epsilon_rounds,
     random_wrong_class,
     run_attack,
+    times,
 )
 
 LINF_EPS: tuple[float, ...] = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -210,18 +213,65 @@ class _RobustAccuracy(Check):
         (``"untargeted"`` or a targeted mode); empty for attacks that take their own."""
         return {}
 
+    def record_untargeted(
+        self, ctx: AuditContext, norm: str, eps: float, index: torch.Tensor, success: torch.Tensor
+    ) -> None:
+        """Called with each untargeted run's ``success`` (bool [B]) on the images at eval
+        positions ``index``; a check whose outcomes another check reads keeps them here."""
+
+    def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        """The most passes one minimal-epsilon round costs on ``n_images`` images attacked with
+        ``spec`` (the deterministic attack)."""
+        return attack_cost(spec, n_images)
+
+    def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        """The most passes one run of ``spec`` at one budget costs on ``n_images`` attacked
+        images, besides the clean-point gradients (:meth:`clean_gradient_cost`)."""
+        return attack_cost(spec, n_images)
+
+    def clean_gradient_cost(self, ctx: AuditContext, positions: list[torch.Tensor], modes: tuple[str, ...]) -> Cost:
+        """What :meth:`clean_gradients` costs over the batches of attacked images at eval
+        positions ``positions`` (one tensor per batch), in the attack modes ``modes``."""
+        return Cost()
+
+    def _attack_plan(self, num_classes: int) -> tuple[dict[str, list[float]], tuple[str, ...], dict[str, list[float]]]:
+        """The budgets by norm, the attack modes, and the budgets of the targeted runs by norm."""
+        s = self.settings
+        budgets = {norm: list(s.linf_eps if norm == "linf" else s.l2_eps) for norm in NORMS}
+        budgets = {norm: eps for norm, eps in budgets.items() if eps}
+        modes = ("untargeted", *(s.targeted if num_classes > 1 else ()))
+        targeted_grid = {
+            norm: grid if s.targeted_budgets == "all" else grid[-1:] for norm, grid in budgets.items()
+        }
+        return budgets, modes, targeted_grid
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """The attacks on the grid, exactly (with one restart); the minimal-epsilon search at
+        most: every attacked image in every round (``minimal_epsilon_rounds``), where it stops
+        early for images fooled sooner or that cannot move the median."""
+        s = self.settings
+        clean = ctx.clean
+        correct = clean.correct
+        n_correct = int(correct.sum())
+        budgets, modes, targeted_grid = self._attack_plan(int(clean.logits.shape[1]))
+        positions = attacked_positions(ctx, correct)
+        cost = self.clean_gradient_cost(ctx, positions, modes)
+        for norm, grid in budgets.items():
+            spec = self.attack_spec(norm)
+            runs = len(grid) + (len(modes) - 1) * len(targeted_grid[norm])
+            cost += times(self.grid_cost(ctx, spec, n_correct), runs)
+            cap = min(max_budget(norm, tuple(ctx.data.image_shape)), s.min_eps_search_factor * grid[-1])
+            rounds = minimal_epsilon_rounds(grid, cap, s.bisection_steps)
+            cost += times(self.search_cost(ctx, spec.deterministic(), n_correct), rounds)
+        return cost
+
     def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         clean = ctx.clean
         correct = clean.correct
         n_images, n_correct = len(clean), int(correct.sum())
-        budgets = {norm: list(s.linf_eps if norm == "linf" else s.l2_eps) for norm in NORMS}
-        budgets = {norm: eps for norm, eps in budgets.items() if eps}
         num_classes = int(clean.logits.shape[1])
-        modes = ("untargeted", *(s.targeted if num_classes > 1 else ()))
-        targeted_grid = {
-            norm: grid if s.targeted_budgets == "all" else grid[-1:] for norm, grid in budgets.items()
-        }
+        budgets, modes, targeted_grid = self._attack_plan(num_classes)
         fooled = {("untargeted", norm, eps): 0 for norm, grid in budgets.items() for eps in grid}
         for mode in modes[1:]:
             fooled.update({(mode, norm, eps): 0 for norm, grid in targeted_grid.items() for eps in grid})
@@ -253,6 +303,7 @@ class _RobustAccuracy(Check):
                 hits, adversarial, adv_logits = [], [], []
                 for eps in grid:
                     out = run_attack(module, spec, images, labels, eps, gradient=grads.get("untargeted"))
+                    self.record_untargeted(ctx, norm, eps, index, out.success)
                     fooled[("untargeted", norm, eps)] += int(out.success.sum())
                     hits.append(out.success)
                     if norm == example_norm and len(examples) < s.examples:
@@ -404,6 +455,19 @@ class _RobustAccuracy(Check):
         return out
 
 
+def attacked_positions(ctx: AuditContext, correct: torch.Tensor) -> list[torch.Tensor]:
+    """The eval positions of the correctly classified images (``correct``, bool [N]), one long
+    tensor per evaluation batch that has any, on ``correct``'s device: the images each batch of
+    the white-box checks attacks."""
+    out = []
+    for start in range(0, ctx.n_images, ctx.batch_size):
+        index = torch.arange(start, min(start + ctx.batch_size, ctx.n_images), device=correct.device)
+        index = index[correct[index]]
+        if len(index):
+            out.append(index)
+    return out
+
+
 def _min_eps_metric(norm: str) -> str:
     return "median_min_eps" if norm == "linf" else f"median_min_eps_{norm}"
 
@@ -443,6 +507,34 @@ class FGSMRobustness(_RobustAccuracy):
         # One gradient per image and loss target for every budget, norm and bisection step;
         # the untargeted ones shared with whitebox.masking.
         return gradients.clean_gradients_for(ctx, module, index, images, labels, targets)
+
+    def record_untargeted(
+        self, ctx: AuditContext, norm: str, eps: float, index: torch.Tensor, success: torch.Tensor
+    ) -> None:
+        if gradients.REUSE:  # a step along the shared gradient: whitebox.masking's FGSM probe reads it
+            gradients.shared_fgsm_outcomes(ctx).keep(norm, eps, index, success)
+
+    def clean_gradient_cost(self, ctx: AuditContext, positions: list[torch.Tensor], modes: tuple[str, ...]) -> Cost:
+        if not gradients.REUSE:
+            return Cost()
+        labels = ctx.clean.labels
+        # untargeted: a batch computes its gradients unless every row is already in the store
+        # (whitebox.masking ran first); targeted: one pass per image and mode, never shared
+        untargeted = sum(len(p) for p in positions if not gradients.untargeted_gradients_kept(ctx, p, labels[p]))
+        targeted = (len(modes) - 1) * sum(len(p) for p in positions)
+        return Cost(gradient=untargeted + targeted)
+
+    def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        return attack_cost(spec, n_images, gradient_known=gradients.REUSE)
+
+    def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        if not gradients.REUSE:
+            return attack_cost(spec, n_images)
+        # each step reads its image's kept gradient: none computed unless the store cannot
+        # keep every attacked image's row, and then at most one per image and round
+        clean = ctx.clean
+        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
+        return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)
 
 
 class PGDRobustness(_RobustAccuracy):

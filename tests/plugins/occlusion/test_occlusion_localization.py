@@ -41,8 +41,9 @@ def test_colour_detector_passes_on_its_square_and_fails_on_the_other():
     assert m["pointing_game"] == 1.0 and o["pointing_game"] == 0.0
     assert m["energy_in_box"] > 0.75 and o["energy_in_box"] == 0.0  # hiding the other square only raises the score
     assert m["loc_acc_iou50"] >= 0.75 and m["empty_maps"] == 0
-    assert m["n_queries"] == o["n_queries"] == 16 * 226
-    assert "explaining the true label on 16 images with 3,616 queries" in on.message
+    # 225 occluded copies per image; the images themselves were scored by the shared clean pass
+    assert m["n_queries"] == o["n_queries"] == 16 * 225
+    assert "explaining the true label on 16 images with 3,600 queries" in on.message
 
 
 # -- the planted shortcut ------------------------------------------------------------------

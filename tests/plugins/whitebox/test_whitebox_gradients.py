@@ -179,24 +179,29 @@ def test_the_store_keeps_rows_up_to_its_size_and_never_changes_one():
     def compute(values):
         def run():
             computed.append(values)
-            return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone()
+            grads = torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone()
+            return grads, -torch.tensor(values, dtype=torch.float32).view(-1, 1).expand(-1, 2).clone()
 
         return run
 
-    row_bytes = 3 * 2 * 2 * 4
+    row_bytes = 3 * 2 * 2 * 4 + 2 * 4  # the gradient and the pass's two logits
     store = CleanGradients(2 * row_bytes)
     index, goal = torch.tensor([0, 1, 2]), torch.tensor([1, 1, 1])
-    first = store.rows(index, goal, compute([1.0, 2.0, 3.0]))
-    assert first[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] and len(computed) == 1
-    # rows 0 and 1 fit and are read back; row 2 did not and is computed again, with its batch
-    again = store.rows(index[:2], goal[:2], compute([9.0, 9.0]))
-    assert again[:, 0, 0, 0].tolist() == [1.0, 2.0] and len(computed) == 1
-    mixed = store.rows(index, goal, compute([7.0, 7.0, 7.0]))
-    assert mixed[:, 0, 0, 0].tolist() == [1.0, 2.0, 7.0] and len(computed) == 2
+    first, logits = store.rows(index, goal, compute([1.0, 2.0, 3.0]))
+    assert first[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] and logits[:, 0].tolist() == [-1.0, -2.0, -3.0]
+    assert len(computed) == 1
+    # rows 0 and 1 fit and are read back, with their logits; row 2 did not and is computed again, with its batch
+    assert store.kept(index[:2], goal[:2]) and not store.kept(index, goal)
+    again, logits = store.rows(index[:2], goal[:2], compute([9.0, 9.0]))
+    assert again[:, 0, 0, 0].tolist() == [1.0, 2.0] and logits[:, 0].tolist() == [-1.0, -2.0] and len(computed) == 1
+    mixed, logits = store.rows(index, goal, compute([7.0, 7.0, 7.0]))
+    assert mixed[:, 0, 0, 0].tolist() == [1.0, 2.0, 7.0] and logits[:, 0].tolist() == [-1.0, -2.0, -7.0]
+    assert len(computed) == 2
     # a row asked for towards another class is computed, and the kept one stays
-    other = store.rows(index[:1], torch.tensor([2]), compute([5.0]))
+    assert not store.kept(index[:1], torch.tensor([2]))
+    other, _ = store.rows(index[:1], torch.tensor([2]), compute([5.0]))
     assert other[:, 0, 0, 0].tolist() == [5.0]
-    assert store.rows(index[:1], goal[:1], compute([6.0]))[0, 0, 0, 0] == 1.0
+    assert store.rows(index[:1], goal[:1], compute([6.0]))[0][0, 0, 0, 0] == 1.0
 
 
 def test_a_full_store_recomputes_and_changes_nothing(quadrant_cnn, quadrants48, monkeypatch):
