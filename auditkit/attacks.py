@@ -1,6 +1,8 @@
 """torchattacks' FGSM, PGD and MI-FGSM built one way for every check: the model seen as an
 ``nn.Module`` with contiguous input gradients, budgets in [0,1] pixel units, the step size the
-caller's own rule, targeted mode by label, and every perturbation checked against its budget."""
+caller's own rule, targeted mode by label, and every perturbation checked against its budget.
+And FGSM from a clean-point gradient computed once (:func:`clean_gradient`, :func:`fgsm_step`),
+bit for bit torchattacks' step, for checks that attack one batch at many budgets."""
 from __future__ import annotations
 
 import itertools
@@ -200,6 +202,62 @@ def craft(
     adversarial = attack(images, labels).detach()
     _check_budget(norm, images, adversarial, eps)
     return adversarial
+
+
+def clean_gradient(model: nn.Module, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool = False) -> torch.Tensor:
+    """The input gradient [B,3,H,W] that torchattacks' FGSM (and the first step of PGD from
+    the clean image) takes on this batch: of the batch-mean cross-entropy towards ``goal``,
+    maximized (untargeted: ``goal`` are the true classes) or minimized (``targeted``: the target
+    classes; the gradient of ``-CE``). Computed exactly as torchattacks computes it (same
+    module call, loss and reduction), so a step along it is bit-identical to torchattacks'.
+
+    ``model`` returns logits [B,K] for ``images`` [B,3,H,W] (a :class:`LogitsModule`, or a
+    proxy in eval mode). The mean makes each image's gradient 1/B of its own loss's gradient:
+    that scale changes no sign and no direction, but it does depend on the batch, so a step
+    from it is torchattacks' step on this batch, not on another one.
+    """
+    return clean_gradient_and_logits(model, images, goal, targeted=targeted)[0]
+
+
+def clean_gradient_and_logits(
+    model: nn.Module, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`clean_gradient` [B,3,H,W] and the logits [B,K] of the forward pass it came from
+    (detached): a second forward pass of the clean images, which ``whitebox.masking`` compares
+    with the shared clean pass to find randomized outputs."""
+    x = images.contiguous().clone().detach()
+    x.requires_grad = True
+    logits = model(x)
+    loss = nn.CrossEntropyLoss()(logits, goal.clone().detach())
+    cost = -loss if targeted else loss
+    (grad,) = torch.autograd.grad(cost, x, retain_graph=False, create_graph=False)
+    return grad.detach(), logits.detach()
+
+
+def fgsm_step(images: torch.Tensor, gradient: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
+    """FGSM from a precomputed clean-point gradient (:func:`clean_gradient`): ``x + eps *
+    sign(g)`` for Linf, ``x + eps * g / ||g||`` for L2, clamped to [0,1]; ``eps`` one budget
+    or a tensor [B] of per-image budgets. One forward pass scores the result; no backward.
+
+    Bit-identical to ``auditkit.toolkit.craft(model, images, labels, "fgsm", norm, eps)`` given
+    the same gradient (tests/plugins/whitebox/test_whitebox_gradients.py,
+    tests/plugins/transfer/test_transfer_cost.py): the L2 step repeats
+    torchattacks' PGD-L2 arithmetic, the ``1e-10`` added to the gradient norm and the projection
+    onto the ball, which is idle (the step has length eps at most) but rounds.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+    x = images.contiguous()
+    per_image = isinstance(eps, torch.Tensor)
+    eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
+    if norm == "linf":
+        return torch.clamp(x + eps_img * gradient.sign(), min=0, max=1)
+    n = x.shape[0]
+    unit = gradient / (torch.norm(gradient.reshape(n, -1), p=2, dim=1) + 1e-10).view(n, 1, 1, 1)
+    delta = (x + eps_img * unit) - x
+    lengths = torch.norm(delta.reshape(n, -1), p=2, dim=1)
+    factor = torch.min(eps / lengths, torch.ones_like(lengths))
+    return torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1)
 
 
 def _check_budget(norm: str, images: torch.Tensor, adversarial: torch.Tensor, eps: float | torch.Tensor) -> None:

@@ -207,7 +207,9 @@ class AuditSession:
         estimate that fails is no estimate: the check still runs and reports its own errors."""
         try:
             cost = check.estimate(ctx)
-        except Exception as exc:  # noqa: BLE001 - an estimate never stops a check
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - an estimate never stops a check (not even a skip raised in it)
             log.debug("no cost estimate for %s on %s: %s", check.id, ctx.target.name, exc)
             return None
         if not isinstance(cost, Cost):

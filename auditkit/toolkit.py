@@ -44,7 +44,9 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
 - Attacks: :func:`build_attack` and :func:`craft` (torchattacks, configured once for every
   check; :data:`ATTACK_METHODS`), :class:`LogitsModule` (a Target or network as the module
   torchattacks attacks), :func:`missing_input_gradient`, :data:`NORMS`, :func:`budget_label`,
-  :func:`parse_budget`.
+  :func:`parse_budget`; FGSM at many budgets from one clean-point gradient, bit for bit
+  torchattacks' step: :func:`clean_gradient` (:func:`clean_gradient_and_logits`),
+  :func:`fgsm_step`.
 - Statistics: :func:`wilson_interval` (rates); :func:`paired_sign_test` (exact, McNemar's on
   0/1 outcomes) with :func:`binomial_upper_tail`, :func:`bootstrap_mean_interval`,
   :func:`spearman_rows` with :func:`average_ranks` (per-image scores).
@@ -56,7 +58,15 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
 from __future__ import annotations
 
 from auditkit.attacks import METHODS as ATTACK_METHODS
-from auditkit.attacks import LogitsModule, build_attack, craft, missing_input_gradient
+from auditkit.attacks import (
+    LogitsModule,
+    build_attack,
+    clean_gradient,
+    clean_gradient_and_logits,
+    craft,
+    fgsm_step,
+    missing_input_gradient,
+)
 from auditkit.batching import oom_backoff
 from auditkit.budgets import NORMS, budget_label, parse_budget
 from auditkit.check import (
@@ -183,11 +193,14 @@ __all__ = [
     "build_attack",
     "center_hits",
     "choose_layer",
+    "clean_gradient",
+    "clean_gradient_and_logits",
     "connected_components",
     "contiguous_gradient",
     "craft",
     "energy_in_region",
     "evaluation_maps_key",
+    "fgsm_step",
     "grad_cam",
     "grad_cam_from",
     "hookimpl",

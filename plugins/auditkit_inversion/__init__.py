@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 
 import auditkit
-from auditkit import Artifact, Check, Findings, Threshold, UsageError
+from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
 from auditkit.toolkit import AuditContext, oom_backoff, ssim_window
 
 from auditkit_inversion.fidelity import psnr, ssim
@@ -180,6 +180,12 @@ class InversionFidelity(Check):
         s = self.settings
         target = ctx.target
         stages, notes, selection, anchor = self._select(target)
+        if not stages:
+            auditkit.skip(
+                "no stage before the classifier head to invert"
+                + (f" ({'; '.join(notes)})" if notes else "")
+                + "; name the layers to invert in the setting 'layers'"
+            )
         names = [st.name for st in stages]
         n_layers = len(stages)
         n_total = min(s.max_images, ctx.n_images)
@@ -227,20 +233,36 @@ class InversionFidelity(Check):
         means = {k: (v / done).tolist() for k, v in sums.items()}
         return self._findings(ctx, stages, notes, selection, anchor, means, done, used, shown_x0, shown_rec)
 
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """Per image inverted (``max_images`` at most): one forward for its reference features;
+        2 per layer for the batching check (its copy alone, then stacked), whose features are
+        also the starts' errors, or, without the check (``sequential``, or one layer), 1 per
+        layer for those errors; 1 per layer for the final errors; and ``steps`` forward+backward
+        passes per layer. Exact for ``auto`` whichever strategy it picks (the fallback to
+        sequential reads the starts' errors from the check too); an upper bound when a
+        configured ``drop`` or ``stacked`` is not exact (the check raises after its forwards)
+        and when a CUDA out-of-memory error makes a batch start over (its passes repeat)."""
+        s = self.settings
+        stages = self._select(ctx.target)[0]
+        n_images = min(s.max_images, ctx.n_images) if stages else 0
+        n_layers = len(stages)
+        checked = s.strategy != "sequential" and n_layers > 1
+        return Cost(
+            forward=n_images * (1 + (3 if checked else 2) * n_layers),
+            gradient=n_images * n_layers * s.steps,
+        )
+
     def _select(self, target: Any) -> tuple[list[Stage], list[str], str, dict[str, Any]]:
-        """The layers to invert in call order, notes on what was left out, how they were
-        chosen, and the anchor (``{"layer", "source"}``; empty without one)."""
+        """The layers to invert in call order (none when no stage was found: the check skips),
+        notes on what was left out, how they were chosen, and the anchor (``{"layer",
+        "source"}``; empty without one)."""
         if self.settings.layers:
             stages, notes, selection = configured_stages(self.settings.layers, target.layers), [], "configured"
         else:
             stages, notes = default_stages(target.model, target.layers, target.num_classes, getattr(target, "body_name", ""))
             selection = "automatic"
             if not stages:
-                auditkit.skip(
-                    "no stage before the classifier head to invert"
-                    + (f" ({'; '.join(notes)})" if notes else "")
-                    + "; name the layers to invert in the setting 'layers'"
-                )
+                return [], notes, selection, {}
         if not self.settings.anchor:
             return stages, notes, selection, {}
         anchor, source = anchor_stage(target.layers)

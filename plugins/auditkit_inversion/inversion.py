@@ -186,14 +186,32 @@ def stack_layer_major(per_layer: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(per_layer), dim=0)
 
 
+@dataclass
+class BatchingComparison:
+    """What one forward of the stacked copies read, against each layer's copies run alone.
+
+    :ivar reason: None when every layer read the same features both ways (within 1e-4 of the
+        largest magnitude), else why batching is not exact here.
+    :ivar alone: [L] tensors [B,...]: each layer's features of its own copies, run alone.
+    :ivar batched: [L] tensors [B,...]: the same read from the stacked forward; None when that
+        forward broke.
+    """
+
+    reason: str | None
+    alone: list[torch.Tensor]
+    batched: list[torch.Tensor] | None
+
+
 @torch.no_grad()
-def batching_is_exact(target: Any, layers: Sequence[str], inputs: torch.Tensor, mode: str = "drop") -> str | None:
-    """Whether one forward of the stacked copies (``mode`` ``drop`` or ``stacked``) reads the
-    same features as running each layer's copies on their own.
+def compare_batching(target: Any, layers: Sequence[str], inputs: torch.Tensor, mode: str = "drop") -> BatchingComparison:
+    """Run each layer's copies on their own, then all of them stacked in one forward (``mode``
+    ``drop`` or ``stacked``, see :class:`LayerTaps`), and compare what each layer read.
 
     ``inputs`` is [L,B,3,H,W], distinct images per layer (the random starts), so that layers
     mixing batch rows are caught as well as residual connections and branches around a
-    selected layer. Returns None when every layer agrees, else the reason it does not."""
+    selected layer. Costs 2*L*B image passes without gradients; both sets of features are
+    kept, so that the caller need not run them again (:func:`invert` reads its starts' errors
+    from them)."""
     b = inputs.shape[1]
     alone = []
     for name, x in zip(layers, inputs):
@@ -203,14 +221,22 @@ def batching_is_exact(target: Any, layers: Sequence[str], inputs: torch.Tensor, 
         with LayerTaps(target, layers, b, mode) as taps:
             got = taps(stack_layer_major(list(inputs)))
     except Exception as exc:  # whatever breaks, this batching is not usable here
-        return f"{'dropping rows after each layer' if mode == 'drop' else 'stacking copies'} breaks the forward ({str(exc).splitlines()[0]})"
+        what = "dropping rows after each layer" if mode == "drop" else "stacking copies"
+        return BatchingComparison(f"{what} breaks the forward ({str(exc).splitlines()[0]})", alone, None)
     for name, g, r in zip(layers, got, alone):
         if g.shape != r.shape:
-            return f"batched, {name} has shape {list(g.shape)} instead of {list(r.shape)}"
+            return BatchingComparison(f"batched, {name} has shape {list(g.shape)} instead of {list(r.shape)}", alone, got)
         scale = float(r.abs().max()) or 1.0
         if float((g - r).abs().max()) > 1e-4 * scale:
-            return f"batched, {name}'s output differs from running its copies alone"
-    return None
+            return BatchingComparison(f"batched, {name}'s output differs from running its copies alone", alone, got)
+    return BatchingComparison(None, alone, got)
+
+
+def batching_is_exact(target: Any, layers: Sequence[str], inputs: torch.Tensor, mode: str = "drop") -> str | None:
+    """Whether one forward of the stacked copies (``mode`` ``drop`` or ``stacked``) reads the
+    same features as running each layer's copies on their own (see :func:`compare_batching`).
+    Returns None when every layer agrees, else the reason it does not."""
+    return compare_batching(target, layers, inputs, mode).reason
 
 
 # -- the optimization ------------------------------------------------------------------------------
@@ -256,32 +282,50 @@ def invert(
     :param layers: module names, in call order.
     :param start: [L,B,3,H,W] initial images, one per (layer, image), in [0,1].
     :param strategy: ``drop``, ``stacked``, ``sequential`` or ``auto`` (``drop`` where it is
-        exact, see :func:`batching_is_exact`; ``sequential`` otherwise). ``drop`` and
+        exact, see :func:`compare_batching`; ``sequential`` otherwise). ``drop`` and
         ``stacked`` raise ValueError where they are not exact. Every strategy gives the
         same result up to floating point: each copy's loss depends on its own pixels only.
     :param progress: wraps the step loop: ``progress(iterable, total, desc)``.
+
+    Image passes through ``target`` (each counted where it enters the network), without
+    gradients: B for the reference features, 2*L*B for the batching check (``auto``,
+    ``drop`` and ``stacked`` with L > 1), whose features also give the starts' errors, else
+    L*B for those errors, and L*B for the final errors; with gradients, ``steps`` * L * B.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     n_layers, b = len(layers), images.shape[0]
     if tuple(start.shape) != (n_layers, *images.shape):
         raise ValueError(f"start must be [layers={n_layers}, *images.shape={list(images.shape)}], got {list(start.shape)}")
+    # Projected onto the box once, in one layout: the batching check then runs the very
+    # tensors the optimization starts from, and its features serve as the starts' own.
+    start = start.clamp(0, 1).contiguous()
     with torch.no_grad(), LayerTaps(target, layers, b, "shared") as taps:
         reference = [r.detach() for r in taps(images)]
     note = ""
-    if strategy == "auto":
-        reason = batching_is_exact(target, layers, start, "drop") if n_layers > 1 else None
-        strategy = "drop" if reason is None else "sequential"
+    # phi_l(start) per layer, as the optimization would read it first (same forward, same
+    # batch, no gradients), when the batching check has already read it: not run again.
+    start_features: list[torch.Tensor] | None = None
+    if strategy in ("auto", "drop", "stacked") and n_layers > 1:
+        comparison = compare_batching(target, layers, start, "drop" if strategy == "auto" else strategy)
+        reason = comparison.reason
+        if strategy != "auto" and reason is not None:
+            raise ValueError(f"strategy {strategy!r} cannot invert {list(layers)} exactly: {reason}; use 'auto' or 'sequential'")
+        if strategy == "auto":
+            strategy = "drop" if reason is None else "sequential"
         if reason is not None:
             note = f"layers inverted one after another: {reason}"
             log.info("inversion.fidelity: %s", note)
-    elif strategy in ("drop", "stacked") and n_layers > 1:
-        reason = batching_is_exact(target, layers, start, strategy)
-        if reason is not None:
-            raise ValueError(f"strategy {strategy!r} cannot invert {list(layers)} exactly: {reason}; use 'auto' or 'sequential'")
+        # sequential reads each layer's copies alone, as the check's first forwards did
+        start_features = comparison.alone if strategy == "sequential" else comparison.batched
+    elif strategy == "auto":
+        strategy = "drop"  # one layer: nothing to drop or stack, every strategy is the same forward
     if strategy == "sequential":
         parts = [
-            _optimize(target, [name], [reference[i]], start[i], objective, steps, lr, "stacked", progress, f"inversion {name}")
+            _optimize(
+                target, [name], [reference[i]], start[i], objective, steps, lr, "stacked", progress, f"inversion {name}",
+                start_features=None if start_features is None else [start_features[i]],
+            )
             for i, name in enumerate(layers)
         ]
         recon = torch.stack([p[0] for p in parts])
@@ -290,7 +334,7 @@ def invert(
     else:
         x, final_l, initial_l = _optimize(
             target, layers, reference, start.reshape(n_layers * b, *images.shape[1:]), objective, steps, lr,
-            strategy, progress, "inversion",
+            strategy, progress, "inversion", start_features=start_features,
         )
         recon = x.view(n_layers, *images.shape)
         final, initial = torch.stack(final_l), torch.stack(initial_l)
@@ -308,7 +352,12 @@ def _optimize(
     mode: str,
     progress: Callable[[Iterable, int, str], Iterable] | None,
     desc: str,
+    *,
+    start_features: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Adam on the pixels from ``start``; returns (x*, the final and the initial squared
+    feature errors per layer). ``start_features``: phi_l(start) per layer as ``taps`` in
+    ``mode`` reads it, already computed (by the batching check); None runs that forward."""
     b = reference[0].shape[0]
     x = start.detach().clone().clamp_(0, 1).requires_grad_(True)
     # Adam (Kingma & Ba 2015) written out: torch.optim's first step imports torch._dynamo,
@@ -320,7 +369,7 @@ def _optimize(
     if progress is not None:
         step_iter = progress(step_iter, steps, desc)
     with LayerTaps(target, layers, b, mode) as taps:
-        initial = _rel_err_sq(taps, x, reference)
+        initial = _rel_err_sq(taps, x, reference, start_features)
         for step in step_iter:
             with torch.enable_grad():
                 features = taps(x)
@@ -341,5 +390,7 @@ def _optimize(
 
 
 @torch.no_grad()
-def _rel_err_sq(taps: LayerTaps, x: torch.Tensor, reference: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [feature_rel_err_sq(f, r) for f, r in zip(taps(x), reference)]
+def _rel_err_sq(
+    taps: LayerTaps, x: torch.Tensor, reference: Sequence[torch.Tensor], features: Sequence[torch.Tensor] | None = None
+) -> list[torch.Tensor]:
+    return [feature_rel_err_sq(f, r) for f, r in zip(taps(x) if features is None else features, reference)]

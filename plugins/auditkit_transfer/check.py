@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 import torch
 
-from auditkit import Artifact, Check, Findings, TargetError, Threshold, UsageError, skip
+from auditkit import Artifact, Check, Cost, Findings, TargetError, Threshold, UsageError, skip
 from auditkit.toolkit import AuditContext, Curve, CurvePoint, NORMS, oom_backoff, wilson_interval
 
+from auditkit_transfer import attacks
 from auditkit_transfer.attacks import (
     ATTACKS,
+    FROM_CLEAN,
     MODES,
     AttackConfig,
     TransferMeasurement,
@@ -33,6 +35,59 @@ from auditkit_transfer.proxy import (
 )
 
 CHECK_ID = "transfer.proxy"
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The target queries that train the proxy, as :meth:`ProxyTransfer.run` makes them when the
+    time cap (``max_train_seconds``) does not stop training early.
+
+    :ivar seed: natural images from the train split, queried first.
+    :ivar validation: how many of them are held out for early stopping.
+    :ivar augmentation: the new points queried in each Jacobian augmentation round, each at
+        most the proxy's training images so far and within what the budget leaves.
+    """
+
+    seed: int
+    validation: int
+    augmentation: tuple[int, ...]
+
+    @property
+    def queries(self) -> int:
+        return self.seed + sum(self.augmentation)
+
+    def training_sizes(self) -> list[int]:
+        """The proxy's training images in each training round (one round more than there are
+        augmentation rounds): the seed images less the held-out ones, then growing by each
+        round's new points."""
+        sizes = [self.seed - self.validation]
+        for new in self.augmentation:
+            sizes.append(sizes[-1] + new)
+        return sizes
+
+
+@dataclass(frozen=True)
+class ProxyPasses:
+    """Image passes through the proxy network (not the audited model), at most: training
+    stops early at a validation plateau (``patience``) or at the time cap.
+
+    :ivar training: forward+backward to its weights, in train mode.
+    :ivar input_gradient: forward+backward to its input: the gradient probe, Jacobian
+        augmentation and the attacks' steps.
+    :ivar forward: without gradients: validation after each epoch, agreement with the
+        target on the evaluation images, and scoring each adversarial example.
+    """
+
+    training: int
+    input_gradient: int
+    forward: int
+
+    def describe(self) -> str:
+        return (
+            f"proxy network, not the audited model: at most {self.training:,} training image passes "
+            f"(forward+backward to its weights), {self.input_gradient:,} forward+backward to its input "
+            f"(augmentation, attacks) and {self.forward:,} forward (validation, agreement, scoring)"
+        )
 
 
 class Oracle:
@@ -183,6 +238,23 @@ class ProxyTransfer(Check):
                 out += [AttackConfig(a, norm, float(e)) for a in self.attacks if supported(a, norm) for e in epsilons]
             return out
 
+        def query_plan(self, train_images: int) -> QueryPlan:
+            """The training queries on a train split of ``train_images`` images: the seed set
+            (cut to the budget and the split; a ``validation_fraction`` of it held out once it
+            has 10 images or more), then each augmentation round's new points, as many as the
+            proxy's training images, within what the budget leaves."""
+            seed = min(self.seed_size, self.query_budget, train_images)
+            validation = int(round(seed * self.validation_fraction)) if seed >= 10 else 0
+            rounds: list[int] = []
+            queried, training = seed, seed - validation
+            for _ in range(self.augment_rounds):
+                new = min(self.query_budget - queried, training)
+                if new <= 0:
+                    break
+                rounds.append(new)
+                queried, training = queried + new, training + new
+            return QueryPlan(seed, validation, tuple(rounds))
+
     def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         train = ctx.data.train
@@ -202,11 +274,11 @@ class ProxyTransfer(Check):
         deadline = None if s.max_train_seconds is None else time.monotonic() + s.max_train_seconds
 
         # 1. the seed set: natural images from the train split, queried once
-        seed_n = min(s.seed_size, s.query_budget, len(train))
+        plan = s.query_plan(len(train))
+        seed_n, n_val = plan.seed, plan.validation
         order = torch.randperm(len(train), generator=generator)[:seed_n].tolist()
         seed_images = torch.cat([b.images for b in ctx.data.batches("train", ctx.batch_size, indices=order)]).to(ctx.device)
         seed_probs, seed_labels = oracle(seed_images)
-        n_val = int(round(seed_n * s.validation_fraction)) if seed_n >= 10 else 0
         val_images, val_labels = seed_images[:n_val], seed_labels[:n_val]
         images, labels = seed_images[n_val:], seed_labels[n_val:]
         targets = seed_probs[n_val:] if use_scores else labels
@@ -245,6 +317,46 @@ class ProxyTransfer(Check):
         outcome = self._attack(ctx, proxy, oracle, clean, base_mask)
         attack_queries = oracle.count - training_queries
         return self._findings(ctx, outcome, log, training_queries, attack_queries, rounds_done, use_scores, seed_n, n_val)
+
+    def estimate(self, ctx: AuditContext) -> Cost:
+        """The target's queries (forward passes): the training queries of
+        :meth:`Settings.query_plan`, then, per correctly answered evaluation image (every
+        image without labels), one per attack configuration and mode and one per noise
+        budget. The proxy's own passes are in the note (:meth:`proxy_passes`). An upper
+        bound only when the time cap stops training before an augmentation round (its
+        queries are then not made); exact otherwise."""
+        s = self.settings
+        train = ctx.data.train
+        if train is None or len(train) == 0:
+            return Cost()  # the run skips before any query
+        clean = ctx.clean
+        n_base = int((clean.correct if clean.labels is not None else torch.ones_like(clean.preds, dtype=torch.bool)).sum())
+        if n_base == 0:
+            return Cost()
+        plan = s.query_plan(len(train))
+        per_image = len(s.configs()) * len(s.modes) + (len(s.noise_epsilons()) if s.noise_control else 0)
+        proxy = self.proxy_passes(plan, len(clean), n_base)
+        return Cost(forward=plan.queries + n_base * per_image, note=proxy.describe())
+
+    def proxy_passes(self, plan: QueryPlan, n_eval: int, n_base: int) -> ProxyPasses:
+        """The proxy's image passes for ``plan``, ``n_eval`` evaluation images and ``n_base``
+        attacked ones, counting every epoch of every round (no early stop)."""
+        s = self.settings
+        sizes = plan.training_sizes()
+        # a training batch of one image is skipped (batch norm cannot train on it) unless it is all there is
+        training = s.epochs_per_round * sum(n - (1 if n >= 2 and n % s.batch_size == 1 else 0) for n in sizes)
+        validation = s.epochs_per_round * len(sizes) * plan.validation
+        configs = s.configs()
+        if attacks.REUSE:
+            shared = 1 if any(c.attack in FROM_CLEAN for c in configs) else 0
+            steps = {"fgsm": 0, "mifgsm": s.steps, "pgd": s.steps}
+        else:
+            shared, steps = 0, {"fgsm": 1, "mifgsm": s.steps, "pgd": s.steps}
+        per_mode = shared + sum(steps[c.attack] for c in configs)
+        # 1 image for the gradient probe, every training image in each augmentation round
+        input_gradient = 1 + sum(sizes[: len(plan.augmentation)]) + n_base * len(s.modes) * per_mode
+        forward = validation + n_eval + n_base * len(configs) * len(s.modes)
+        return ProxyPasses(training, input_gradient, forward)
 
     # -- attacking ----------------------------------------------------------------------------
 

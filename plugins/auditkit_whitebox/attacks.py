@@ -16,12 +16,13 @@ from auditkit.toolkit import (  # noqa: F401  (NORMS, budget_label, parse_budget
     LogitsModule,
     budget_label,
     craft,
+    fgsm_step,
     missing_input_gradient,
     oom_backoff,
     parse_budget,
 )
 
-from auditkit_whitebox.gradients import fgsm_step, pgd_linf_first_step
+from auditkit_whitebox.gradients import pgd_linf_first_step
 
 METHODS = ("fgsm", "pgd")
 TARGETED_MODES = ("random", "least_likely")
@@ -137,8 +138,8 @@ def run_attack(
     (:func:`perturb`), since a budget overrun would silently overstate the attack's success.
 
     ``gradient``, FGSM only: the clean-point gradient [B,3,H,W] of this loss target on these
-    images (:func:`~auditkit_whitebox.gradients.clean_gradient`); the step is then taken along
-    it (:func:`~auditkit_whitebox.gradients.fgsm_step`, bit-identical to torchattacks' and
+    images (:func:`auditkit.toolkit.clean_gradient`); the step is then taken along
+    it (:func:`auditkit.toolkit.fgsm_step`, bit-identical to torchattacks' and
     within the budget by construction) and costs one forward pass, no backward.
     """
     if gradient is not None and spec.method != "fgsm":
@@ -223,7 +224,7 @@ def unbounded_attack(
     images never fooled.
 
     ``first_gradient``: the untargeted clean-point gradient of these images as torchattacks
-    computes it on this batch (:func:`~auditkit_whitebox.gradients.clean_gradient`), when it is
+    computes it on this batch (:func:`auditkit.toolkit.clean_gradient`), when it is
     already known: the first step is then taken along it, in torchattacks' arithmetic, and
     torchattacks goes on from there (the same restart of the projection as between stages).
     """

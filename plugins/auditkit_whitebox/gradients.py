@@ -11,9 +11,14 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
-from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff
+from auditkit.toolkit import (
+    AuditContext,
+    LogitsModule,
+    clean_gradient,
+    clean_gradient_and_logits,
+    oom_backoff,
+)
 
 # Reuse of work across attacks: clean-point gradients shared across FGSM runs and checks (with
 # the logits of their pass and whitebox.fgsm's outcomes, which whitebox.masking reads), and
@@ -28,58 +33,6 @@ REUSE = True
 # 1,700 images; at 32x32, 12 KB an image). Rows past it are not kept: whoever asks for them
 # again computes them again, per batch, as every attack did before the store existed.
 STORE_BYTES = 1 << 30
-
-
-def clean_gradient(module: LogitsModule, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool = False) -> torch.Tensor:
-    """The input gradient [B,3,H,W] that torchattacks' FGSM (and the first step of PGD from
-    the clean image) takes on this batch: of the batch-mean cross-entropy towards ``goal``,
-    maximized (untargeted: ``goal`` are the true classes) or minimized (``targeted``: the target
-    classes; the gradient of ``-CE``). Computed exactly as torchattacks computes it (same
-    module call, loss and reduction), so a step along it is bit-identical to torchattacks'.
-
-    The mean makes each image's gradient 1/B of its own loss's gradient: that scale changes no
-    sign and no direction, but it does depend on the batch, so rows are kept with the batch
-    they were computed in (:class:`CleanGradients`).
-    """
-    return clean_gradient_and_logits(module, images, goal, targeted=targeted)[0]
-
-
-def clean_gradient_and_logits(
-    module: LogitsModule, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`clean_gradient` [B,3,H,W] and the logits [B,K] of the forward pass it came from
-    (detached): a second forward pass of the clean images, which ``whitebox.masking`` compares
-    with the shared clean pass to find randomized outputs."""
-    x = images.contiguous().clone().detach()
-    x.requires_grad = True
-    logits = module(x)
-    loss = nn.CrossEntropyLoss()(logits, goal.clone().detach())
-    cost = -loss if targeted else loss
-    (grad,) = torch.autograd.grad(cost, x, retain_graph=False, create_graph=False)
-    return grad.detach(), logits.detach()
-
-
-def fgsm_step(images: torch.Tensor, gradient: torch.Tensor, norm: str, eps: float | torch.Tensor) -> torch.Tensor:
-    """FGSM from a precomputed clean-point gradient (:func:`clean_gradient`): ``x + eps *
-    sign(g)`` for Linf, ``x + eps * g / ||g||`` for L2, clamped to [0,1]; ``eps`` one budget
-    or a tensor [B] of per-image budgets. One forward pass scores the result; no backward.
-
-    Bit-identical to ``auditkit.toolkit.craft(model, images, labels, "fgsm", norm, eps)`` given
-    the same gradient (tests/plugins/whitebox/test_whitebox_gradients.py): the L2 step repeats
-    torchattacks' PGD-L2 arithmetic, the ``1e-10`` added to the gradient norm and the projection
-    onto the ball, which is idle (the step has length eps at most) but rounds.
-    """
-    x = images.contiguous()
-    per_image = isinstance(eps, torch.Tensor)
-    eps_img = eps.reshape(-1, 1, 1, 1) if per_image else eps
-    if norm == "linf":
-        return torch.clamp(x + eps_img * gradient.sign(), min=0, max=1)
-    n = x.shape[0]
-    unit = gradient / (torch.norm(gradient.reshape(n, -1), p=2, dim=1) + 1e-10).view(n, 1, 1, 1)
-    delta = (x + eps_img * unit) - x
-    lengths = torch.norm(delta.reshape(n, -1), p=2, dim=1)
-    factor = torch.min(eps / lengths, torch.ones_like(lengths))
-    return torch.clamp(x + delta * factor.view(-1, 1, 1, 1), min=0, max=1)
 
 
 def pgd_linf_first_step(images: torch.Tensor, gradient: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:

@@ -16,7 +16,8 @@ from auditkit import AuditData, Target, TensorSplit
 from auditkit.toolkit import LogitsModule, craft
 from auditkit_whitebox import gradients
 from auditkit_whitebox.attacks import minimal_epsilon, unbounded_attack
-from auditkit_whitebox.gradients import CleanGradients, clean_gradient, fgsm_step, pgd_linf_first_step
+from auditkit.toolkit import clean_gradient, fgsm_step
+from auditkit_whitebox.gradients import CleanGradients, pgd_linf_first_step
 from auditkit_whitebox.robustness import median
 
 from whitebox_models import GradientPasses, quadrant_images, tiny_gradient_problem
