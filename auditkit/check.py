@@ -330,6 +330,8 @@ class Cost:
         attack steps, Grad-CAM maps, inversion steps), each about
         :data:`GRADIENT_PASS_FORWARDS` forward passes of work.
     :ivar note: what else the run costs, in words (a proxy model's training, say), or "".
+    :ivar maximum: the counts are the most the run may make (it stops early where an attack
+        has fooled an image, say), not what it will make.
 
     Counts, not seconds: the same settings, data and model give the same counts on any
     machine. The terminal turns them into a time from the model's measured clean pass.
@@ -338,6 +340,7 @@ class Cost:
     forward: int = 0
     gradient: int = 0
     note: str = ""
+    maximum: bool = False
 
     def __post_init__(self) -> None:
         if self.forward < 0 or self.gradient < 0:
@@ -350,7 +353,11 @@ class Cost:
 
     def __add__(self, other: "Cost") -> "Cost":
         note = "; ".join(n for n in (self.note, other.note) if n)
-        return Cost(self.forward + other.forward, self.gradient + other.gradient, note)
+        return Cost(self.forward + other.forward, self.gradient + other.gradient, note, self.maximum or other.maximum)
+
+    def times(self, k: int) -> "Cost":
+        """This cost made ``k`` times (the note once)."""
+        return Cost(self.forward * k, self.gradient * k, self.note, self.maximum)
 
     def describe(self) -> str:
         """``"2,496 forward and 5,600 forward+backward image passes"`` (zero terms left out)."""
@@ -363,7 +370,10 @@ class Cost:
         return f"{text}; {self.note}" if self.note else text
 
     def to_json(self) -> dict[str, Any]:
-        return {"forward": self.forward, "gradient": self.gradient, **({"note": self.note} if self.note else {})}
+        return {
+            "forward": self.forward, "gradient": self.gradient,
+            **({"note": self.note} if self.note else {}), **({"maximum": True} if self.maximum else {}),
+        }
 
 
 class Check:

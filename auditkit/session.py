@@ -114,20 +114,24 @@ class AuditSession:
 
     @torch.no_grad()
     def _compute_clean_pass(self, target: Any) -> CleanPass:
-        start = time.perf_counter()
+        model_s = 0.0  # the model's time alone, not reading and decoding the images
         outs, labels = [], []
         n_batches = -(-self.n_eval // self.config.batch_size)
         batches = self.data.batches("eval", self.config.batch_size, limit=self.n_eval)
         for batch in self.progress(batches, total=n_batches, desc=f"{target.name} clean forward pass"):
             images = batch.images.to(self.device)
+            start = time.perf_counter()
             out = oom_backoff(target.query if not target.white_box else target, images)
+            if out.device.type == "cuda":
+                torch.cuda.synchronize(out.device)
+            model_s += time.perf_counter() - start
             outs.append(out)
             if batch.labels is not None:
                 labels.append(batch.labels.to(self.device))
         out = torch.cat(outs)
         if out.shape[0]:
             # only the cost announcement reads it (a time shown, never a result)
-            self._clean_rate[target.name] = (time.perf_counter() - start) / out.shape[0]
+            self._clean_rate[target.name] = model_s / out.shape[0]
         label_t = torch.cat(labels) if labels and len(labels) == len(outs) else None
         if getattr(target, "returns", "scores") == "labels" and not target.white_box:
             return CleanPass(None, out.long(), label_t, score_kind=None)
@@ -220,8 +224,9 @@ class AuditSession:
         if rate is not None and cost.forward_equivalents * rate >= ANNOUNCE_COST_AFTER_S:
             seconds = cost.forward_equivalents * rate
             ctx.announce(
-                f"about {cost.describe()}; ~{_duration(seconds)} at this model's clean-pass rate "
-                f"({rate * 1e3:.2g} ms an image, a forward+backward counted as {GRADIENT_PASS_FORWARDS:g})"
+                f"{'at most' if cost.maximum else 'about'} {cost.describe()}; {'up to ' if cost.maximum else ''}"
+                f"~{_duration(seconds)} at this model's clean-pass rate ({rate * 1e3:.2g} ms an image, a "
+                f"forward+backward counted as {GRADIENT_PASS_FORWARDS:g})"
             )
         return cost
 

@@ -181,7 +181,7 @@ def run_attack(
 
 def times(cost: Cost, k: int) -> Cost:
     """``cost`` made ``k`` times (the note once)."""
-    return Cost(cost.forward * k, cost.gradient * k, cost.note)
+    return cost.times(k)
 
 
 def attack_cost(spec: AttackSpec, n_images: int, *, gradient_known: bool = False) -> Cost:
@@ -194,7 +194,7 @@ def attack_cost(spec: AttackSpec, n_images: int, *, gradient_known: bool = False
     if gradient_known:
         return Cost(forward=n_images)
     restarts = spec.restarts if spec.random_start else 1
-    return Cost(forward=restarts * n_images, gradient=restarts * spec.steps * n_images)
+    return Cost(forward=restarts * n_images, gradient=restarts * spec.steps * n_images, maximum=restarts > 1)
 
 
 def unbounded_attack(
@@ -271,7 +271,7 @@ def unbounded_attack_cost(
     gradient = 0
     for i in range(len(stages)):
         gradient += share + (i < extra) - (i == 0 and first_gradient_known)
-    return Cost(forward=len(stages) * n_images, gradient=gradient * n_images)
+    return Cost(forward=len(stages) * n_images, gradient=gradient * n_images, maximum=len(stages) > 1)
 
 
 def score(module: LogitsModule, adversarial: torch.Tensor, labels: torch.Tensor) -> AttackOutcome:

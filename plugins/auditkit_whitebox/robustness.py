@@ -2,6 +2,7 @@
 L2 budgets, untargeted and targeted, with confidence intervals and minimal-epsilon estimates."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -262,7 +263,8 @@ class _RobustAccuracy(Check):
             cost += times(self.grid_cost(ctx, spec, n_correct), runs)
             cap = min(max_budget(norm, tuple(ctx.data.image_shape)), s.min_eps_search_factor * grid[-1])
             rounds = minimal_epsilon_rounds(grid, cap, s.bisection_steps)
-            cost += times(self.search_cost(ctx, spec.deterministic(), n_correct), rounds)
+            if rounds:  # the search stops early for images fooled sooner: its count is a maximum
+                cost += dataclasses.replace(times(self.search_cost(ctx, spec.deterministic(), n_correct), rounds), maximum=True)
         return cost
 
     def run(self, ctx: AuditContext) -> Findings:

@@ -395,6 +395,12 @@ def test_a_long_check_announces_its_estimated_cost_before_it_runs(tiny_model, ti
     assert f"about {3 * n:,} forward image passes; ~" in line and "clean-pass rate" in line
     assert out.index("test.costly: about") < out.index("target :: test.costly ..")
 
+    # a count that is the most the run may make says so
+    monkeypatch.setattr(Costly, "estimate", lambda self, ctx: auditkit.Cost(forward=3 * ctx.n_images, maximum=True))
+    auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
+    line = next(line for line in capsys.readouterr().out.splitlines() if "test.costly: at most" in line)
+    assert f"at most {3 * n:,} forward image passes; up to ~" in line
+
 
 def test_a_short_check_is_not_announced_and_a_failing_estimate_changes_nothing(tiny_model, tiny_data, capsys, monkeypatch):
     auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
@@ -415,5 +421,8 @@ def test_cost_arithmetic_and_words():
     assert cost.forward_equivalents == 2500 + 3 * 5600
     assert cost.describe() == "2,500 forward and 5,600 forward+backward image passes; proxy training"
     assert auditkit.Cost().describe() == "no image passes"
+    bound = auditkit.Cost(gradient=10, maximum=True)
+    assert (cost + bound).maximum and not cost.maximum and bound.times(3) == auditkit.Cost(gradient=30, maximum=True)
+    assert bound.to_json() == {"forward": 0, "gradient": 10, "maximum": True}
     with pytest.raises(ValueError):
         auditkit.Cost(forward=-1)

@@ -30,6 +30,16 @@ def _counted(counter, check):
     return {"forward": counter.forward[check], "gradient": counter.gradient[check]}
 
 
+def _estimate(result) -> dict[str, int]:
+    """The estimate's counts (without its ``maximum`` flag, asserted apart)."""
+    return {k: v for k, v in result.details["estimated_cost"].items() if k != "maximum"}
+
+
+def _is_maximum(result) -> bool:
+    """Whether the estimate says its counts are the most the run may make."""
+    return bool(result.details["estimated_cost"].get("maximum"))
+
+
 @pytest.fixture(scope="module")
 def mislabelled() -> AuditData:
     """20 quadrant images, the labels of 5 of them wrong: the quadrant CNN classifies 15
@@ -59,21 +69,22 @@ def test_fgsm_estimate_is_its_passes_exactly_without_the_search(quadrant_cnn, mi
     result = results[FGSM]
     n = int(result.metrics["n_attacked"])
     assert n == 15
-    assert result.details["estimated_cost"] == _counted(counter, FGSM) == {"forward": forward * n, "gradient": gradient * n}
+    assert _estimate(result) == _counted(counter, FGSM) == {"forward": forward * n, "gradient": gradient * n}
+    assert not _is_maximum(result)  # no search, no restart: the counts are what it makes
 
 
 def test_fgsm_estimate_bounds_the_search_and_reads_a_filled_store(quadrant_cnn, mislabelled):
     settings = {"linf_eps": [4 / 255, 8 / 255], "l2_eps": [], "targeted": [], "bisection_steps": 3, "examples": 0}
     results, counter = _audit(quadrant_cnn, mislabelled, [FGSM], {FGSM: settings})
-    estimate, counted = results[FGSM].details["estimated_cost"], _counted(counter, FGSM)
+    estimate, counted = _estimate(results[FGSM]), _counted(counter, FGSM)
     # the gradients exactly (every image's row is kept: the search computes none); the grid's
     # 2 x 15 forwards exactly, then at most 15 per round of the search: 32/255 is the cap
     # (two doublings of 8/255, each a round), then 3 bisection rounds: 5 x 15
-    assert estimate == {"forward": 2 * 15 + 5 * 15, "gradient": 15}
+    assert estimate == {"forward": 2 * 15 + 5 * 15, "gradient": 15} and _is_maximum(results[FGSM])
     assert counted["gradient"] == 15 and 2 * 15 < counted["forward"] <= estimate["forward"]
     # after whitebox.masking, every untargeted gradient is in the model's store: none to compute
     results, counter = _audit(quadrant_cnn, mislabelled, [MASKING, FGSM], {FGSM: settings})
-    assert results[FGSM].details["estimated_cost"] == {"forward": 2 * 15 + 5 * 15, "gradient": 0}
+    assert _estimate(results[FGSM]) == {"forward": 2 * 15 + 5 * 15, "gradient": 0}
     assert counter.gradient[FGSM] == 0
 
 
@@ -88,7 +99,8 @@ def test_pgd_estimate_is_its_passes_exactly_with_one_restart(quadrant_cnn, misla
     n = 15
     runs = 2 + 1 + 2  # Linf budgets, the L2 budget, the targeted mode at each norm's largest budget
     expected = {"forward": runs * n, "gradient": runs * steps * n}
-    assert results[PGD].details["estimated_cost"] == _counted(counter, PGD) == expected
+    assert _estimate(results[PGD]) == _counted(counter, PGD) == expected
+    assert not _is_maximum(results[PGD])
 
 
 def test_pgd_estimate_counts_every_restart_and_search_round_a_robust_model_needs(quadrant_cnn, mislabelled):
@@ -102,14 +114,14 @@ def test_pgd_estimate_counts_every_restart_and_search_round_a_robust_model_needs
     # 3 restarts of 2 steps and a scoring pass; then two doublings (16/255, 32/255) of the
     # deterministic attack, 2 steps and a scoring pass each
     expected = {"forward": (3 + 2) * n, "gradient": (3 * 2 + 2 * 2) * n}
-    assert results[PGD].details["estimated_cost"] == _counted(counter, PGD) == expected
+    assert _estimate(results[PGD]) == _counted(counter, PGD) == expected
 
 
 def test_pgd_estimate_bounds_restarts_that_stop_early(quadrant_cnn, mislabelled):
     settings = {"linf_eps": [48 / 255], "l2_eps": [], "targeted": [], "steps": 3, "restarts": 3, **NO_SEARCH}
     results, counter = _audit(quadrant_cnn, mislabelled, [PGD], {PGD: settings})
-    estimate, counted = results[PGD].details["estimated_cost"], _counted(counter, PGD)
-    assert estimate == {"forward": 3 * 15, "gradient": 3 * 3 * 15}
+    estimate, counted = _estimate(results[PGD]), _counted(counter, PGD)
+    assert estimate == {"forward": 3 * 15, "gradient": 3 * 3 * 15} and _is_maximum(results[PGD])
     # the first restart attacks all 15; the later ones only the images it left
     assert 15 <= counted["forward"] < estimate["forward"] and counted["gradient"] == 3 * counted["forward"]
 
@@ -133,17 +145,18 @@ def test_masking_estimate_is_exact_when_nothing_is_fooled_alone_and_after_fgsm(q
     # stages, 2 strong restarts; gradient: the clean-point gradient and its confirmation, 3 x 2
     # x 2 steps, the 7 stage steps less the first, 2 x 4 strong steps
     expected = {"forward": (n - k) + (1 + 6 + 5 + 2) * k, "gradient": (2 + 12 + 6 + 8) * k}
-    assert alone[MASKING].details["estimated_cost"] == _counted(counter, MASKING) == expected
+    assert _estimate(alone[MASKING]) == _counted(counter, MASKING) == expected
+    assert _is_maximum(alone[MASKING])  # reached here: nothing is fooled
 
     after, counter = _audit(model, mislabelled, [FGSM, MASKING], settings)
     shared = {"forward": expected["forward"] - k, "gradient": expected["gradient"] - k}
-    assert after[MASKING].details["estimated_cost"] == _counted(counter, MASKING) == shared
+    assert _estimate(after[MASKING]) == _counted(counter, MASKING) == shared
     assert after[MASKING].metrics == alone[MASKING].metrics
 
 
 def test_masking_estimate_bounds_an_ordinary_models_passes(quadrant_cnn, mislabelled):
     results, counter = _audit(quadrant_cnn, mislabelled, [MASKING], {MASKING: SMALL_MASKING})
-    estimate, counted = results[MASKING].details["estimated_cost"], _counted(counter, MASKING)
+    estimate, counted = _estimate(results[MASKING]), _counted(counter, MASKING)
     assert counted["forward"] <= estimate["forward"] and counted["gradient"] <= estimate["gradient"]
     # what stops early here: no gradient is zero (15 confirmations not needed), images fooled
     # by a restart or stage are not attacked again, and few survive for the stronger PGD
@@ -152,7 +165,7 @@ def test_masking_estimate_bounds_an_ordinary_models_passes(quadrant_cnn, mislabe
     # after whitebox.fgsm its kept gradients say none is zero: 15 shared gradients and 15
     # confirmations fewer, and fgsm's outcome at 8/255 saves the 15 FGSM forwards
     results, counter = _audit(quadrant_cnn, mislabelled, [FGSM, MASKING], {MASKING: SMALL_MASKING})
-    after = results[MASKING].details["estimated_cost"]
+    after = _estimate(results[MASKING])
     assert after == {"forward": estimate["forward"] - 15, "gradient": estimate["gradient"] - 2 * 15}
     assert counter.forward[MASKING] <= after["forward"] and counter.gradient[MASKING] <= after["gradient"]
 
@@ -176,7 +189,7 @@ def test_masking_reads_fgsms_passes_and_changes_no_metric(quadrant_cnn, mislabel
     # fresh: the repeated pass of all 20 images and torchattacks' FGSM (a gradient and a
     # forward); shared: the 5 unattacked images' repeat only
     assert before.forward[MASKING] - counter.forward[MASKING] == 15 + 15
-    assert fresh[MASKING].details["estimated_cost"]["forward"] - shared[MASKING].details["estimated_cost"]["forward"] == 30
+    assert _estimate(fresh[MASKING])["forward"] - _estimate(shared[MASKING])["forward"] == 30
 
 
 def test_randomized_outputs_are_found_through_the_gradient_pass(quadrant_cnn, mislabelled):
