@@ -27,19 +27,19 @@ import torchvision
 import auditkit
 import auditkit_gradcam.maps
 from auditkit.context import AuditContext
+from auditkit.testing.passes import CurrentCheck
 
 # cam.consistency first, as in a default audit (checks run sorted by id): its identity pass fills
 # the maps the Grad-CAM checks read
 CHECKS = ["cam.consistency", "gradcam.localization", "gradcam.faithfulness", "gradcam.randomization"]
 
 
-class LayerPasses:
+class LayerPasses(CurrentCheck):
     """Images through ``layer`` of the audited model with gradients on, per check, and layer
     probes: registered as a plugin, its ``auditkit_run_check`` wrapper says which check runs."""
 
     def __init__(self, layer: torch.nn.Module):
         self.layer = layer
-        self.check: str | None = None
         self.probing = False
         self.images: Counter[str] = Counter()
         self.probes = 0
@@ -50,13 +50,6 @@ class LayerPasses:
         if module is self.layer and self.check and not self.probing and torch.is_grad_enabled():
             self.images[self.check] += int(output.shape[0])
 
-    @auditkit.hookimpl(wrapper=True)
-    def auditkit_run_check(self, check: Any, ctx: Any) -> Any:
-        self.check = check.id
-        try:
-            return (yield)
-        finally:
-            self.check = None
 
 
 @contextmanager

@@ -33,22 +33,12 @@ def first_parameterized_module(model: nn.Module) -> nn.Module:
     raise ValueError(f"{type(model).__name__} holds no parameters: no module to count passes at")
 
 
-class PassCounter:
-    """Counts images through ``model`` per check; register it as a plugin of the audit
-    (``plugins=[counter]``). :attr:`forward` and :attr:`gradient` are ``Counter`` s keyed by
-    check id (None: outside every check). :meth:`close` removes the hook."""
+class CurrentCheck:
+    """A plugin (``plugins=[...]``) that knows which check is running: :attr:`check` is its id
+    while its ``run`` runs, None between checks. The base of counters that attribute work to
+    checks."""
 
-    def __init__(self, model: nn.Module):
-        self.module = first_parameterized_module(model)
-        self.check: str | None = None
-        self.forward: Counter[str | None] = Counter()
-        self.gradient: Counter[str | None] = Counter()
-        self._handle = self.module.register_forward_pre_hook(self._count)
-
-    def _count(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        x = inputs[0] if inputs else None
-        n = int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim > 0 else 1
-        (self.gradient if torch.is_grad_enabled() else self.forward)[self.check] += n
+    check: str | None = None
 
     @hookimpl(wrapper=True)
     def auditkit_run_check(self, check: Any, ctx: Any) -> Any:
@@ -57,6 +47,23 @@ class PassCounter:
             return (yield)
         finally:
             self.check = None
+
+
+class PassCounter(CurrentCheck):
+    """Counts images through ``model`` per check; register it as a plugin of the audit
+    (``plugins=[counter]``). :attr:`forward` and :attr:`gradient` are ``Counter`` s keyed by
+    check id (None: outside every check). :meth:`close` removes the hook."""
+
+    def __init__(self, model: nn.Module):
+        self.module = first_parameterized_module(model)
+        self.forward: Counter[str | None] = Counter()
+        self.gradient: Counter[str | None] = Counter()
+        self._handle = self.module.register_forward_pre_hook(self._count)
+
+    def _count(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        x = inputs[0] if inputs else None
+        n = int(x.shape[0]) if isinstance(x, torch.Tensor) and x.ndim > 0 else 1
+        (self.gradient if torch.is_grad_enabled() else self.forward)[self.check] += n
 
     def __deepcopy__(self, memo: dict) -> "PassCounter":
         # a deep copy of the model copies its hook, and with it this counter: keep one counter,

@@ -13,6 +13,7 @@ import torch
 import auditkit
 import auditkit_gradcam.maps
 from auditkit.testing.models import TinyGAPNet
+from auditkit.testing.passes import CurrentCheck
 
 DATA = "synthetic:shapes?n=12&size=32"
 N_IMAGES = 12
@@ -34,14 +35,13 @@ def _model() -> torch.nn.Module:
     return TinyGAPNet(num_classes=4)
 
 
-class PassCounter:
+class PassCounter(CurrentCheck):
     """Counts, per check, the images that pass through ``layer`` of the audited model with
     gradients on (Grad-CAM passes; the clean pass, the perturbed images of faithfulness and
     the mirrored images of cam.consistency run without), apart from the layer probe's."""
 
     def __init__(self, layer: torch.nn.Module):
         self.layer = layer
-        self.check: str | None = None
         self.probing = False
         self.images: Counter[str] = Counter()
         self.probe_images: Counter[str] = Counter()
@@ -52,13 +52,6 @@ class PassCounter:
         if module is self.layer and self.check is not None and torch.is_grad_enabled():
             (self.probe_images if self.probing else self.images)[self.check] += int(output.shape[0])
 
-    @auditkit.hookimpl(wrapper=True)
-    def auditkit_run_check(self, check: Any, ctx: Any) -> Any:
-        self.check = check.id
-        try:
-            return (yield)
-        finally:
-            self.check = None
 
 
 @pytest.fixture
