@@ -112,7 +112,11 @@ def run_demo(out: Path, device: str = "auto", plugins: Sequence[str] = (), verbo
     print(f"\nauditkit demo: {_story(session)}", file=sys.stdout)
     for what, path in session.written:
         print(f"  {what}: {path}")
-    print(f"  ({time.time() - start:.0f}s in all; rerun to reuse the cached models)")
+    reused = source.startswith("cached") and all(
+        (getattr(b, "info", None) or {}).get("source") == "cache" for b in session.baselines
+    )
+    after = "the models came from the cache" if reused else "a rerun reuses the models cached now"
+    print(f"  ({time.time() - start:.0f}s in all; {after})")
     if session.exitstatus in (ExitCode.OK, ExitCode.CHECKS_FAILED):
         return ExitCode.OK
     return session.exitstatus

@@ -34,7 +34,7 @@ def auditkit_modify_checks(config: Any, checks: list[Check]) -> None:
             # likely a typo: say which, with the closest part of a check id
             for word in keyword_words(config.keyword):
                 if not any(word in cid.lower() for cid in before):
-                    parts = sorted({p for cid in before for p in re.split(r"[._]", cid.lower())})
+                    parts = sorted({cid.lower() for cid in before} | {p for cid in before for p in re.split(r"[._]", cid.lower())})
                     warnings.warn(
                         f"-k {config.keyword!r} selected no check: no check id contains {word!r}"
                         f"{_did_you_mean(word, parts)}; known checks: {', '.join(before)}",

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import time
+import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
 
 from auditkit.batching import oom_backoff
-from auditkit.check import GRADIENT_PASS_FORWARDS, Check, CheckResult, Cost, Outcome
+from auditkit.check import GRADIENT_PASS_FORWARDS, Check, CheckResult, Cost, Outcome, Skipped
 from auditkit.config import Config
 from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData
@@ -31,8 +31,6 @@ __all__ = [
     "AuditContext", "AuditRun", "AuditSession", "CleanPass", "ExitCode", "check_seed", "describe_device",
     "environment", "preserved_random_state", "progress_bar", "resolve_device", "seed_everything",
 ]
-
-log = logging.getLogger(__name__)
 
 # A check whose estimated cost (Check.estimate) comes to at least this many seconds at the
 # model's clean-pass rate is announced on the terminal before it runs.
@@ -213,20 +211,31 @@ class AuditSession:
             cost = check.estimate(ctx)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - an estimate never stops a check (not even a skip raised in it)
-            log.debug("no cost estimate for %s on %s: %s", check.id, ctx.target.name, exc)
+        except Skipped:  # the run will say why it skips
+            return None
+        except BaseException as exc:  # noqa: BLE001 - an estimate never stops a check
+            warnings.warn(
+                f"{check.id} on {ctx.target.name}: its cost estimate (Check.estimate) failed, "
+                f"{type(exc).__name__}: {exc}; the check runs without one", UserWarning, stacklevel=2,
+            )
+            return None
+        if cost is None:
             return None
         if not isinstance(cost, Cost):
+            warnings.warn(
+                f"{check.id}: Check.estimate returned {type(cost).__name__}, expected auditkit.Cost or None; "
+                "the check runs without an estimate", UserWarning, stacklevel=2,
+            )
             return None
         with contextlib.suppress(Exception):  # the rate comes from the clean pass, shared and computed once
             self.clean_pass(ctx.target)
         rate = self._clean_rate.get(ctx.target.name)
         if rate is not None and cost.forward_equivalents * rate >= ANNOUNCE_COST_AFTER_S:
             seconds = cost.forward_equivalents * rate
+            counted = f", a forward+backward counted as {GRADIENT_PASS_FORWARDS:g}" if cost.gradient else ""
             ctx.announce(
                 f"{'at most' if cost.maximum else 'about'} {cost.describe()}; {'up to ' if cost.maximum else ''}"
-                f"~{_duration(seconds)} at this model's clean-pass rate ({rate * 1e3:.2g} ms an image, a "
-                f"forward+backward counted as {GRADIENT_PASS_FORWARDS:g})"
+                f"~{_duration(seconds)} at this model's clean-pass rate ({rate * 1e3:.2g} ms an image{counted})"
             )
         return cost
 

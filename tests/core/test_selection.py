@@ -56,6 +56,11 @@ def test_a_keyword_typo_is_named_with_a_suggestion():
         assert _select(keyword="gradcam and faithfulnss") == []
 
 
+def test_a_misspelt_check_id_in_a_keyword_is_matched_whole():
+    with pytest.warns(UserWarning, match=r"no check id contains 'gradcam.locaization' \(did you mean 'gradcam.localization'\?\)"):
+        _select(keyword="gradcam.locaization")
+
+
 def test_a_deliberately_empty_keyword_selection_is_not_called_a_typo(recwarn):
     # every word names checks: deselecting all of them is the user's choice (exit code 5 later)
     assert _select(keyword="gradcam and whitebox") == []

@@ -413,6 +413,15 @@ def test_a_short_check_is_not_announced_and_a_failing_estimate_changes_nothing(t
     run = auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
     (result,) = run.results
     assert result.outcome == Outcome.PASSED and "estimated_cost" not in result.details
+    # the plugin's author is told, in a warning line and in the report
+    assert any("test.costly on target: its cost estimate (Check.estimate) failed, RuntimeError: no estimate" in w
+               for w in run.report["warnings"])
+    assert "warning: test.costly on target: its cost estimate" in capsys.readouterr().out
+
+    monkeypatch.setattr(Costly, "estimate", lambda self, ctx: 12)
+    run = auditkit.audit(tiny_model, tiny_data, plugins=[CheckPlugin(Costly)], autoload=False, verbose=0)
+    assert run.results[0].outcome == Outcome.PASSED
+    assert any("Check.estimate returned int, expected auditkit.Cost or None" in w for w in run.report["warnings"])
 
 
 def test_cost_arithmetic_and_words():
