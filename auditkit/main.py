@@ -407,7 +407,8 @@ def audit(
         torch hub cache (for ``?weights=`` specs and the baselines).
     :param settings: per-check settings and thresholds, as the config's per-check tables:
         ``{"accuracy.clean": {"thresholds": {"top1": {"min": 0.5}}}}``.
-    :param plugins: plugin objects (modules or instances) to register for this audit.
+    :param plugins: plugins to register for this audit: modules or instances, or module names
+        (strings) to import, as ``-p NAME`` does on the command line.
     :param json, junitxml, html, md: report paths (None: not written).
     :param compare: an earlier JSON report; regressed headline metrics fail the audit.
     :param verbose: -1 silent (default), 0 pytest-like lines, 1 verbose.

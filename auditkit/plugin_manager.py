@@ -75,7 +75,8 @@ def get_plugin_manager(
     :param autoload: load ``auditkit`` entry points; default: unless
         ``AUDITKIT_DISABLE_PLUGIN_AUTOLOAD`` is set.
     :param confdir: directory whose ``auditconf.py`` is registered (None: none).
-    :param extra: plugin objects to register directly (the Python API's ``plugins=``).
+    :param extra: plugin objects to register directly, or module names to import as ``-p``
+        does (the Python API's ``plugins=``).
     :raises PluginError: a plugin fails to import or implements an unknown hook.
     """
     pm = AuditPluginManager()
@@ -118,6 +119,8 @@ def get_plugin_manager(
                 module = importlib.import_module(modname)
         except ImportError as exc:
             raise PluginError(f"-p {modname}: cannot import plugin module: {exc}") from exc
+        except Exception as exc:  # a plugin module that breaks on import (a syntax error, say) is the plugin's fault
+            raise PluginError(f"-p {modname}: the plugin module failed to import: {type(exc).__name__}: {exc}") from exc
         pm.register_plugin(module, modname, "-p")
 
     if confdir is not None:
@@ -126,6 +129,11 @@ def get_plugin_manager(
             pm.register_plugin(_import_path(path), "auditconf", str(path))
 
     for obj in extra:
+        if isinstance(obj, str):  # a module name, as -p takes it
+            try:
+                obj = importlib.import_module(obj)
+            except Exception as exc:
+                raise PluginError(f"plugins=[{obj!r}]: cannot import plugin module: {type(exc).__name__}: {exc}") from exc
         pm.register_plugin(obj, getattr(obj, "__name__", None) or f"{type(obj).__name__}-{id(obj)}", "python api")
 
     try:

@@ -123,6 +123,34 @@ def test_a_plugin_that_fails_to_import_is_named(tmp_path, monkeypatch):
         get_plugin_manager(["no_such_plugin_module_xyz"])
 
 
+def test_a_plugin_module_that_breaks_on_import_is_a_plugin_error_not_a_crash(tmp_path, monkeypatch):
+    (tmp_path / "broken_plugin_xyz.py").write_text("def oops(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=r"-p broken_plugin_xyz: the plugin module failed to import: SyntaxError"):
+        get_plugin_manager(["broken_plugin_xyz"])
+    sys.modules.pop("broken_plugin_xyz", None)
+
+
+def test_the_python_apis_plugins_take_module_names_as_p_does(tmp_path, monkeypatch):
+    _write_module(tmp_path, "named_checks_xyz", """
+        import auditkit
+
+        class Named(auditkit.Check):
+            id = "named.one"
+            def run(self, ctx):
+                return auditkit.Findings(metrics={"one": 1.0})
+
+        @auditkit.hookimpl
+        def auditkit_collect_checks(config):
+            return [Named]
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "named.one" in _check_ids(get_plugin_manager(extra=["named_checks_xyz"]))
+    with pytest.raises(PluginError, match=r"plugins=\['no_such_module_xyz'\]: cannot import plugin module"):
+        get_plugin_manager(extra=["no_such_module_xyz"])
+    sys.modules.pop("named_checks_xyz", None)
+
+
 def test_duplicate_check_ids_are_an_error(tmp_path, monkeypatch):
     _write_module(tmp_path, "dup_plugin", """
         import auditkit
