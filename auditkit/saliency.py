@@ -123,6 +123,14 @@ class EvaluationMaps:
             self._filled[index[new]] = True
         return self._maps[index]
 
+    def stored(self, index: torch.Tensor) -> torch.Tensor | None:
+        """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
+        copy, when every one is filled; None otherwise. Computes nothing: what a cost
+        estimate reads to leave out the maps no check will compute again."""
+        if self._maps is None or not bool(self._filled[index].all()):
+            return None
+        return self._maps[index]
+
 
 # Channels first at whatever grid the output has (ActivationLayout.to_nchw only checks the
 # rank for this kind): the behaviour for layers the probe did not record.

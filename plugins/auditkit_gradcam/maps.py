@@ -121,22 +121,8 @@ class MapsPlan:
         return self.probe_passes + sum(len(index) for index, new in zip(self.batches, self.computed) if new)
 
 
-class _NotStored(Exception):
-    """Raised by :func:`_stored_rows`' compute: a map is missing."""
-
-
 def _never() -> Any:
-    raise _NotStored
-
-
-def _stored_rows(store: EvaluationMaps, index: torch.Tensor) -> torch.Tensor | None:
-    """The stored maps of the images at ``index``, or None when one of them has none yet (by
-    :meth:`EvaluationMaps.rows`' contract: it calls ``compute`` exactly then, and stores
-    nothing when ``compute`` raises)."""
-    try:
-        return store.rows(index, _never)
-    except _NotStored:
-        return None
+    raise AssertionError("read only after has_shared said the value is there")
 
 
 def plan_maps(ctx: AuditContext, settings: GradCamSettings) -> MapsPlan:
@@ -160,7 +146,7 @@ def plan_maps(ctx: AuditContext, settings: GradCamSettings) -> MapsPlan:
     if not ctx.has_shared(maps_key):
         return MapsPlan(probe_passes, batches, [True] * len(batches), [None] * len(batches))
     store: EvaluationMaps = ctx.shared(maps_key, _never)
-    stored = [_stored_rows(store, index.to(ctx.device)) for index in batches]
+    stored = [store.stored(index.to(ctx.device)) for index in batches]
     return MapsPlan(probe_passes, batches, [rows is None for rows in stored], stored)
 
 

@@ -348,7 +348,7 @@ class _Agreement:
             layer, probe = None, 1
         key = None if layer is None else evaluation_maps_key(layer, explains, ctx.n_images)
         store = ctx.shared(key, _never) if key is not None and ctx.has_shared(key) else None
-        missing = sum(len(b.index) for b in plan if store is None or not _maps_kept(store, b.index.to(ctx.device)))
+        missing = sum(len(b.index) for b in plan if store is None or store.stored(b.index.to(ctx.device)) is None)
         return probe + missing
 
     @classmethod
@@ -464,24 +464,5 @@ def _scored_by_clean_pass(ctx: AuditContext, batch: Batch, scored: torch.Tensor)
     return bool(scored.all()) and len(batch) == min(ctx.batch_size, ctx.n_images - start)
 
 
-class _Missing(Exception):
-    """Raised by the ``compute`` :func:`_maps_kept` hands to ``EvaluationMaps.rows``."""
-
-
-def _refuse() -> torch.Tensor:
-    raise _Missing
-
-
 def _never() -> Any:
     raise AssertionError("read only after has_shared said the value is there")
-
-
-def _maps_kept(store: EvaluationMaps, index: torch.Tensor) -> bool:
-    """Whether ``store`` holds the maps of every image at eval positions ``index``: asked
-    through ``rows`` with a ``compute`` that refuses, which ``rows`` calls (and then keeps
-    nothing) only when a map is missing."""
-    try:
-        store.rows(index, _refuse)
-    except _Missing:
-        return False
-    return True
