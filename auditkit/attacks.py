@@ -2,10 +2,13 @@
 ``nn.Module`` with contiguous input gradients, budgets in [0,1] pixel units, the step size the
 caller's own rule, targeted mode by label, and every perturbation checked against its budget.
 And FGSM from a clean-point gradient computed once (:func:`clean_gradient`, :func:`fgsm_step`),
-bit for bit torchattacks' step, for checks that attack one batch at many budgets."""
+bit for bit torchattacks' step, for checks that attack one batch at many budgets; and PGD and
+MI-FGSM from the clean image given that gradient (:class:`CleanPoint`): torchattacks' own loop,
+whose first pass reads it instead of computing it again."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -70,6 +73,85 @@ class LogitsModule(nn.Module):
         if images.requires_grad and torch.is_grad_enabled() and not logits.requires_grad:
             raise missing_input_gradient(self.model)
         return logits
+
+
+@dataclass(frozen=True)
+class CleanPoint:
+    """What an attack's first step from the clean images needs, when it is already known: the
+    logits [B,K] of the clean images and the input gradient [B,3,H,W] of the batch-mean
+    cross-entropy towards the attack's goal, maximized (untargeted) or minimized (targeted), as
+    :func:`clean_gradient_and_logits` gives them.
+
+    ``batch_sizes``: the size of the batch whose mean gave each row (an int, or long [B] per
+    row, for rows gathered from several batches): the mean scales row i by
+    ``1 / batch_sizes[i]``, and :func:`craft` rescales it to the batch it attacks. Rows must be
+    in the order of the images attacked.
+    """
+
+    logits: torch.Tensor
+    gradient: torch.Tensor
+    batch_sizes: torch.Tensor | int
+
+    def sizes(self) -> torch.Tensor:
+        """``batch_sizes`` as a float tensor [B] on the gradient's device."""
+        n = self.gradient.shape[0]
+        sizes = torch.as_tensor(self.batch_sizes, dtype=torch.float64, device=self.gradient.device)
+        return sizes.expand(n) if sizes.dim() == 0 else sizes
+
+
+class _KnownInputGradient(torch.autograd.Function):
+    """The clean logits as the output of a pass that was not made, with the known input
+    gradient as what flows back. That is ``J^T g`` for the ``g`` it was computed for: the
+    gradient, with respect to these logits, of the batch-mean cross-entropy towards ``goal``
+    (``sign`` -1: its negative, torchattacks' targeted cost). Whatever flows back is checked
+    to be that, rescaled to this batch, so a change in the attack's cost is an internal error,
+    not a silently wrong step. That the gradient belongs to these images and this goal is the
+    caller's word (:class:`CleanPoint`)."""
+
+    @staticmethod
+    def forward(ctx: Any, images: torch.Tensor, logits: torch.Tensor, gradient: torch.Tensor,
+                sizes: torch.Tensor, goal: torch.Tensor, sign: float) -> torch.Tensor:
+        ctx.save_for_backward(logits, gradient, sizes, goal)
+        ctx.sign = sign
+        return logits.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_logits: torch.Tensor) -> tuple[Any, ...]:
+        logits, gradient, sizes, goal = ctx.saved_tensors
+        n = logits.shape[0]
+        # the batch-mean cross-entropy's gradient at these logits, on a batch of n
+        unit = torch.softmax(logits.double(), 1)
+        unit[torch.arange(n, device=unit.device), goal] -= 1
+        expected = ctx.sign * unit / n
+        # the softmax rounds in the logits' precision: near-certain classes give (p - 1) ~ eps
+        atol = 8 * torch.finfo(grad_logits.dtype).eps / max(n, 1)
+        if not torch.allclose(grad_logits.double(), expected, rtol=1e-3, atol=atol):
+            raise RuntimeError(
+                "the attack's cost at the clean images is not the batch-mean cross-entropy a known "
+                "clean-point gradient belongs to: internal error"
+            )
+        if bool((sizes == n).all()):
+            return gradient, None, None, None, None, None  # on the batch it came from: as computed
+        return gradient * (sizes / n).to(gradient.dtype).view(-1, *([1] * (gradient.dim() - 1))), None, None, None, None, None
+
+
+class _FirstPassKnown(LogitsModule):
+    """A :class:`LogitsModule` whose first call, at the clean images, returns the known logits
+    and gradient (:class:`CleanPoint`) instead of a pass; every later call is the model's."""
+
+    def __init__(self, module: LogitsModule, images: torch.Tensor, point: CleanPoint, goal: torch.Tensor,
+                 targeted: bool):
+        super().__init__(module)
+        self.images, self.point, self.goal, self.sign = images, point, goal, -1.0 if targeted else 1.0
+        self.pending = True
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.pending:
+            self.pending = False
+            if images.shape == self.images.shape and torch.equal(images.detach(), self.images):
+                p = self.point
+                return _KnownInputGradient.apply(images, p.logits, p.gradient, p.sizes(), self.goal, self.sign)
+        return self.model(images)
 
 
 def build_attack(
@@ -181,6 +263,7 @@ def craft(
     random_start: bool = False,
     targeted: bool = False,
     decay: float = 1.0,
+    clean_point: CleanPoint | None = None,
 ) -> torch.Tensor:
     """Adversarial images from the attack :func:`build_attack` builds with the same arguments.
 
@@ -189,13 +272,29 @@ def craft(
     [B,3,H,W] is contiguous and detached. ``labels`` [B] are the true classes, or the target
     classes when ``targeted``.
 
-    :raises ValueError: as :func:`build_attack`.
+    ``clean_point``: the clean logits and the gradient of this attack's cost at ``images``
+    towards ``labels`` (:class:`CleanPoint`), when already known, for an attack whose first
+    pass is at the clean images (``pgd`` without ``random_start``, ``mifgsm``). torchattacks'
+    loop then reads them for its first step instead of a forward+backward pass; its step is
+    the one it takes from a gradient it computed itself (Linf and MI-FGSM read the sign; L2
+    the direction). Saves one forward+backward pass per image.
+
+    :raises ValueError: as :func:`build_attack`; a ``clean_point`` for an attack that does
+        not start at the clean images, or whose rows do not match ``images``.
     :raises RuntimeError: a perturbation left its budget or an image left [0,1] beyond float
         rounding: success rates for perturbations outside the threat model would overstate
         the attack.
     :raises TargetError: no gradient reaches the input (see :class:`LogitsModule`).
     """
     images = images.contiguous()
+    if clean_point is not None:
+        if method == "fgsm" or random_start:
+            raise ValueError(f"a known clean point serves an iterative attack from the clean images, not {method}"
+                             + (" with a random start" if random_start else ""))
+        if clean_point.gradient.shape != images.shape or clean_point.logits.shape[0] != images.shape[0]:
+            raise ValueError(f"a clean point of {tuple(clean_point.gradient.shape)} for images of {tuple(images.shape)}")
+        inner = model if isinstance(model, LogitsModule) else LogitsModule(model)
+        model = _FirstPassKnown(inner, images, clean_point, labels, targeted)
     attack = build_attack(
         model, method, norm, eps, steps=steps, alpha=alpha, random_start=random_start, targeted=targeted, decay=decay
     )

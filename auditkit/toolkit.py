@@ -46,7 +46,8 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
   torchattacks attacks), :func:`missing_input_gradient`, :data:`NORMS`, :func:`budget_label`,
   :func:`parse_budget`; FGSM at many budgets from one clean-point gradient, bit for bit
   torchattacks' step: :func:`clean_gradient` (:func:`clean_gradient_and_logits`),
-  :func:`fgsm_step`.
+  :func:`fgsm_step`; PGD and MI-FGSM from the clean images given that gradient and its
+  logits (:class:`CleanPoint`, ``craft(clean_point=...)``).
 - Statistics: :func:`wilson_interval` (rates); :func:`paired_sign_test` (exact, McNemar's on
   0/1 outcomes) with :func:`binomial_upper_tail`, :func:`bootstrap_mean_interval`,
   :func:`spearman_rows` with :func:`average_ranks` (per-image scores).
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 from auditkit.attacks import METHODS as ATTACK_METHODS
 from auditkit.attacks import (
+    CleanPoint,
     LogitsModule,
     build_attack,
     clean_gradient,
@@ -147,6 +149,7 @@ __all__ = [
     "Batch",
     "BlackBoxTarget",
     "Check",
+    "CleanPoint",
     "Cost",
     "CheckResult",
     "CleanPass",

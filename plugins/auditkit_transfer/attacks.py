@@ -8,21 +8,27 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from auditkit.toolkit import NORMS, LogitsModule, budget_label, fgsm_step
-from auditkit.toolkit import clean_gradient as toolkit_clean_gradient
+from auditkit.toolkit import (
+    NORMS,
+    CleanPoint,
+    LogitsModule,
+    budget_label,
+    clean_gradient_and_logits,
+    fgsm_step,
+)
 from auditkit.toolkit import craft as craft_attack
 
 ATTACKS = ("fgsm", "pgd", "mifgsm")
 MODES = ("untargeted", "targeted")
-# The attacks that are one step along the proxy's gradient at the clean image: in one mode, on
-# one batch, they all take the same gradient. (MI-FGSM's first step takes it too, but its loop
-# is torchattacks' own, which computes it again: one pass in its ``steps``.)
-FROM_CLEAN = ("fgsm",)
+# The attacks whose first step is along the proxy's gradient at the clean image: in one mode,
+# on one batch, they all take the same gradient. FGSM is that step; MI-FGSM's loop is
+# torchattacks' own, and its first pass reads the gradient (auditkit.toolkit.CleanPoint).
+FROM_CLEAN = ("fgsm", "mifgsm")
 
 # Reuse of work across attacks: the clean-point gradient of the proxy is computed once per
-# batch and mode and FGSM (every budget and norm) steps from it, bit for bit as torchattacks
-# would. False crafts every attack through torchattacks from scratch, as before; the equality
-# tests switch it off.
+# batch and mode; FGSM (every budget and norm) steps from it and MI-FGSM's first step reads
+# it, bit for bit as torchattacks would. False crafts every attack through torchattacks from
+# scratch, as before; the equality tests switch it off.
 REUSE = True
 
 
@@ -53,7 +59,7 @@ def supported(attack: str, norm: str) -> bool:
 
 def craft(
     proxy: nn.Module, config: AttackConfig, images: torch.Tensor, labels: torch.Tensor, *, steps: int, targeted: bool,
-    gradient: torch.Tensor | None = None,
+    clean_point: CleanPoint | None = None,
 ) -> torch.Tensor:
     """Adversarial images crafted on ``proxy`` by :func:`auditkit.toolkit.craft`: away from
     ``labels`` (untargeted) or toward them (targeted), within the config's ball around
@@ -64,27 +70,29 @@ def craft(
     with decay 1.0 (Dong et al.); FGSM is one step of size eps from the clean image, in L2 the
     fast gradient method.
 
-    :param gradient: the proxy's gradient at ``images`` towards ``labels`` in this mode
-        (:func:`clean_gradient` of this very batch), or None. FGSM then steps along it
-        (:func:`auditkit.toolkit.fgsm_step`) instead of computing it again; the result is the
-        same bit for bit. MI-FGSM and PGD ignore it.
+    :param clean_point: the proxy's logits and gradient at ``images`` towards ``labels`` in
+        this mode (:func:`clean_point` of this very batch), or None. FGSM then steps along it
+        (:func:`auditkit.toolkit.fgsm_step`) and MI-FGSM's first step reads it instead of
+        computing it again; the result is the same bit for bit. PGD, from a random start,
+        ignores it.
     :raises ValueError: an attack without a form in the config's norm (MI-FGSM under L2).
     """
     eps = float(config.eps)
-    if gradient is not None and config.attack in FROM_CLEAN:
-        return fgsm_step(images, gradient, config.norm, eps).contiguous()
+    if clean_point is not None and config.attack == "fgsm":
+        return fgsm_step(images, clean_point.gradient, config.norm, eps).contiguous()
     if config.attack == "pgd":
         return craft_attack(proxy, images, labels, "pgd", config.norm, eps, steps=steps, alpha=2.5 * eps / steps,
                              random_start=True, targeted=targeted)
     if config.attack == "mifgsm":
         return craft_attack(proxy, images, labels, "mifgsm", config.norm, eps, steps=steps, alpha=eps / steps,
-                             decay=1.0, targeted=targeted)
+                             decay=1.0, targeted=targeted, clean_point=clean_point)
     return craft_attack(proxy, images, labels, config.attack, config.norm, eps, targeted=targeted)
 
 
-def clean_gradient(proxy: nn.Module, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool) -> torch.Tensor:
-    """The proxy's gradient [B,3,H,W] that FGSM steps along on this batch, as torchattacks
-    computes it (:func:`auditkit.toolkit.clean_gradient` on the proxy wrapped in
+def clean_point(proxy: nn.Module, images: torch.Tensor, goal: torch.Tensor, *, targeted: bool) -> CleanPoint:
+    """The proxy's gradient [B,3,H,W] that FGSM steps along on this batch (and MI-FGSM's first
+    step takes), as torchattacks computes it, with the logits [B,K] of its pass
+    (:func:`auditkit.toolkit.clean_gradient_and_logits` on the proxy wrapped in
     :class:`~auditkit.toolkit.LogitsModule`, in eval mode, then handed back in the mode it was
     in): of the batch-mean cross-entropy towards ``goal``, maximized (untargeted) or minimized
     (``targeted``). One forward+backward pass of the proxy per image."""
@@ -93,9 +101,10 @@ def clean_gradient(proxy: nn.Module, images: torch.Tensor, goal: torch.Tensor, *
     module.eval()
     try:
         with torch.enable_grad():
-            return toolkit_clean_gradient(module, images, goal, targeted=targeted)
+            gradient, logits = clean_gradient_and_logits(module, images, goal, targeted=targeted)
     finally:
         module.train(was_training)
+    return CleanPoint(logits, gradient, len(images))
 
 
 def random_noise(images: torch.Tensor, norm: str, eps: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -168,19 +177,19 @@ class TransferMeasurement:
         if n == 0:
             return
         self.n_images += n
-        gradients: dict[str, torch.Tensor] = {}  # per mode: the proxy's clean-point gradient on this batch
+        points: dict[str, CleanPoint] = {}  # per mode: the proxy's clean-point gradient on this batch
         for config in self.configs:
             for mode in self.modes:
                 targeted = mode == "targeted"
                 if targeted and wanted is None:
                     raise ValueError("targeted mode needs the wanted classes")
                 goal = wanted if targeted else reference
-                gradient = None
+                point = None
                 if REUSE and config.attack in FROM_CLEAN:
-                    if mode not in gradients:
-                        gradients[mode] = clean_gradient(self.proxy, images, goal, targeted=targeted)
-                    gradient = gradients[mode]
-                adv = craft(self.proxy, config, images, goal, steps=self.steps, targeted=targeted, gradient=gradient)
+                    if mode not in points:
+                        points[mode] = clean_point(self.proxy, images, goal, targeted=targeted)
+                    point = points[mode]
+                adv = craft(self.proxy, config, images, goal, steps=self.steps, targeted=targeted, clean_point=point)
                 with torch.no_grad():
                     on_proxy = self.proxy(adv).argmax(1)
                 _, answers = self.oracle(adv)

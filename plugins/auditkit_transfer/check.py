@@ -349,7 +349,7 @@ class ProxyTransfer(Check):
         configs = s.configs()
         if attacks.REUSE:
             shared = 1 if any(c.attack in FROM_CLEAN for c in configs) else 0
-            steps = {"fgsm": 0, "mifgsm": s.steps, "pgd": s.steps}
+            steps = {"fgsm": 0, "mifgsm": s.steps - 1, "pgd": s.steps}
         else:
             shared, steps = 0, {"fgsm": 1, "mifgsm": s.steps, "pgd": s.steps}
         per_mode = shared + sum(steps[c.attack] for c in configs)

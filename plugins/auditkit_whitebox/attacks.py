@@ -12,6 +12,7 @@ import torch
 
 from auditkit.toolkit import (  # noqa: F401  (NORMS, budget_label, parse_budget re-exported for this plugin)
     NORMS,
+    CleanPoint,
     Cost,
     LogitsModule,
     budget_label,
@@ -97,6 +98,7 @@ def perturb(
     eps: float | torch.Tensor,
     *,
     targeted: bool = False,
+    clean_point: CleanPoint | None = None,
 ) -> torch.Tensor:
     """One run of ``spec`` on ``module`` by :func:`auditkit.attacks.craft`; returns the
     adversarial images [B,3,H,W], contiguous, checked against the budget.
@@ -107,6 +109,10 @@ def perturb(
     with a scalar radius). PGD's step size is this plugin's rule, ``rel_step_size * eps``
     (per image with per-image budgets).
 
+    ``clean_point``: PGD without random start only, the known clean logits and gradient of
+    this loss target on these images (:class:`~auditkit.toolkit.CleanPoint`), which
+    torchattacks' first step then reads instead of a pass.
+
     :raises ValueError: per-image budgets with ``random_start``.
     :raises RuntimeError: a perturbation outside its budget or the [0,1] box.
     """
@@ -114,7 +120,7 @@ def perturb(
         return craft(module, images, labels, "fgsm", spec.norm, eps, targeted=targeted)
     return craft(
         module, images, labels, spec.method, spec.norm, eps, steps=spec.steps, alpha=eps * spec.rel_step_size,
-        random_start=spec.random_start, targeted=targeted,
+        random_start=spec.random_start, targeted=targeted, clean_point=clean_point,
     )
 
 
@@ -127,6 +133,7 @@ def run_attack(
     targets: torch.Tensor | None = None,
     *,
     gradient: torch.Tensor | None = None,
+    clean_point: CleanPoint | None = None,
 ) -> AttackOutcome:
     """Attack a batch with ``spec`` and score the result with one extra forward pass.
 
@@ -141,9 +148,15 @@ def run_attack(
     images (:func:`auditkit.toolkit.clean_gradient`); the step is then taken along
     it (:func:`auditkit.toolkit.fgsm_step`, bit-identical to torchattacks' and
     within the budget by construction) and costs one forward pass, no backward.
+
+    ``clean_point``, PGD without random start only: the clean logits and gradient of this loss
+    target on these images (:class:`~auditkit.toolkit.CleanPoint`); torchattacks' first step
+    reads them, which saves one forward+backward pass per image.
     """
     if gradient is not None and spec.method != "fgsm":
         raise ValueError(f"a precomputed gradient makes an FGSM step, not {spec.describe()}")
+    if clean_point is not None and (spec.method != "pgd" or spec.random_start):
+        raise ValueError(f"a known clean point serves PGD from the clean images, not {spec.describe()}")
     goal = labels if targets is None else targets
     per_image = isinstance(eps, torch.Tensor)
     success = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
@@ -157,14 +170,20 @@ def run_attack(
 
         def attack_and_score(x: torch.Tensor, g: torch.Tensor, *more: torch.Tensor) -> tuple[torch.Tensor, ...]:
             budget = more[-1] if per_image else eps
-            if gradient is None:
-                adv = perturb(module, spec, x, g, budget, targeted=targets is not None)
-            else:
+            if gradient is not None:
                 adv = fgsm_step(x, more[0], spec.norm, budget)
+            else:
+                point = CleanPoint(more[0], more[1], more[2]) if clean_point is not None else None
+                adv = perturb(module, spec, x, g, budget, targeted=targets is not None, clean_point=point)
             with torch.no_grad():
                 return adv, module(adv)
 
-        extra = ((gradient[todo],) if gradient is not None else ()) + ((eps[todo],) if per_image else ())
+        extra: tuple[torch.Tensor, ...] = ()
+        if gradient is not None:
+            extra = (gradient[todo],)
+        elif clean_point is not None:
+            extra = (clean_point.logits[todo], clean_point.gradient[todo], clean_point.sizes()[todo])
+        extra += (eps[todo],) if per_image else ()
         adv, out = oom_backoff(attack_and_score, images[todo], goal[todo], *extra)
         if logits is None:
             logits = torch.empty(images.shape[0], out.shape[1], dtype=out.dtype, device=out.device)
@@ -187,12 +206,16 @@ def times(cost: Cost, k: int) -> Cost:
 def attack_cost(spec: AttackSpec, n_images: int, *, gradient_known: bool = False) -> Cost:
     """The most image passes :func:`run_attack` makes attacking ``n_images`` images with
     ``spec``: per restart, torchattacks' ``spec.steps`` forward+backward passes per image (FGSM:
-    one) and one scoring forward pass; with ``gradient_known`` (FGSM along a given clean-point
-    gradient) the scoring pass only. Exact with one restart (or no random start); each restart
-    after the first attacks only the images no restart has fooled yet, so with more restarts
-    this counts every image surviving every restart."""
+    one) and one scoring forward pass. With ``gradient_known`` (the clean-point gradient given:
+    FGSM steps along it, PGD from the clean image reads it for its first step) one
+    forward+backward pass fewer per image: FGSM costs the scoring pass only. Exact with one
+    restart (or no random start); each restart after the first attacks only the images no
+    restart has fooled yet, so with more restarts this counts every image surviving every
+    restart."""
     if gradient_known:
-        return Cost(forward=n_images)
+        if spec.random_start:
+            raise ValueError(f"{spec.describe()} starts at a random point, not at the clean-point gradient")
+        return Cost(forward=n_images, gradient=(spec.steps - 1) * n_images)
     restarts = spec.restarts if spec.random_start else 1
     return Cost(forward=restarts * n_images, gradient=restarts * spec.steps * n_images, maximum=restarts > 1)
 

@@ -1,7 +1,9 @@
 """Clean-point input gradients computed once and reused: FGSM at any budget and norm is one step
 along the gradient at the clean image, so ``whitebox.fgsm`` (every budget, norm and bisection
-step) and ``whitebox.masking`` (its zero-gradient probe, its FGSM and the unbounded attack's
-first step) read one gradient per image and loss target instead of asking torchattacks again.
+step), ``whitebox.pgd`` (the first step of every attack from the clean image: its
+minimal-epsilon search) and ``whitebox.masking`` (its zero-gradient probe, its FGSM and the
+unbounded attack's first step) read one gradient per image and loss target instead of asking
+torchattacks again.
 The logits of the pass that gave each gradient, and which images ``whitebox.fgsm``'s untargeted
 steps fooled, are kept beside them for ``whitebox.masking`` (its repeated forward pass and its
 FGSM probe)."""
@@ -14,6 +16,7 @@ import torch
 
 from auditkit.toolkit import (
     AuditContext,
+    CleanPoint,
     LogitsModule,
     clean_gradient,
     clean_gradient_and_logits,
@@ -60,6 +63,8 @@ class CleanGradients:
     def __init__(self, capacity_bytes: int):
         # eval position -> (class, gradient [3,H,W], logits [K])
         self._rows: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+        # eval position -> the size of the batch whose mean loss gave its kept row (the 1/B scale)
+        self._batch: dict[int, int] = {}
         self._free = capacity_bytes
 
     def kept(self, index: torch.Tensor, goal: torch.Tensor) -> bool:
@@ -90,8 +95,22 @@ class CleanGradients:
             elif k not in self._rows and size <= self._free:
                 # copies: a view would hold the whole batch
                 self._rows[k] = (c, fresh[i].clone(), logits[i].clone())
+                self._batch[k] = len(fresh)
                 self._free -= size
         return fresh, logits
+
+    def clean_point(
+        self, index: torch.Tensor, goal: torch.Tensor, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    ) -> CleanPoint:
+        """:meth:`rows` as the :class:`~auditkit.toolkit.CleanPoint` a PGD run from the clean
+        images reads for its first step, with the size of the batch each row came from (kept
+        rows: their own batch; rows computed now and not kept: this one)."""
+        gradient, logits = self.rows(index, goal, compute)
+        sizes = [
+            self._batch[k] if k in self._rows and self._rows[k][0] == c else len(gradient)
+            for k, c in zip(index.tolist(), goal.tolist())
+        ]
+        return CleanPoint(logits, gradient, torch.tensor(sizes, dtype=torch.long, device=gradient.device))
 
 
 class FGSMOutcomes:
@@ -156,6 +175,18 @@ def untargeted_gradients(
     return shared_clean_gradients(ctx).rows(index, labels, compute)
 
 
+def untargeted_clean_point(
+    ctx: AuditContext, module: LogitsModule, index: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
+) -> CleanPoint:
+    """:func:`untargeted_gradients` as a :class:`~auditkit.toolkit.CleanPoint`, for PGD from
+    the clean images (its first step reads the shared gradient instead of computing it)."""
+
+    def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        return oom_backoff(lambda x, y: clean_gradient_and_logits(module, x, y), images, labels)
+
+    return shared_clean_gradients(ctx).clean_point(index, labels, compute)
+
+
 def untargeted_gradients_kept(ctx: AuditContext, index: torch.Tensor, labels: torch.Tensor) -> bool:
     """Whether the model's shared store already holds the untargeted gradients of the images at
     eval positions ``index`` (true classes ``labels``): asking for them costs no pass. Creates
@@ -187,6 +218,25 @@ def clean_gradients_for(
     if not REUSE:
         return {}
     found = {"untargeted": untargeted_gradients(ctx, module, index, images, labels)[0]}
+    earlier: list[tuple[torch.Tensor, torch.Tensor]] = []  # (targets, gradients) of the modes so far
     for mode, goal in targets.items():
-        found[mode] = oom_backoff(lambda x, t: clean_gradient(module, x, t, targeted=True), images, goal)
+        # an image whose target an earlier mode already chose (a random class that is the
+        # least likely one) has that gradient: only the other images are computed
+        seen = torch.zeros_like(goal, dtype=torch.bool)
+        grad: torch.Tensor | None = None
+        for other_goal, other_grad in earlier:
+            same = (other_goal == goal) & ~seen
+            if bool(same.any()):
+                grad = torch.empty_like(other_grad) if grad is None else grad
+                grad[same] = other_grad[same]
+                seen |= same
+        if grad is None:
+            grad = oom_backoff(lambda x, t: clean_gradient(module, x, t, targeted=True), images, goal)
+        elif not bool(seen.all()):
+            rest = (~seen).nonzero().squeeze(1)
+            part = oom_backoff(lambda x, t: clean_gradient(module, x, t, targeted=True), images[rest], goal[rest])
+            # the batch mean of the rows computed: scaled to this batch's, as the others are
+            grad[rest] = part * (len(rest) / len(goal))
+        found[mode] = grad
+        earlier.append((goal, grad))
     return found

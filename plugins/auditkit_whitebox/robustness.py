@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
-from auditkit.toolkit import AuditContext, Curve, LogitsModule, wilson_interval
+from auditkit.toolkit import AuditContext, CleanPoint, Curve, LogitsModule, wilson_interval
 
 from auditkit_whitebox import gradients
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
@@ -214,6 +214,15 @@ class _RobustAccuracy(Check):
         (``"untargeted"`` or a targeted mode); empty for attacks that take their own."""
         return {}
 
+    def clean_point(
+        self, ctx: AuditContext, module: LogitsModule, spec: AttackSpec, index: torch.Tensor, images: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> CleanPoint | None:
+        """The shared untargeted clean logits and gradient of ``images`` (eval positions
+        ``index``, true classes ``labels``) for an untargeted run of ``spec`` whose first step
+        reads them (PGD from the clean image), or None when the attack takes its own."""
+        return None
+
     def record_untargeted(
         self, ctx: AuditContext, norm: str, eps: float, index: torch.Tensor, success: torch.Tensor
     ) -> None:
@@ -303,8 +312,11 @@ class _RobustAccuracy(Check):
             for norm, grid in budgets.items():
                 spec = self.attack_spec(norm)
                 hits, adversarial, adv_logits = [], [], []
+                point = self.clean_point(ctx, module, spec, index, images, labels)
                 for eps in grid:
-                    out = run_attack(module, spec, images, labels, eps, gradient=grads.get("untargeted"))
+                    out = run_attack(
+                        module, spec, images, labels, eps, gradient=grads.get("untargeted"), clean_point=point
+                    )
                     self.record_untargeted(ctx, norm, eps, index, out.success)
                     fooled[("untargeted", norm, eps)] += int(out.success.sum())
                     hits.append(out.success)
@@ -354,7 +366,10 @@ class _RobustAccuracy(Check):
             start += len(batch)
             budget = eps[rows] if isinstance(eps, torch.Tensor) else eps
             grads = self.clean_gradients(ctx, module, batch.index, batch.images, batch.labels, {})
-            out = run_attack(module, spec, batch.images, batch.labels, budget, gradient=grads.get("untargeted"))
+            point = self.clean_point(ctx, module, spec, batch.index, batch.images, batch.labels)
+            out = run_attack(
+                module, spec, batch.images, batch.labels, budget, gradient=grads.get("untargeted"), clean_point=point
+            )
             success.append(out.success)
         return torch.cat(success) if success else torch.zeros(0, dtype=torch.bool, device=ctx.device)
 
@@ -522,9 +537,11 @@ class FGSMRobustness(_RobustAccuracy):
         labels = ctx.clean.labels
         # untargeted: a batch computes its gradients unless every row is already in the store
         # (whitebox.masking ran first); targeted: one pass per image and mode, never shared
+        # with other checks, and at most that: where two modes pick one class for an image
+        # (a random class that is the least likely one), its gradient is computed once
         untargeted = sum(len(p) for p in positions if not gradients.untargeted_gradients_kept(ctx, p, labels[p]))
         targeted = (len(modes) - 1) * sum(len(p) for p in positions)
-        return Cost(gradient=untargeted + targeted)
+        return Cost(gradient=untargeted + targeted, maximum=len(modes) > 2)
 
     def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
         return attack_cost(spec, n_images, gradient_known=gradients.REUSE)
@@ -557,3 +574,39 @@ class PGDRobustness(_RobustAccuracy):
     def attack_spec(self, norm: str) -> AttackSpec:
         s = self.settings
         return AttackSpec("pgd", norm, s.steps, s.rel_step_size, s.random_start, s.restarts)
+
+    def clean_point(
+        self, ctx: AuditContext, module: LogitsModule, spec: AttackSpec, index: torch.Tensor, images: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> CleanPoint | None:
+        # From the clean image (the minimal-epsilon search; the grid too without random start),
+        # the first step reads the untargeted gradient shared with whitebox.fgsm and masking.
+        if not gradients.REUSE or spec.random_start:
+            return None
+        return gradients.untargeted_clean_point(ctx, module, index, images, labels)
+
+    def clean_gradient_cost(self, ctx: AuditContext, positions: list[torch.Tensor], modes: tuple[str, ...]) -> Cost:
+        s = self.settings
+        budgets = self._attack_plan(int(ctx.clean.logits.shape[1]))[0]
+        searched = any(
+            minimal_epsilon_rounds(grid, min(max_budget(norm, tuple(ctx.data.image_shape)),
+                                             s.min_eps_search_factor * grid[-1]), s.bisection_steps)
+            for norm, grid in budgets.items()
+        )
+        if not gradients.REUSE or (s.random_start and not searched):
+            return Cost()
+        # the untargeted gradients the runs from the clean image read: computed once per image
+        # unless whitebox.fgsm or whitebox.masking left them in the store (the search may reach
+        # fewer images: then the whole estimate is a maximum)
+        labels = ctx.clean.labels
+        return Cost(gradient=sum(len(p) for p in positions if not gradients.untargeted_gradients_kept(ctx, p, labels[p])))
+
+    def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        return attack_cost(spec, n_images, gradient_known=gradients.REUSE and not spec.random_start)
+
+    def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
+        if not gradients.REUSE:
+            return attack_cost(spec, n_images)
+        clean = ctx.clean
+        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
+        return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)

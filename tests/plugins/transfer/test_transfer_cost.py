@@ -16,7 +16,7 @@ import auditkit
 from auditkit import AuditData, Outcome, TensorSplit
 from auditkit.testing.passes import PassCounter
 from auditkit_transfer import attacks
-from auditkit_transfer.attacks import AttackConfig, clean_gradient, craft
+from auditkit_transfer.attacks import AttackConfig, clean_point, craft
 from auditkit_transfer.proxy import ProxyResNet
 from conftest import FAST
 from transfer_servers import PredictionServer
@@ -121,28 +121,30 @@ def test_sharing_the_clean_point_gradient_changes_no_result_and_the_note_counts_
     n, modes, steps = 8, 2, 3
     forward = validation + n + n * 8 * modes  # validation, agreement with the target, scoring each example
     per_mode = {
-        True: 1 + 3 * 0 + 2 * steps + 3 * steps,  # one clean-point gradient for the FGSMs; MI-FGSM and PGD their own
-        False: 3 * 1 + 2 * steps + 3 * steps,  # each FGSM takes its own gradient
+        # one clean-point gradient for the FGSMs and the MI-FGSMs' first steps; PGD its own
+        True: 1 + 3 * 0 + 2 * (steps - 1) + 3 * steps,
+        False: 3 * 1 + 2 * steps + 3 * steps,  # each FGSM and MI-FGSM takes its own gradient
     }
     for reuse, result in results.items():
         input_gradient = 1 + 38 + n * modes * per_mode[reuse]  # the gradient probe, augmentation, the attacks
         assert dict(seen[reuse]) == {"training": training, "input_gradient": input_gradient, "forward": forward}
         assert (f"at most {training:,} training image passes (forward+backward to its weights), {input_gradient:,} "
                 f"forward+backward to its input (augmentation, attacks) and {forward:,} forward") in result.details["estimated_cost"]["note"]
-    # per image and mode, FGSM's 3 clean-point gradients (two Linf budgets, one L2) became 1
-    assert seen[False]["input_gradient"] - seen[True]["input_gradient"] == n * modes * 2
+    # per image and mode, the 5 clean-point gradients of FGSM (two Linf budgets, one L2) and
+    # MI-FGSM (two Linf budgets) became 1
+    assert seen[False]["input_gradient"] - seen[True]["input_gradient"] == n * modes * 4
 
 
 @pytest.mark.parametrize("config", [AttackConfig(a, n, e) for a, n, e in [
-    ("fgsm", "linf", 4 / 255), ("fgsm", "l2", 0.5), ("mifgsm", "linf", 8 / 255),  # MI-FGSM ignores the gradient
+    ("fgsm", "linf", 4 / 255), ("fgsm", "l2", 0.5), ("mifgsm", "linf", 8 / 255),
 ]], ids=lambda c: c.key)
 @pytest.mark.parametrize("targeted", [False, True], ids=["untargeted", "targeted"])
 def test_steps_from_the_clean_point_gradient_are_torchattacks_bit_for_bit(target_cnn, shapes, config, targeted):
     proxy = copy.deepcopy(target_cnn).eval()
     images = shapes.eval.images[:8]
     labels = torch.arange(8) % 4
-    gradient = clean_gradient(proxy, images, labels, targeted=targeted)
-    ours = craft(proxy, config, images, labels, steps=3, targeted=targeted, gradient=gradient)
+    point = clean_point(proxy, images, labels, targeted=targeted)
+    ours = craft(proxy, config, images, labels, steps=3, targeted=targeted, clean_point=point)
     theirs = craft(proxy, config, images, labels, steps=3, targeted=targeted)
     assert torch.equal(ours, theirs) and ours.is_contiguous()
     assert not proxy.training  # handed back in the mode it was in
