@@ -422,6 +422,14 @@ class Check:
     ``constant_sensitive`` declares that the check's rule says nothing about a model that
     predicts one class for every image (an attack cannot change a constant output): such a
     model's result is then skipped with that reason.
+
+    ``shards`` declares that the check divides its work over the processes of an audit
+    started by torchrun (:mod:`auditkit.distributed`): it runs on every process, its
+    ``ctx.batches()`` yields that process's share of the evaluation batches, each batch
+    drawing its random numbers afresh from the check's seed and the batch's number, and it
+    merges what it counted with ``ctx.world.all_sum`` and ``ctx.world.gather_rows`` before
+    computing its metrics, so that one process and N give the same result. A check that does
+    not shard (the default) runs once, on rank 0, whose result every process receives.
     """
 
     id: ClassVar[str] = ""
@@ -436,6 +444,7 @@ class Check:
     min_sample: ClassVar[int] = 0
     sample_metric: ClassVar[str] = "n_images"
     constant_sensitive: ClassVar[bool] = False
+    shards: ClassVar[bool] = False
 
     @dataclass
     class Settings:

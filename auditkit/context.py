@@ -9,8 +9,9 @@ import torch
 from auditkit.batching import oom_backoff
 from auditkit.check import Check, CheckResult
 from auditkit.data.base import AuditData, Batch
+from auditkit.distributed import World, batch_seed, owned_indices
 from auditkit.errors import TargetError
-from auditkit.seeding import check_seed
+from auditkit.seeding import check_seed, seed_everything
 
 if TYPE_CHECKING:
     from auditkit.session import AuditSession
@@ -114,6 +115,8 @@ class AuditContext:
     :ivar generator: a ``torch.Generator`` on the CPU seeded for this check and model.
     :ivar results: results so far in this session (for checks that compare, e.g. masking
         flags that look at transfer results).
+    :ivar world: the processes of this audit (:class:`~auditkit.distributed.World`; one,
+        unless torchrun started several): a check that ``shards`` merges its tallies through it.
     """
 
     def __init__(self, session: "AuditSession", target: Any, check: Check):
@@ -128,6 +131,7 @@ class AuditContext:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.batch_size = session.config.batch_size
         self.results: list[CheckResult] = session.results
+        self.world: World = session.world
 
     @property
     def model_name(self) -> str:
@@ -142,12 +146,44 @@ class AuditContext:
         """The shared clean forward pass of this model over the evaluation images."""
         return self.session.clean_pass(self.target)
 
-    def batches(self, split: str = "eval", limit: int | None = None, batch_size: int | None = None) -> Iterator[Batch]:
-        """Batches of ``split`` on the device; eval is capped at ``--max-images``."""
-        if split == "eval":
-            limit = self.n_images if limit is None else min(limit, self.n_images)
-        for batch in self.data.batches(split, batch_size or self.batch_size, limit=limit):
+    def batches(
+        self, split: str = "eval", limit: int | None = None, batch_size: int | None = None, *, shard: bool | None = None
+    ) -> Iterator[Batch]:
+        """Batches of ``split`` on the device; eval is capped at ``--max-images``.
+
+        For a check that ``shards`` (or with ``shard=True``), the evaluation batches are this
+        process's share (every batch with one process), and each batch first reseeds
+        ``generator`` and the global generators from the check's seed and the batch's number,
+        and the end of the loop from the seed alone (:func:`~auditkit.distributed.batch_seed`):
+        what a batch draws, and what the check draws after the loop, is the same on any number
+        of processes. ``shard=False`` gives every process the same batches, as for a probe of
+        the first image that every process must make alike."""
+        size = batch_size or self.batch_size
+        if shard is None:
+            shard = self.check.shards
+        if split != "eval" or not shard:
+            if split == "eval":
+                limit = self.n_images if limit is None else min(limit, self.n_images)
+            for batch in self.data.batches(split, size, limit=limit):
+                yield batch.to(self.device)
+            return
+        limit = self.n_images if limit is None else min(limit, self.n_images)
+        for batch in self.data.batches(split, size, indices=owned_indices(self.world, limit, size)):
+            self._reseed(batch_seed(self.seed, int(batch.index[0]) // size))
             yield batch.to(self.device)
+        self._reseed(batch_seed(self.seed, -1))
+
+    def n_batches(self, limit: int | None = None, batch_size: int | None = None) -> int:
+        """How many evaluation batches :meth:`batches` yields with these arguments (for a
+        progress bar's total)."""
+        size = batch_size or self.batch_size
+        limit = self.n_images if limit is None else min(limit, self.n_images)
+        total = -(-limit // size)
+        return self.world.n_batches(total) if self.check.shards else total
+
+    def _reseed(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+        seed_everything(seed)
 
     def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
         """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""

@@ -377,16 +377,20 @@ class LocalizationScores:
         self.component_threshold = component_threshold
         self.tolerance_px: float | None = None  # at the last scored batch's size
         self._per_image: dict[str, list[torch.Tensor]] = {k: [] for k in ("hit", "center", "energy", "share", "iou", "empty")}
+        self._index: list[torch.Tensor] = []  # evaluation positions, when add() is given them
 
     @property
     def n_images(self) -> int:
         """Images scored so far."""
         return sum(int(t.numel()) for t in self._per_image["hit"])
 
-    def add(self, maps: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor) -> ScoredMaps:
+    def add(
+        self, maps: torch.Tensor, region: torch.Tensor, boxes: torch.Tensor, index: torch.Tensor | None = None
+    ) -> ScoredMaps:
         """Score ``maps`` [S,H,W] (any real values; larger is more evidence) against the bool
         object ``region`` [S,H,W] and the images' ``boxes`` [S,M,4] (both from
-        :func:`object_regions`); returns the batch's scores and keeps them."""
+        :func:`object_regions`); returns the batch's scores and keeps them. ``index`` (long
+        [S]): the images' evaluation positions, which :meth:`merged` needs."""
         h, w = region.shape[-2:]
         tolerance = pointing_tolerance_px(h, w, self.pointing_tolerance)
         self.tolerance_px = tolerance
@@ -401,7 +405,32 @@ class LocalizationScores:
         kept["share"].append(region.flatten(1).float().mean(dim=1))
         kept["iou"].append(iou)
         kept["empty"].append(is_constant(maps))
+        if index is not None:
+            self._index.append(index.to(hit.device))
         return ScoredMaps(hit, energy, iou, predicted)
+
+    def merged(self, world: Any) -> "LocalizationScores":
+        """The scores of every process of ``world`` (:class:`auditkit.distributed.World`), in
+        evaluation order, as one process scoring every image would hold them; ``self`` with
+        one process.
+
+        :raises ValueError: scores added without their ``index``.
+        """
+        if not world.distributed:
+            return self
+        if len(self._index) != len(self._per_image["hit"]):
+            raise ValueError("LocalizationScores.merged needs every add() given the images' index")
+        device = self._index[0].device if self._index else torch.device("cpu")
+        index = torch.cat(self._index) if self._index else torch.zeros(0, dtype=torch.long)
+        rows = {k: torch.cat(t) for k, t in self._per_image.items()} if self._index else {}
+        index, rows = world.gather_rows(index.to(device), rows)
+        out = LocalizationScores(self.pointing_tolerance, self.component_threshold)
+        sizes = [t for t in world.all_gather(self.tolerance_px) if t is not None]
+        out.tolerance_px = sizes[0] if sizes else None
+        if index.numel():
+            out._per_image = {k: [v] for k, v in rows.items()}
+            out._index = [index]
+        return out
 
     def metrics(self, generator: torch.Generator, confidence: float = 0.95, resamples: int = 2000) -> dict[str, float]:
         """The :data:`LOCALIZATION_METRICS` of every image scored so far: rates with Wilson

@@ -311,9 +311,17 @@ def run_audit(
     built for that size and trained on the train split; then the first batch is drawn by
     :func:`probe`, which also checks its pixels.
     """
+    from auditkit.distributed import device_for_rank, launched_by_torchrun, shutdown, world_from_environment
+
+    if launched_by_torchrun() and not _main_rank():
+        # one of several processes: rank 0 alone prints and writes (auditkit.distributed)
+        reporter = None
+        config.verbosity, config.progress = -1, False
     announce = reporter.write if reporter is not None and reporter.verbosity >= 0 else None
     notes: list[str] = []  # the report's warnings; the session's list, so later ones land there too
-    with warnings_to_report(notes, announce), torch_threads(config.threads):
+    world = None
+    with warnings_to_report(notes, announce), torch_threads(config.threads), contextlib.ExitStack() as stack:
+        stack.callback(lambda: shutdown(world) if world is not None else None)
         config.pluginmanager = pm
         if reporter is not None:
             pm.register(reporter, name="terminalreporter")
@@ -321,7 +329,11 @@ def run_audit(
         check_output_paths(config)  # before anything loads: a typo in --html must not cost an hour's audit
         previous = load_report(config.compare) if config.compare else None
         checks = collect_checks(config, pm)  # before anything loads: a config typo must not wait for the model
-        device = resolve_device(config.device)  # once: every loader and the session get this torch.device
+        # once: every loader and the session get this torch.device (under torchrun, its own GPU)
+        device = device_for_rank(resolve_device(config.device))
+        world = world_from_environment(device)
+        if world.distributed and announce is not None:
+            announce(f"{world.size} processes ({world.backend}): the evaluation batches are shared out among them")
         if data is None:
             data = pm.hook.auditkit_load_data(spec=config.data, config=config)
             if data is None:
@@ -348,11 +360,19 @@ def run_audit(
                 notes.append(note)
                 if announce is not None:
                     announce(f"warning: {note}")
-        baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
+        if baselines or not world.distributed:
+            baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
+        else:
+            # trained once, by rank 0, into the weights cache; the others then load them from it
+            if world.is_main:
+                baselines = load_baselines(config, data, device, announce, notes)
+            world.barrier()
+            if not world.is_main:
+                baselines = load_baselines(config, data, device, announce, notes)
         for t in [target, *baselines]:
             t.device = device  # a plugin's loader or a baseline given by the caller may have chosen another
             probe(t, data, device)
-        session = AuditSession(config, pm, data=data, target=target, baselines=baselines, device=device)
+        session = AuditSession(config, pm, data=data, target=target, baselines=baselines, device=device, world=world)
         session.warnings = notes
         session.checks = checks
         pm.hook.auditkit_session_start(session=session)
@@ -368,8 +388,16 @@ def run_audit(
             )
             if session.regressions and session.exitstatus == ExitCode.OK:
                 session.exitstatus = ExitCode.CHECKS_FAILED
-        session.finish()
+        if world.is_main:
+            session.finish()
     return session
+
+
+def _main_rank() -> bool:
+    """Whether torchrun's RANK says this is rank 0 (before the process group is joined)."""
+    import os
+
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def audit(

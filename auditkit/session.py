@@ -21,6 +21,7 @@ from auditkit.config import Config
 from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData
 from auditkit.device import describe_device, resolve_device
+from auditkit.distributed import SINGLE, World, concat_sorted
 from auditkit.environment import environment
 from auditkit.errors import ExitCode, TargetError
 from auditkit.progress import progress_bar
@@ -49,8 +50,10 @@ class AuditSession:
         target: Any,
         baselines: Sequence[Any] = (),
         device: torch.device | None = None,
+        world: World = SINGLE,
     ):
         self.config = config
+        self.world = world
         self.pm = pluginmanager
         self.hook = pluginmanager.hook
         self.data = data
@@ -114,18 +117,34 @@ class AuditSession:
     def _compute_clean_pass(self, target: Any) -> CleanPass:
         model_s = 0.0  # the model's time alone, not reading and decoding the images
         outs, labels = [], []
-        n_batches = -(-self.n_eval // self.config.batch_size)
-        batches = self.data.batches("eval", self.config.batch_size, limit=self.n_eval)
-        for batch in self.progress(batches, total=n_batches, desc=f"{target.name} clean forward pass"):
-            images = batch.images.to(self.device)
-            start = time.perf_counter()
-            out = oom_backoff(target.query if not target.white_box else target, images)
-            if out.device.type == "cuda":
-                torch.cuda.synchronize(out.device)
-            model_s += time.perf_counter() - start
-            outs.append(out)
-            if batch.labels is not None:
-                labels.append(batch.labels.to(self.device))
+        world, size = self.world, self.config.batch_size
+        n_batches = world.n_batches(-(-self.n_eval // size))
+        if world.distributed:  # this process's batches; the others' are gathered below
+            from auditkit.distributed import owned_indices
+
+            batches = self.data.batches("eval", size, indices=owned_indices(world, self.n_eval, size))
+        else:
+            batches = self.data.batches("eval", size, limit=self.n_eval)
+        starts: list[int] = []
+        failure: str | None = None
+        try:
+            for batch in self.progress(batches, total=n_batches, desc=f"{target.name} clean forward pass"):
+                images = batch.images.to(self.device)
+                start = time.perf_counter()
+                out = oom_backoff(target.query if not target.white_box else target, images)
+                if out.device.type == "cuda":
+                    torch.cuda.synchronize(out.device)
+                model_s += time.perf_counter() - start
+                outs.append(out)
+                starts.append(int(batch.index[0]))
+                if batch.labels is not None:
+                    labels.append(batch.labels.to(self.device))
+        except TargetError as exc:
+            if not world.distributed:
+                raise
+            failure = str(exc)
+        if world.distributed:
+            outs, labels = self._gather_clean(target, starts, outs, labels, failure)
         out = torch.cat(outs)
         if out.shape[0]:
             # only the cost announcement reads it (a time shown, never a result)
@@ -141,6 +160,20 @@ class AuditSession:
                 f"{out.shape[0]} images (first: image {first}); expected finite scores"
             )
         return CleanPass(out, out.argmax(dim=1), label_t, score_kind="logits" if target.white_box else "probabilities")
+
+    def _gather_clean(
+        self, target: Any, starts: list[int], outs: list[torch.Tensor], labels: list[torch.Tensor], failure: str | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Every process's clean-pass batches, in evaluation order, on this process's device;
+        a model that failed on any process fails on all, with the first failure's words."""
+        parts = self.world.all_gather((failure, list(zip(starts, outs)), list(zip(starts, labels))))
+        failures = [f for f, _, _ in parts if f is not None]
+        if failures:
+            raise TargetError(failures[0])
+        gathered = concat_sorted([kv for _, pairs, _ in parts for kv in pairs])
+        gathered_labels = concat_sorted([kv for _, _, pairs in parts for kv in pairs])
+        device = self.device
+        return [o.to(device) for o in gathered], [y.to(device) for y in gathered_labels]
 
     # -- running -----------------------------------------------------------------------------
 
@@ -163,6 +196,11 @@ class AuditSession:
     def _run_model(self, target: Any) -> None:
         try:
             with target:
+                if self.world.distributed:
+                    # every process at once: the pass is sharded and gathered (its errors are
+                    # the checks' to report, as with one process)
+                    with contextlib.suppress(TargetError):
+                        self.clean_pass(target)
                 for check in self.checks:
                     self.run_one(check, target)
         finally:
@@ -171,6 +209,20 @@ class AuditSession:
             self._shared.pop(target.name, None)
 
     def run_one(self, check: Check, target: Any) -> CheckResult:
+        world = self.world
+        if world.distributed and not check.shards:
+            # run once, on rank 0; every process keeps the same result
+            result = self._run_guarded(check, target) if world.is_main else None
+            result = world.broadcast(result)
+        else:
+            result = self._run_guarded(check, target)
+            if world.distributed:  # merged by the check: rank 0's copy (its duration) for all
+                result = world.broadcast(result)
+        self.results.append(result)
+        self.hook.auditkit_log_result(result=result)
+        return result
+
+    def _run_guarded(self, check: Check, target: Any) -> CheckResult:
         missing = self.missing_requirements(check, target)
         ctx = AuditContext(self, target, check)
         if missing:
@@ -199,8 +251,6 @@ class AuditSession:
             )
             if cost is not None:
                 result = dataclasses.replace(result, details={**result.details, "estimated_cost": cost.to_json()})
-        self.results.append(result)
-        self.hook.auditkit_log_result(result=result)
         return result
 
     def _announce_cost(self, check: Check, ctx: AuditContext) -> Cost | None:

@@ -4,7 +4,7 @@ scores and the pass rule are the toolkit's (shared with every check that localiz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,25 @@ class _WorstImages:
         order = torch.argsort(items["key"], stable=True)[: self.k]
         self.keep = {name: value[order] for name, value in items.items()}
 
+    def merged(self, world: Any) -> "_WorstImages":
+        """The k worst of every process's k worst (their ``index`` item gives the order), the
+        images one process seeing every batch in order would keep."""
+        if not world.distributed or self.k == 0:
+            return self
+        parts = [p for p in world.all_gather(self.keep) if p is not None]
+        out = _WorstImages(self.k)
+        if not parts:
+            return out
+        device = parts[0]["key"].device if self.keep is None else self.keep["key"].device
+        items = {name: parts[0][name] for name in parts[0]}
+        for part in parts[1:]:
+            items = {name: _cat_padded(items[name], part[name]) for name in items}
+        by_index = torch.argsort(items["index"], stable=True)
+        items = {name: value[by_index] for name, value in items.items()}
+        order = torch.argsort(items["key"], stable=True)[: self.k]
+        out.keep = {name: value[order].to(device) for name, value in items.items()}
+        return out
+
 
 def _cat_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a`` and ``b`` stacked along dim 0; box sets [B,M,4] of different M padded with NaN rows."""
@@ -107,6 +126,7 @@ class GradCamLocalization(Check):
     """
 
     id = "gradcam.localization"
+    shards = True
     requires = ("white_box", "layers", "localization")
     headline = LOCALIZATION_HEADLINE
     metrics = LOCALIZATION_METRICS
@@ -151,12 +171,13 @@ class GradCamLocalization(Check):
             images = batch.images[scored]
             classes = explainer.classes(batch)[scored]
             maps = explainer.evaluation_maps(batch)[scored]
-            s = scores.add(maps, objects.region, objects.boxes)
+            s = scores.add(maps, objects.region, objects.boxes, index=batch.index.to(maps.device)[scored])
             worst.add(
                 s.hit.float() + s.energy,
                 images=images, maps=maps, boxes=objects.boxes, predicted=s.predicted_boxes, peaks=peak_points(maps),
                 index=batch.index.to(images.device)[scored], classes=classes, hit=s.hit, energy=s.energy, iou=s.iou,
             )
+        scores, worst = scores.merged(ctx.world), worst.merged(ctx.world)  # every process's images
         if not scores.n_images:
             auditkit.skip(f"none of the first {explainer.n_images} evaluation images has a {settings.region}")
         metrics = scores.metrics(ctx.generator, settings.confidence, settings.bootstrap_resamples)

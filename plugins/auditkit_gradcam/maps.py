@@ -165,7 +165,7 @@ class Explainer:
         self.settings = settings
 
         def probe() -> LayerChoice:
-            first = next(iter(ctx.batches(limit=1)))
+            first = next(iter(ctx.batches(limit=1, shard=False)))
             choice = choose_layer(ctx.target, first.images, layer=settings.layer, layers=settings.layers)
             # once per model and setting (the choice is shared): which layer every map explains
             ctx.announce(f"Grad-CAM explains {choice.describe()}")
@@ -181,7 +181,7 @@ class Explainer:
 
     def batches(self, desc: str) -> Any:
         """The evaluation batches this check looks at, with a progress bar."""
-        n_batches = -(-self.n_images // self.ctx.batch_size)
+        n_batches = self.ctx.n_batches(limit=self.n_images)
         return self.ctx.progress(self.ctx.batches(limit=self.n_images), total=n_batches, desc=desc)
 
     def classes(self, batch: Batch) -> torch.Tensor:

@@ -361,7 +361,7 @@ class _Agreement:
         setting = applied_setting(target, layer=settings.layer, layers=settings.layers)
 
         def probe() -> LayerChoice:
-            first = next(iter(ctx.batches(limit=1)))
+            first = next(iter(ctx.batches(limit=1, shard=False)))
             return choose_layer(target, first.images, layer=settings.layer, layers=settings.layers)
 
         try:

@@ -1,0 +1,96 @@
+"""Audits sharded across processes (auditkit.distributed): the batches each process takes, the
+seeds each batch draws from, torchrun's environment read and checked, and the whole audit
+started the way torchrun starts it (2 gloo processes on the CPU) giving the one-process
+report: checks that shard merge to the same metrics, the others run once on rank 0."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from auditkit import UsageError
+from auditkit.distributed import (
+    SINGLE,
+    World,
+    batch_seed,
+    device_for_rank,
+    owned_indices,
+    world_from_environment,
+)
+
+
+def test_batches_are_shared_out_whole_and_cover_every_image_once():
+    for size, limit, batch in [(2, 40, 8), (3, 41, 8), (2, 8, 8), (4, 5, 2)]:
+        parts = [owned_indices(World(rank=r, size=size), limit, batch) for r in range(size)]
+        assert sorted(i for p in parts for i in p) == list(range(limit))
+        for rank, part in enumerate(parts):
+            numbers = sorted({i // batch for i in part})
+            assert numbers == list(range(rank, -(-limit // batch), size))  # batch b on rank b % size
+            assert World(rank=rank, size=size).n_batches(-(-limit // batch)) == len(numbers)
+    assert owned_indices(SINGLE, 10, 4) == list(range(10))
+
+
+def test_each_batch_has_its_own_seed_the_same_on_every_process():
+    assert batch_seed(7, 3) == batch_seed(7, 3)
+    assert len({batch_seed(7, b) for b in range(-1, 50)}) == 51
+    assert batch_seed(7, 3) != batch_seed(8, 3)
+
+
+def test_one_process_helpers_are_the_identity():
+    index, rows = torch.tensor([3, 1]), {"x": torch.tensor([0.5, 0.25])}
+    assert SINGLE.gather_rows(index, rows) == (index, rows)
+    assert SINGLE.all_sum(3) == 3 and SINGLE.all_gather("a") == ["a"] and SINGLE.broadcast({"k": 1}) == {"k": 1}
+    assert not SINGLE.distributed and SINGLE.is_main
+
+
+def test_torchrun_environment_is_read_and_checked():
+    cpu = torch.device("cpu")
+    assert world_from_environment(cpu, {}) is SINGLE
+    assert world_from_environment(cpu, {"WORLD_SIZE": "1", "RANK": "0"}) is SINGLE
+    with pytest.raises(UsageError, match="MASTER_ADDR, MASTER_PORT are not set; start the audit with torchrun"):
+        world_from_environment(cpu, {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+    env = {"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    with pytest.raises(UsageError, match="must be integers"):
+        world_from_environment(cpu, env)
+    with pytest.raises(UsageError, match=r"RANK=2 is outside 0..1"):
+        world_from_environment(cpu, {**env, "RANK": "2"})
+    assert device_for_rank(cpu, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == cpu
+
+
+def _audit(tmp_path: Path, name: str, processes: int, n: int) -> dict:
+    """The JSON report of a CPU audit of the tiny model on n shapes in batches of 8, one process
+    or ``processes`` started by torchrun (``--standalone``: a free port on this machine)."""
+    out = tmp_path / f"{name}.json"
+    args = [
+        "-m", "auditkit", "run", "--model", "auditkit.testing.models:tiny_factory",
+        "--data", f"synthetic:shapes?n={n}&size=32", "--baselines", "none", "--device", "cpu",
+        "--checks", "accuracy.clean,gradcam.localization,cam.consistency", "--batch-size", "8", "-q",
+        "--json", str(out),
+    ]
+    if processes > 1:
+        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"),
+           "AUDITKIT_DIST_TIMEOUT_S": "120"}
+    done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("n", [40, 8], ids=["five_batches", "one_batch_for_two"])
+def test_two_processes_give_the_one_process_report(tmp_path, n):
+    """40 images: batches 0, 2, 4 on rank 0 and 1, 3 on rank 1; 8 images: rank 1 has none."""
+    one, two = _audit(tmp_path, "one", 1, n), _audit(tmp_path, "two", 2, n)
+    assert [r["check"] for r in one["results"]] == [r["check"] for r in two["results"]]
+    for a, b in zip(one["results"], two["results"]):
+        assert (a["outcome"], a["metrics"], a["message"]) == (b["outcome"], b["metrics"], b["message"]), a["check"]
+        assert [x.get("caption") for x in a.get("artifacts", [])] == [x.get("caption") for x in b.get("artifacts", [])]
+    localization = next(r for r in two["results"] if r["check"] == "gradcam.localization")
+    assert localization["metrics"]["n_images"] == n  # every process's images, merged
+    assert two["summary"]["exit_code"] == one["summary"]["exit_code"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["one.json", "two.json"]  # rank 0 wrote it, once
