@@ -94,6 +94,7 @@ class CamConsistency(Check):
     """
 
     id = "cam.consistency"
+    shards = True
     requires = ("white_box", "layers", "gap_head")
     headline = ("logit_max_abs_err", "cam_gradcam_corr", "flip_corr")
     metrics = (
@@ -183,10 +184,11 @@ class CamConsistency(Check):
         if head.feature_layer is not None:
             key = evaluation_maps_key(head.feature_layer, cam_class, ctx.n_images)
             shared_maps = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
-        tally = _Tally()
-        overlays: list[Artifact] = []
-        n_batches = -(-ctx.n_images // ctx.batch_size)
-        for batch in ctx.progress(ctx.batches(), total=n_batches, desc="CAM identities"):
+        tallies: list[tuple[int, _Tally]] = []  # one per batch, by its first evaluation position
+        overlays: list[tuple[int, Artifact]] = []
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="CAM identities"):
+            tally = _Tally()
+            tallies.append((int(batch.index[0]), tally))
             index = batch.index.to(clean.preds.device)
             out = oom_backoff(measure, batch.images, classes[index], clean.logits[index])
             if shared_maps is not None:
@@ -206,19 +208,23 @@ class CamConsistency(Check):
                 pred = int(clean.preds[index[row]])
                 confidence = float(torch.softmax(clean.logits[index[row]].float(), dim=0)[pred])
                 box = None if boxes is None else boxes[row]
-                overlays.append(
-                    Artifact(
-                        name=f"cam_overlay_{position}",
-                        kind="image/png",
-                        data=cam_overlay_png(batch.images[row], out["cam"][row], box),
-                        caption=(
-                            f"image {position}: CAM for the {cam_class} class {_class_name(ctx, c)} "
-                            f"(predicted {_class_name(ctx, pred)}, p={confidence:.2f})"
-                            + ("; white: object box" if box is not None and bool(torch.isfinite(box).all(-1).any()) else "")
-                        ),
-                    )
-                )
+                overlays.append((position, Artifact(
+                    name=f"cam_overlay_{position}",
+                    kind="image/png",
+                    data=cam_overlay_png(batch.images[row], out["cam"][row], box),
+                    caption=(
+                        f"image {position}: CAM for the {cam_class} class {_class_name(ctx, c)} "
+                        f"(predicted {_class_name(ctx, pred)}, p={confidence:.2f})"
+                        + ("; white: object box" if box is not None and bool(torch.isfinite(box).all(-1).any()) else "")
+                    ),
+                )))
 
+        # every process's batches (one process: its own), taken in evaluation order
+        world = ctx.world
+        tally = _Tally()
+        for _, part in sorted((t for chunk in world.all_gather(tallies) for t in chunk), key=lambda t: t[0]):
+            tally.fold(part)
+        overlays = [a for _, a in sorted((o for chunk in world.all_gather(overlays) for o in chunk), key=lambda o: o[0])]
         metrics = tally.metrics()
         failures = []
         # The feature map's own dtype counts too: functional code in forward (no module, so
@@ -398,6 +404,24 @@ class _Tally:
         self.flip_sum += float(corr[defined].sum())
         self.flip_defined += int(defined.sum())
         self.flip_undefined += int((~defined).sum())
+
+    def fold(self, later: "_Tally") -> None:
+        """Take in the tally of later images, as if :meth:`add_identities` and
+        :meth:`add_localization` had seen them here after these (the same maxima, the same
+        sums in the same order)."""
+        self.n += later.n
+        if later.n:
+            if _replaces(later.logit_abs, self.logit_abs):
+                self.logit_abs, self.logit_worst = later.logit_abs, later.logit_worst
+            if _replaces(later.gradcam_abs, self.gradcam_abs):
+                self.gradcam_abs, self.gradcam_worst = later.gradcam_abs, later.gradcam_worst
+            for name in ("logit_rel", "hooked_logit_rel", "gradcam_rel"):
+                setattr(self, name, _max(getattr(self, name), torch.tensor([getattr(later, name)], dtype=torch.float64)))
+        for name in ("cam_gradcam_sum", "cam_gradcam_defined", "cam_gradcam_undefined", "flip_sum", "flip_defined",
+                     "flip_undefined", "n_localized", "pointing_hits", "center_hits", "energy_sum"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        if not math.isnan(later.tolerance_px):
+            self.tolerance_px = later.tolerance_px
 
     def add_localization(self, cam: torch.Tensor, boxes: torch.Tensor, size: Any, tolerance_at_224: float) -> None:
         height, width = int(size[0]), int(size[1])

@@ -109,6 +109,7 @@ class GradCamFaithfulness(Check):
     """
 
     id = "gradcam.faithfulness"
+    shards = True
     requires = ("white_box",)
     headline = ("deletion_auc", "insertion_auc")
     quick_settings = {"max_images": 12}
@@ -172,12 +173,14 @@ class GradCamFaithfulness(Check):
         explainer = Explainer(ctx, s)
         clean_probs = ctx.clean.probs
         aucs: dict[str, list[torch.Tensor]] = {k: [] for k in ("deletion", "deletion_random", "insertion", "insertion_random")}
-        curve_sums: dict[str, torch.Tensor] = {}
+        positions: list[torch.Tensor] = []  # the evaluation positions of the aucs' rows
+        batch_sums: list[tuple[int, dict[str, torch.Tensor]]] = []  # (first position, each curve's sum)
         # softmax [K] of a constant substrate (CONSTANT_SUBSTRATES), by kind: one forward per run
         constant_probs: dict[str, torch.Tensor] = {}
         moved = False
         n = 0
-        for batch in ctx.batches(limit=explainer.n_images):
+        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
+                                  desc="deletion and insertion"):
             images = batch.images
             classes = explainer.classes(batch)
             saliency = explainer.evaluation_maps(batch)
@@ -200,12 +203,12 @@ class GradCamFaithfulness(Check):
                 elif kind not in ends:
                     ends[kind] = self._probability(ctx, substrate_images, classes)
             deleted_p, start_p = ends[s.deletion_fill], ends[s.insertion_start]
+            sums: dict[str, torch.Tensor] = {}
             for suffix, rank in ranks.items():
                 rank = rank.view(images.shape[0], 1, *images.shape[-2:])
                 deletion = [intact_p]
                 insertion = [start_p]
-                order = "random order" if suffix else "Grad-CAM order"
-                for k in ctx.progress(counts[1:-1], total=s.steps - 1, desc=f"deletion and insertion, {order}"):
+                for k in counts[1:-1]:
                     chosen = rank < k
                     deletion.append(self._probability(ctx, torch.where(chosen, fill, images), classes))
                     insertion.append(self._probability(ctx, torch.where(chosen, images, start), classes))
@@ -215,10 +218,19 @@ class GradCamFaithfulness(Check):
                     curve = torch.stack(points, dim=1)
                     moved = moved or bool(((curve - curve[:, :1]).abs() > _FLAT).any())
                     aucs[name + suffix].append(trapezoid_auc(curve))
-                    total = curve.double().sum(dim=0)
-                    curve_sums[name + suffix] = curve_sums.get(name + suffix, 0) + total
+                    sums[name + suffix] = curve.double().sum(dim=0)
+            batch_sums.append((int(batch.index[0]), sums))
+            positions.append(batch.index.to(ctx.device))
             n += images.shape[0]
-        auc = {k: torch.cat(v).double() for k, v in aucs.items()}
+        # every process's images (one process: as they are), in evaluation order
+        world = ctx.world
+        index = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long, device=ctx.device)
+        _, auc = world.gather_rows(index, {k: torch.cat(v).double() for k, v in aucs.items()} if positions else {})
+        n, moved = world.all_sum(n), any(world.all_gather(moved))
+        curve_sums: dict[str, torch.Tensor] = {}
+        for _, sums in sorted((pair for part in world.all_gather(batch_sums) for pair in part), key=lambda p: p[0]):
+            for name, total in sums.items():  # summed batch after batch, as one process sums them
+                curve_sums[name] = curve_sums.get(name, 0) + total.to(ctx.device)
         metrics: dict[str, float] = {
             "deletion_auc": float(auc["deletion"].mean()),
             "insertion_auc": float(auc["insertion"].mean()),

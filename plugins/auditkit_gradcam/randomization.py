@@ -174,6 +174,7 @@ class GradCamRandomization(Check):
     """
 
     id = "gradcam.randomization"
+    shards = True
     requires = ("white_box", "layers")
     headline = ("max_rank_corr",)
     quick_settings = {"max_images": 8}
@@ -229,12 +230,15 @@ class GradCamRandomization(Check):
         if not blocks:
             auditkit.skip(f"{ctx.target.name} has no parameters to randomize")
         steps = len(blocks)
-        rank_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
-        ssim_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+        # per batch, by its first evaluation position: the sums of each block's rank
+        # correlations and SSIMs over the batch's images [steps] (summed in evaluation order
+        # after the loop, on one process or several), and the first picture strip
+        batch_sums: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        strips: list[tuple[int, list[Any]]] = []
         n_used = 0
         n_empty = 0
-        strip_pictures: list[Any] = []
-        for batch in ctx.batches(limit=explainer.n_images):
+        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
+                                  desc="randomizing blocks"):
             classes = explainer.classes(batch)
             original = explainer.evaluation_maps(batch)
             keep = ~is_constant(original)
@@ -248,20 +252,35 @@ class GradCamRandomization(Check):
             twin = copy.copy(ctx.target)
             twin.model = copy.deepcopy(ctx.target.model)
             generator = torch.Generator().manual_seed(ctx.seed)
-            show = not strip_pictures
-            if show:
-                strip_pictures.append(overlay_image(images[0], original[0]))
+            show = not strips
+            strip_pictures = [overlay_image(images[0], original[0])] if show else []
             shown_steps = set(_spread(steps, _STRIP_STEPS))
-            for step, block in enumerate(ctx.progress(blocks, total=steps, desc="randomizing blocks")):
+            rank_batch = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+            ssim_batch = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+            for step, block in enumerate(blocks):
                 randomize_(twin.model, block, generator)
                 randomized = explainer.maps(twin, images, classes)
                 rank = torch.nan_to_num(spearman_rows(original, randomized), nan=0.0)
-                rank_sum[step] += rank.double().sum()
-                ssim_sum[step] += ssim_rows(original_norm, minmax_normalize(randomized)).double().sum()
+                rank_batch[step] = rank.double().sum()
+                ssim_batch[step] = ssim_rows(original_norm, minmax_normalize(randomized)).double().sum()
                 if show and step in shown_steps:
                     strip_pictures.append(overlay_image(images[0], randomized[0]))
+            batch_sums.append((int(batch.index[0]), rank_batch, ssim_batch))
+            if show:
+                strips.append((int(batch.index[0]), strip_pictures))
             n_used += int(keep.sum())
             del twin
+        # every process's batches (one process: its own), summed in evaluation order
+        world = ctx.world
+        n_used, n_empty = world.all_sum(n_used), world.all_sum(n_empty)
+        rank_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+        ssim_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
+        for _, rank_batch, ssim_batch in sorted((b for part in world.all_gather(batch_sums) for b in part),
+                                                key=lambda b: b[0]):
+            rank_sum += rank_batch.to(ctx.device)
+            ssim_sum += ssim_batch.to(ctx.device)
+        firsts = sorted((s for part in world.all_gather(strips) for s in part), key=lambda s: s[0])
+        strip_pictures = firsts[0][1] if firsts else []
         layer = explainer.layer
         if n_used == 0:
             nan = math.nan

@@ -164,6 +164,7 @@ class OcclusionLocalization(Check):
     """
 
     id = "occlusion.localization"
+    shards = True
     requires = ("scores", "localization")
     headline = (*LOCALIZATION_HEADLINE, "n_queries")
     metrics = (
@@ -238,7 +239,7 @@ class OcclusionLocalization(Check):
         clean_scores = clean.probs
         grid: OcclusionGrid | None = None
         queries_before = ctx.target.queries
-        n_batches = -(-n_images // ctx.batch_size)
+        n_batches = ctx.n_batches(limit=n_images)
         for batch in ctx.progress(ctx.batches(limit=n_images), total=n_batches, desc="occlusion"):
             objects = object_regions(batch.boxes, batch.masks, batch.images.shape[-2:], settings.region)
             if objects is None:
@@ -254,9 +255,15 @@ class OcclusionLocalization(Check):
             maps = self._maps(ctx, images, classes, grid, known)
             # Scored on the evidence for the class, the drops (as Grad-CAM's ReLU keeps the
             # positive part): a window whose removal raises the score is evidence against.
-            scores.add(maps.clamp_min(0), objects.region, objects.boxes)
-            agreement.add(batch.index[objects.scored], images, classes, maps)
-        n_queries = ctx.target.queries - queries_before
+            index = batch.index.to(maps.device)[objects.scored]
+            scores.add(maps.clamp_min(0), objects.region, objects.boxes, index=index)
+            agreement.add(index, images, classes, maps)
+        # every process's images (one process: as they are)
+        n_queries = ctx.world.all_sum(ctx.target.queries - queries_before)
+        scores = scores.merged(ctx.world)
+        agreement.merge(ctx.world)
+        if grid is None and plan:  # this process had no batch with an object; others did
+            grid = plan[0].grid
         if not scores.n_images:
             auditkit.skip(f"none of the first {n_images} evaluation images has a {settings.region}")
         metrics = scores.metrics(ctx.generator, settings.confidence, settings.bootstrap_resamples)
@@ -326,6 +333,7 @@ class _Agreement:
         self.note = note  # why there is no agreement on this model, when there is none
         self.explains = explains  # "label" or "predicted": the classes the maps explain
         self.per_image: list[torch.Tensor] = []
+        self.index: list[torch.Tensor] = []  # the evaluation positions of per_image's rows
 
     @staticmethod
     def applies(ctx: AuditContext, settings: OcclusionSettings) -> bool:
@@ -393,11 +401,22 @@ class _Agreement:
         raw = store.rows(index.to(ctx.device), lambda: oom_backoff(compute, images, classes))
         cams = upsample(raw, tuple(images.shape[-2:]))
         self.per_image.append(spearman_rows(cams, maps))
+        self.index.append(index.to(maps.device))
+
+    def merge(self, world: Any) -> None:
+        """Take in every process's correlations, in evaluation order (a sharded audit)."""
+        if self.layer is None or not world.distributed:
+            return
+        device = self.ctx.device
+        index = torch.cat(self.index) if self.index else torch.zeros(0, dtype=torch.long, device=device)
+        rows = {"rho": torch.cat(self.per_image)} if self.per_image else {}
+        index, rows = world.gather_rows(index, rows)
+        self.index, self.per_image = ([index], [rows["rho"]]) if index.numel() else ([], [])
 
     def metrics(self, generator: torch.Generator, confidence: float, resamples: int) -> dict[str, float]:
         if self.layer is None:
             return {}
-        rho = torch.cat(self.per_image).double()
+        rho = torch.cat(self.per_image).double() if self.per_image else torch.zeros(0, dtype=torch.float64)
         rho = rho[~torch.isnan(rho)]  # a constant map has no order to compare
         n = int(rho.numel())
         mean = float(rho.mean()) if n else math.nan
