@@ -293,9 +293,10 @@ class _RobustAccuracy(Check):
         example_norm = next(iter(budgets))
         image_shape: tuple[int, ...] = (3, 1, 1)  # of the attacked images, once there are any
 
-        n_batches = -(-n_images // ctx.batch_size)
         desc = self.attack_spec(example_norm).method.upper()
-        for batch in ctx.progress(ctx.batches(), total=n_batches, desc=desc):
+        batch_examples: list[tuple[int, list[Artifact]]] = []  # by the batch's first position
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc=desc):
+            examples = [a for _, part in batch_examples for a in part]  # this process's so far
             keep = correct[batch.index]
             if not bool(keep.any()):
                 continue
@@ -330,14 +331,31 @@ class _RobustAccuracy(Check):
                         fooled[(mode, norm, eps)] += int(hit.success.sum())
                 broken[norm].append(torch.stack(hits, 1))
                 if adversarial:
-                    examples += self._examples(
+                    found_here = self._examples(
                         ctx, spec, norm, grid, images, labels, clean_logits, broken[norm][-1], adversarial,
                         adv_logits, s.examples - len(examples),
                     )
+                    batch_examples.append((int(batch.index[0]), found_here))
+                    examples = examples + found_here
+
+        # Every process's batches (one process: its own), in evaluation order: the counts
+        # summed, the attacked images' grid outcomes gathered, the first examples kept (each
+        # process kept its own first ones, which hold every one of the first overall).
+        world = ctx.world
+        keys = list(fooled)
+        counts = world.all_sum(torch.tensor([fooled[k] for k in keys], dtype=torch.long))
+        fooled = dict(zip(keys, (int(c) for c in counts.tolist())))
+        n_here = sum(len(p) for p in attacked)
+        positions = torch.cat(attacked) if attacked else torch.zeros(0, dtype=torch.long, device=ctx.device)
+        outcomes = {norm: torch.cat(parts) for norm, parts in broken.items()} if attacked else {}
+        positions, outcomes = world.gather_rows(positions.to(ctx.device), outcomes)
+        if len(positions) and n_here < len(positions):
+            image_shape = tuple(ctx.data.image_shape)
+        parts = sorted((e for part in world.all_gather(batch_examples) for e in part), key=lambda e: e[0])
+        examples = [a for _, part in parts for a in part][: s.examples]
 
         # The smallest fooling budgets, once every batch has bracketed its images on the grid:
         # the search is confined to the images that can move the median (minimal_epsilon).
-        positions = torch.cat(attacked) if attacked else torch.zeros(0, dtype=torch.long, device=ctx.device)
         min_eps: dict[str, list[float]] = {}
         for norm, grid in budgets.items():
             spec = self.attack_spec(norm).deterministic()
@@ -345,7 +363,7 @@ class _RobustAccuracy(Check):
             found = minimal_epsilon(
                 lambda rows, eps, spec=spec: self._attack_rows(ctx, module, spec, positions[rows], eps),
                 grid,
-                torch.cat(broken[norm]) if broken[norm] else none,
+                outcomes[norm] if len(positions) else none,
                 bisection_steps=s.bisection_steps,
                 cap=min(max_budget(norm, image_shape), s.min_eps_search_factor * grid[-1]),
                 median_only=gradients.REUSE,
@@ -357,21 +375,33 @@ class _RobustAccuracy(Check):
         self, ctx: AuditContext, module: LogitsModule, spec: AttackSpec, index: torch.Tensor, eps: float | torch.Tensor
     ) -> torch.Tensor:
         """Success bool [R] of ``spec`` (untargeted) on the evaluation images at eval positions
-        ``index`` (long [R], increasing), at one budget or per-image budgets [R], batch by batch."""
-        success = []
+        ``index`` (long [R], increasing), at one budget or per-image budgets [R].
+
+        The images of one evaluation batch are attacked together, as the grid attacked them:
+        on the process that ran that batch (whose store holds their gradients), so one process
+        and several attack the same batches; the outcomes are gathered in order."""
+        world = ctx.world
+        index = index.to(ctx.device)
+        numbers = torch.div(index, ctx.batch_size, rounding_mode="floor")
+        outcomes: list[tuple[int, torch.Tensor]] = []
         start = 0
-        for batch in ctx.data.batches("eval", ctx.batch_size, indices=index.tolist()):
-            batch = batch.to(ctx.device)
-            rows = slice(start, start + len(batch))
-            start += len(batch)
+        for number, count in zip(*(t.tolist() for t in torch.unique_consecutive(numbers, return_counts=True))):
+            rows = slice(start, start + count)
+            start += count
+            if not world.owns_batch(number):
+                continue
+            batch = next(iter(ctx.data.batches("eval", ctx.batch_size, indices=index[rows].tolist()))).to(ctx.device)
             budget = eps[rows] if isinstance(eps, torch.Tensor) else eps
             grads = self.clean_gradients(ctx, module, batch.index, batch.images, batch.labels, {})
             point = self.clean_point(ctx, module, spec, batch.index, batch.images, batch.labels)
             out = run_attack(
                 module, spec, batch.images, batch.labels, budget, gradient=grads.get("untargeted"), clean_point=point
             )
-            success.append(out.success)
-        return torch.cat(success) if success else torch.zeros(0, dtype=torch.bool, device=ctx.device)
+            outcomes.append((number, out.success))
+        parts = sorted((o for part in world.all_gather(outcomes) for o in part), key=lambda o: o[0])
+        if not parts:
+            return torch.zeros(0, dtype=torch.bool, device=ctx.device)
+        return torch.cat([success.to(ctx.device) for _, success in parts])
 
     def _findings(self, budgets, modes, fooled, min_eps, n_images, n_correct, examples) -> Findings:
         metrics: dict[str, float] = {
@@ -511,6 +541,7 @@ class FGSMRobustness(_RobustAccuracy):
     """
 
     id = "whitebox.fgsm"
+    shards = True
     Settings = FGSMSettings
     quick_settings = {"l2_eps": [], "targeted": [], "bisection_steps": 2, "min_eps_search_factor": 2.0, "examples": 2}
 
@@ -567,6 +598,7 @@ class PGDRobustness(_RobustAccuracy):
     """
 
     id = "whitebox.pgd"
+    shards = True
     Settings = PGDSettings
     quick_settings = {"l2_eps": [], "targeted": [], "steps": 5, "bisection_steps": 1, "min_eps_search_factor": 2.0,
                       "examples": 2}
