@@ -147,7 +147,8 @@ class AuditContext:
         return self.session.clean_pass(self.target)
 
     def batches(
-        self, split: str = "eval", limit: int | None = None, batch_size: int | None = None, *, shard: bool | None = None
+        self, split: str = "eval", limit: int | None = None, batch_size: int | None = None, *, shard: bool | None = None,
+        stream: int = 0,
     ) -> Iterator[Batch]:
         """Batches of ``split`` on the device; eval is capped at ``--max-images``.
 
@@ -157,7 +158,8 @@ class AuditContext:
         and the end of the loop from the seed alone (:func:`~auditkit.distributed.batch_seed`):
         what a batch draws, and what the check draws after the loop, is the same on any number
         of processes. ``shard=False`` gives every process the same batches, as for a probe of
-        the first image that every process must make alike."""
+        the first image that every process must make alike. ``stream``: a second loop over
+        the same batches draws from other seeds with another number."""
         size = batch_size or self.batch_size
         if shard is None:
             shard = self.check.shards
@@ -169,9 +171,9 @@ class AuditContext:
             return
         limit = self.n_images if limit is None else min(limit, self.n_images)
         for batch in self.data.batches(split, size, indices=owned_indices(self.world, limit, size)):
-            self._reseed(batch_seed(self.seed, int(batch.index[0]) // size))
+            self._reseed(batch_seed(self.seed, int(batch.index[0]) // size, stream))
             yield batch.to(self.device)
-        self._reseed(batch_seed(self.seed, -1))
+        self._reseed(batch_seed(self.seed, -1, stream))
 
     def n_batches(self, limit: int | None = None, batch_size: int | None = None) -> int:
         """How many evaluation batches :meth:`batches` yields with these arguments (for a

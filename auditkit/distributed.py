@@ -161,11 +161,12 @@ def owned_indices(world: World, limit: int, batch_size: int) -> list[int]:
     return out
 
 
-def batch_seed(seed: int, number: int) -> int:
+def batch_seed(seed: int, number: int, stream: int = 0) -> int:
     """The seed of batch ``number`` of a sharded check whose own seed is ``seed``
     (:func:`auditkit.seeding.check_seed`): the same batch draws the same numbers on any
-    process."""
-    return zlib.crc32(f"{seed}:batch:{number}".encode()) & 0x7FFFFFFF
+    process. ``stream`` tells apart loops of one check over the same batches."""
+    suffix = f":{stream}" if stream else ""
+    return zlib.crc32(f"{seed}:batch:{number}{suffix}".encode()) & 0x7FFFFFFF
 
 
 def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:

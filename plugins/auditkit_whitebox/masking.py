@@ -112,6 +112,7 @@ class GradientMasking(Check):
     """
 
     id = "whitebox.masking"
+    shards = True
     requires = ("white_box",)
     headline = ("flags",)
     quick_settings = {"steps": 5, "strong_steps_factor": 2, "strong_restarts": 1}
@@ -216,8 +217,7 @@ class GradientMasking(Check):
         transfer_fooled = {key: 0 for key in transfer}
         reference_success: list[torch.Tensor] = []  # per batch [B_correct, len(ladder)]
 
-        n_batches = -(-n // ctx.batch_size)
-        for batch in ctx.progress(ctx.batches(), total=n_batches, desc="probes"):
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="probes"):
             logits = clean.logits[batch.index]
             keep = correct[batch.index]
             index, images, labels = batch.index[keep], batch.images[keep], labels_all[batch.index][keep]
@@ -268,6 +268,13 @@ class GradientMasking(Check):
                 spec = AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts)
                 transfer_fooled[(norm, eps)] += int(run_attack(module, spec, images, labels, eps).success.sum())
 
+        # every process's batches (one process: its own), summed
+        tallies = [*count.values(), *ladder_fooled.values(), *transfer_fooled.values()]
+        summed = ctx.world.all_sum(torch.tensor(tallies, dtype=torch.long)).tolist()
+        for store in (count, ladder_fooled, transfer_fooled):
+            for key in store:
+                store[key], summed = int(summed[0]), summed[1:]
+
         def acc(fooled: int) -> float:
             return (n_correct - fooled) / n
 
@@ -278,7 +285,9 @@ class GradientMasking(Check):
         rung = min(range(len(ladder)), key=lambda i: (abs(ladder_acc[ladder[i]] - target_acc), i))
         strong = self._strong()
         newly_fooled = 0
-        for batch, success in zip(ctx.batches(), reference_success):
+        # the same batches again, drawing from a stream of their own (the strong attack's
+        # random starts are not the reference attack's)
+        for batch, success in zip(ctx.batches(stream=1), reference_success):
             keep = correct[batch.index]
             survivors = ~success[:, rung]
             if not bool(survivors.any()):
@@ -286,6 +295,7 @@ class GradientMasking(Check):
             images, labels = batch.images[keep][survivors], labels_all[batch.index][keep][survivors]
             newly_fooled += int(run_attack(module, strong, images, labels, ladder[rung]).success.sum())
 
+        newly_fooled = ctx.world.all_sum(newly_fooled)
         eps_label = budget_label("linf", s.eps)
         rung_label = budget_label("linf", ladder[rung])
         small, large = ladder_acc[ladder[0]], ladder_acc[ladder[-1]]
