@@ -9,7 +9,7 @@ import torch
 from auditkit.batching import oom_backoff
 from auditkit.check import Check, CheckResult
 from auditkit.data.base import AuditData, Batch
-from auditkit.distributed import World, batch_seed, owned_indices
+from auditkit.distributed import SINGLE, World, batch_seed, owned_indices
 from auditkit.errors import TargetError
 from auditkit.seeding import check_seed, seed_everything
 
@@ -131,7 +131,8 @@ class AuditContext:
         self.generator = torch.Generator().manual_seed(self.seed)
         self.batch_size = session.config.batch_size
         self.results: list[CheckResult] = session.results
-        self.world: World = session.world
+        # a check that does not shard runs on one process (rank 0): it has no peers to merge with
+        self.world: World = session.world if check.shards else SINGLE
 
     @property
     def model_name(self) -> str:

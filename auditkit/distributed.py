@@ -45,6 +45,14 @@ DEFAULT_TIMEOUT_S = 4 * 3600
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
+# The kinds of message a process sends at a collective: a merge's payload, or the end of its step.
+_MERGE, _FINISH = "merge", "finish"
+
+
+class PeerFailed(RuntimeError):
+    """Another process of the audit ended the step (a check) this process waits in, at one of
+    its merges: it failed, so this process's share cannot be merged either."""
+
 
 @dataclass(frozen=True)
 class World:
@@ -74,34 +82,37 @@ class World:
         return len(range(self.rank, total, self.size))
 
     # -- collectives (the identity for one process) -----------------------------------------
+    #
+    # Every collective is one exchange of (kind, payload) among all processes. A process whose
+    # step (a check) ended, normally or with an error, says so with :meth:`finish`; a process
+    # still waiting at one of that step's merges then sees the end instead of a payload and
+    # raises :class:`PeerFailed`, which ends its step too. So a check that fails on one
+    # process only is an error on every process, and the audit goes on, instead of a hang.
 
     def all_sum(self, value: T) -> T:
-        """``value`` (a number, or a tensor on this audit's device) summed over the processes;
-        the same on every process. Integers stay exact (summed as int64)."""
+        """``value`` (a number, or a tensor) summed over the processes in rank order; the same
+        on every process. Integers stay exact.
+
+        :raises PeerFailed: another process ended this step instead of merging."""
         if not self.distributed:
             return value
-        import torch.distributed as dist
-
-        if isinstance(value, torch.Tensor):
-            out = value.clone()
-            dist.all_reduce(out)
-            return out  # type: ignore[return-value]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
             raise TypeError(f"all_sum takes a number or a tensor, not {type(value).__name__}")
-        dtype = torch.int64 if isinstance(value, int) else torch.float64
-        out = torch.tensor([value], dtype=dtype, device=self._device())
-        dist.all_reduce(out)
-        return type(value)(out.item())  # type: ignore[return-value]
+        parts = self._collect(value)
+        if isinstance(value, torch.Tensor):
+            total = parts[0].to(value.device)
+            for part in parts[1:]:
+                total = total + part.to(value.device)
+            return total  # type: ignore[return-value]
+        return type(value)(sum(parts))  # type: ignore[return-value]
 
     def all_gather(self, obj: Any) -> list[Any]:
-        """Every process's ``obj`` (picklable; tensors go to the CPU first), in rank order."""
+        """Every process's ``obj`` (picklable; tensors go to the CPU first), in rank order.
+
+        :raises PeerFailed: another process ended this step instead of merging."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, _to_cpu(obj))
-        return out
+        return self._collect(obj)
 
     def gather_rows(self, index: torch.Tensor, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-image values from every process, ordered by evaluation position.
@@ -126,26 +137,54 @@ class World:
         return all_index[order].to(device), merged
 
     def broadcast(self, obj: T, src: int = 0) -> T:
-        """``obj`` as process ``src`` has it (picklable), on every process."""
+        """``obj`` as process ``src`` has it (picklable), on every process.
+
+        :raises PeerFailed: another process ended this step instead of merging."""
         if not self.distributed:
             return obj
-        import torch.distributed as dist
+        return self._collect(obj if self.rank == src else None)[src]  # type: ignore[no-any-return]
 
-        box = [_to_cpu(obj) if self.rank == src else None]
-        dist.broadcast_object_list(box, src=src)
-        return box[0]  # type: ignore[return-value]
+    def finish(self, result: Any, failure: str | None) -> tuple[Any, list[tuple[int, str]]]:
+        """End one step (a check on one model) on every process: returns rank 0's ``result``
+        and the failures every process reported (``(rank, what)``; ``failure`` is this
+        process's, None when its step ended normally).
+
+        A process that gets here while another still waits at one of the step's merges ends
+        that wait (the other raises :class:`PeerFailed`) and waits until every process has
+        finished the step."""
+        if not self.distributed:
+            return result, ([(0, failure)] if failure else [])
+        mine = (failure, result if self.is_main else None)
+        while True:
+            messages = self._exchange(_FINISH, mine)
+            if all(kind == _FINISH for kind, _ in messages):
+                break
+        failures = [(rank, payload[0]) for rank, (_, payload) in enumerate(messages) if payload[0]]
+        return messages[0][1][1], failures
 
     def barrier(self) -> None:
         """Wait until every process gets here."""
         if self.distributed:
-            import torch.distributed as dist
+            self._collect(None)
 
-            dist.barrier()
+    def _exchange(self, kind: str, payload: Any) -> list[tuple[str, Any]]:
+        import torch.distributed as dist
 
-    def _device(self) -> torch.device:
-        if self.backend == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
+        out: list[Any] = [None] * self.size
+        dist.all_gather_object(out, (kind, _to_cpu(payload)))
+        return out
+
+    def _collect(self, payload: Any) -> list[Any]:
+        messages = self._exchange(_MERGE, payload)
+        ended = [(rank, body) for rank, (kind, body) in enumerate(messages) if kind != _MERGE]
+        if ended:
+            raise PeerFailed(
+                "; ".join(
+                    f"process {rank} {'failed: ' + body[0] if body[0] else 'ended the check without this merge'}"
+                    for rank, body in ended
+                )
+            )
+        return [body for _, body in messages]
 
 
 SINGLE = World()

@@ -364,9 +364,17 @@ def run_audit(
             baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
         else:
             # trained once, by rank 0, into the weights cache; the others then load them from it
+            failure: BaseException | None = None
             if world.is_main:
-                baselines = load_baselines(config, data, device, announce, notes)
-            world.barrier()
+                try:
+                    baselines = load_baselines(config, data, device, announce, notes)
+                except BaseException as exc:  # noqa: BLE001 - said to the others, then raised
+                    failure = exc
+            said = world.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+            if failure is not None:
+                raise failure
+            if said is not None:
+                raise UsageError(f"rank 0 could not load the baselines ({said})")
             if not world.is_main:
                 baselines = load_baselines(config, data, device, announce, notes)
         for t in [target, *baselines]:

@@ -210,14 +210,18 @@ class AuditSession:
 
     def run_one(self, check: Check, target: Any) -> CheckResult:
         world = self.world
-        if world.distributed and not check.shards:
-            # run once, on rank 0; every process keeps the same result
-            result = self._run_guarded(check, target) if world.is_main else None
-            result = world.broadcast(result)
-        else:
+        if not world.distributed:
             result = self._run_guarded(check, target)
-            if world.distributed:  # merged by the check: rank 0's copy (its duration) for all
-                result = world.broadcast(result)
+        else:
+            # A check that shards runs on every process and merges; any other runs once, on
+            # rank 0. Every process keeps rank 0's result (a failure on another process before
+            # the merges is an error there too: auditkit.distributed.PeerFailed).
+            mine = self._run_guarded(check, target) if check.shards or world.is_main else None
+            failure = mine.message if mine is not None and mine.outcome is Outcome.ERROR else None
+            result, failures = world.finish(mine, failure)
+            late = [f"process {rank} failed after the merges: {what}" for rank, what in failures if rank != 0]
+            if late and result.outcome is not Outcome.ERROR:
+                result = dataclasses.replace(result, message=f"{result.message}; {'; '.join(late)}")
         self.results.append(result)
         self.hook.auditkit_log_result(result=result)
         return result

@@ -131,3 +131,58 @@ def test_two_processes_give_the_one_process_report(tmp_path, n, checks, weights)
     assert localization["metrics"]["n_images"] == n  # every process's images, merged
     assert two["summary"]["exit_code"] == one["summary"]["exit_code"]
     assert sorted(p.name for p in tmp_path.glob("*.json")) == ["one.json", "two.json"]  # rank 0 wrote it, once
+
+
+FAILING_PLUGIN = '''
+import os
+
+import auditkit
+from auditkit import Check, Findings
+
+
+class FailsOnOneProcess(Check):
+    """Counts its images and merges the count, but raises on the process FAIL_RANK names."""
+
+    id = "test.fails_on_one_process"
+    shards = True
+    metrics = ("n_images",)
+
+    def run(self, ctx):
+        n = 0
+        for batch in ctx.batches():
+            if ctx.world.rank == int(os.environ["FAIL_RANK"]):
+                raise RuntimeError(f"simulated out of memory on process {ctx.world.rank}")
+            n += len(batch)
+        return Findings(metrics={"n_images": float(ctx.world.all_sum(n))})
+
+
+@auditkit.hookimpl
+def auditkit_collect_checks(config):
+    return [FailsOnOneProcess]
+'''
+
+
+@pytest.mark.parametrize("fail_rank", [1, 0])
+def test_a_check_that_fails_on_one_process_is_an_error_and_the_audit_goes_on(tmp_path, fail_rank):
+    """The other process waits at the check's merge: it learns that the check ended on the
+    failing process, ends it too, and both go on to the next check, instead of waiting for
+    each other until the timeout."""
+    (tmp_path / "failing_plugin.py").write_text(FAILING_PLUGIN)
+    out = tmp_path / "report.json"
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "-m", "auditkit", "run", "--model", "auditkit.testing.models:tiny_factory",
+        "--data", "synthetic:shapes?n=32&size=32", "--baselines", "none", "--device", "cpu", "--batch-size", "8",
+        "-p", "failing_plugin", "--checks", "test.fails_on_one_process,accuracy.clean", "-q", "--json", str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"), "FAIL_RANK": str(fail_rank),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+           "AUDITKIT_DIST_TIMEOUT_S": "60"}
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.exists(), done.stderr[-3000:]
+    results = {r["check"]: r for r in json.loads(out.read_text())["results"]}
+    failed = results["test.fails_on_one_process"]
+    assert failed["outcome"] == "error"
+    expected = "process 1 failed: RuntimeError: simulated" if fail_rank == 1 else "simulated out of memory on process 0"
+    assert expected in failed["message"]
+    assert results["accuracy.clean"]["outcome"] in ("passed", "failed")  # the audit went on
