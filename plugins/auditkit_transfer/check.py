@@ -127,6 +127,7 @@ class ProxyTransfer(Check):
     and its adversarial examples are replayed on the target (Papernot et al. 2017)."""
 
     id = CHECK_ID
+    shards = True
     requires = ()
     needs_train_split = "for the transfer proxy's queries"
     headline = ("transfer_success", "proxy_agreement", "queries")
@@ -270,6 +271,24 @@ class ProxyTransfer(Check):
         num_classes = max(ctx.data.num_classes, scores_width or 0, getattr(ctx.target, "num_classes", None) or 0)
         oracle = Oracle(ctx.target, ctx.batch_size, num_classes)
         use_scores = s.use_scores and oracle.gives_scores
+
+        # 1-3. the proxy, trained once (on rank 0 of a sharded audit, then sent to the others)
+        world = ctx.world
+        trained = self._train(ctx, oracle, num_classes, use_scores) if world.is_main else None
+        proxy, log, training_queries, rounds_done, seed_n, n_val = self._receive(ctx, world, trained, num_classes)
+
+        # 4-5. agreement on the held-out evaluation images, then transfer from the proxy (each
+        # process its own batches, the counts summed)
+        before = oracle.count
+        outcome = self._attack(ctx, proxy, oracle, clean, base_mask)
+        attack_queries = world.all_sum(oracle.count - before)
+        return self._findings(ctx, outcome, log, training_queries, attack_queries, rounds_done, use_scores, seed_n, n_val)
+
+    def _train(self, ctx: AuditContext, oracle: Oracle, num_classes: int, use_scores: bool) -> dict[str, Any]:
+        """Steps 1-3: query the seed set, train the proxy, grow the query set by Jacobian
+        augmentation between rounds. Returns the proxy and what the report says of its training."""
+        s = self.settings
+        train = ctx.data.train
         generator = ctx.generator
         deadline = None if s.max_train_seconds is None else time.monotonic() + s.max_train_seconds
 
@@ -312,11 +331,31 @@ class ProxyTransfer(Check):
         training_queries = oracle.count
         for p in proxy.parameters():
             p.requires_grad_(False)  # attacks need input gradients only
+        return {"proxy": proxy, "log": log, "training_queries": training_queries, "rounds": rounds_done,
+                "seed_n": seed_n, "n_val": n_val}
 
-        # 4-5. agreement on the held-out evaluation images, then transfer from the proxy
-        outcome = self._attack(ctx, proxy, oracle, clean, base_mask)
-        attack_queries = oracle.count - training_queries
-        return self._findings(ctx, outcome, log, training_queries, attack_queries, rounds_done, use_scores, seed_n, n_val)
+    def _receive(
+        self, ctx: AuditContext, world: Any, trained: dict[str, Any] | None, num_classes: int
+    ) -> tuple[torch.nn.Module, Any, int, int, int, int]:
+        """The proxy :meth:`_train` made, on every process: rank 0's own, and on the others the
+        same network built afresh with rank 0's weights (one process: ``trained`` as it is)."""
+        s = self.settings
+        if world.distributed:
+            sent = world.broadcast(None if trained is None else {
+                **{k: v for k, v in trained.items() if k != "proxy"},
+                "state": trained["proxy"].state_dict(), "training": trained["proxy"].training,
+            })
+            if trained is None:
+                proxy = build_proxy(s.proxy, num_classes, tuple(ctx.data.image_shape), width=s.proxy_width,
+                                    device=ctx.device)
+                proxy.load_state_dict(sent["state"])
+                proxy.train(sent["training"])
+                for p in proxy.parameters():
+                    p.requires_grad_(False)
+                trained = {**sent, "proxy": proxy}
+        assert trained is not None
+        return (trained["proxy"], trained["log"], trained["training_queries"], trained["rounds"], trained["seed_n"],
+                trained["n_val"])
 
     def estimate(self, ctx: AuditContext) -> Cost:
         """The target's queries (forward passes): the training queries of
@@ -368,8 +407,7 @@ class ProxyTransfer(Check):
         )
         agree = 0
         data_classes = ctx.data.num_classes
-        n_batches = -(-ctx.n_images // ctx.batch_size)
-        for batch in ctx.progress(ctx.batches("eval"), total=n_batches, desc="transfer attacks"):
+        for batch in ctx.progress(ctx.batches("eval"), total=ctx.n_batches(), desc="transfer attacks"):
             rows = batch.index.to(clean.preds.device)
             target_pred = clean.preds[rows]
             with torch.no_grad():
@@ -378,7 +416,14 @@ class ProxyTransfer(Check):
             if bool(keep.any()):
                 reference = target_pred[keep]
                 measurement.add(batch.images[keep], reference, random_other_class(reference, data_classes, ctx.generator))
-        return {"counts": measurement.counts, "agree": agree, "n_eval": len(clean), "n_base": measurement.n_images}
+        # every process's batches (one process: its own), summed
+        world = ctx.world
+        counts: dict[tuple[str, str], list[int]] = {}
+        for part in world.all_gather(measurement.counts):
+            for key, entry in part.items():
+                counts[key] = [a + b for a, b in zip(counts.get(key, [0, 0, 0]), entry)]
+        return {"counts": counts, "agree": world.all_sum(agree), "n_eval": len(clean),
+                "n_base": world.all_sum(measurement.n_images)}
 
     # -- reporting ----------------------------------------------------------------------------
 
