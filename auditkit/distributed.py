@@ -28,6 +28,7 @@ How an audit divides (:class:`World`):
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ class World:
     size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    created_group: bool = False  # joined by auditkit (left at the end), not by the caller's program
 
     @property
     def is_main(self) -> bool:
@@ -242,12 +244,20 @@ def world_from_environment(device: torch.device, environ: dict[str, str] | None 
 
     if not dist.is_available():
         raise UsageError("this PyTorch was built without torch.distributed; run the audit as one process")
-    if not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=float(env.get("AUDITKIT_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
+    created = not dist.is_initialized()  # a program auditing inside its own torchrun job has joined already
+    if created:
+        raw = env.get("AUDITKIT_DIST_TIMEOUT_S") or str(DEFAULT_TIMEOUT_S)
+        try:
+            seconds = float(raw)
+        except ValueError:
+            seconds = math.nan
+        if not seconds > 0:
+            raise UsageError(f"AUDITKIT_DIST_TIMEOUT_S={raw!r}: expected a number of seconds above 0")
+        timeout = datetime.timedelta(seconds=seconds)
         if backend == "nccl":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=timeout)
-    return World(rank=rank, size=size, local_rank=local, backend=backend)
+    return World(rank=rank, size=size, local_rank=local, backend=backend, created_group=created)
 
 
 def device_for_rank(device: torch.device, environ: dict[str, str] | None = None) -> torch.device:
@@ -269,8 +279,9 @@ def device_for_rank(device: torch.device, environ: dict[str, str] | None = None)
 
 
 def shutdown(world: World) -> None:
-    """Leave the process group (at the end of the audit)."""
-    if world.distributed:
+    """Leave the process group at the end of the audit, when the audit joined it (a group the
+    caller's program made stays as it was)."""
+    if world.distributed and world.created_group:
         import torch.distributed as dist
 
         if dist.is_initialized():

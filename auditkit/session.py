@@ -139,10 +139,10 @@ class AuditSession:
                 starts.append(int(batch.index[0]))
                 if batch.labels is not None:
                     labels.append(batch.labels.to(self.device))
-        except TargetError as exc:
+        except Exception as exc:  # noqa: BLE001 - told to the other processes, which wait to gather
             if not world.distributed:
                 raise
-            failure = str(exc)
+            failure = str(exc) if isinstance(exc, TargetError) else f"{target.name}: {type(exc).__name__}: {exc}"
         if world.distributed:
             outs, labels = self._gather_clean(target, starts, outs, labels, failure)
         out = torch.cat(outs)

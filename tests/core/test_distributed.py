@@ -61,6 +61,8 @@ def test_torchrun_environment_is_read_and_checked():
     with pytest.raises(UsageError, match=r"RANK=2 is outside 0..1"):
         world_from_environment(cpu, {**env, "RANK": "2"})
     assert device_for_rank(cpu, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == cpu
+    with pytest.raises(UsageError, match="AUDITKIT_DIST_TIMEOUT_S='soon': expected a number of seconds above 0"):
+        world_from_environment(cpu, {**env, "RANK": "0", "AUDITKIT_DIST_TIMEOUT_S": "soon"})
 
 
 @pytest.fixture(scope="module")
