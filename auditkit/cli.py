@@ -218,10 +218,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefer_passive_waiting()
     try:
         with _sigterm_as_interrupt():
-            return _main(argv)
+            code = _main(argv)
     except KeyboardInterrupt:  # outside the command's own handling (e.g. while importing)
         print("auditkit: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    if _other_rank() and code in (ExitCode.OK, ExitCode.CHECKS_FAILED, ExitCode.USAGE_ERROR, ExitCode.NO_CHECKS_COLLECTED):
+        # Rank 0 says the audit's verdict (and any usage error) for every process of a torchrun
+        # job: a second process exiting non-zero first would make torchrun stop rank 0, maybe
+        # before its reports are written, and blame the wrong process.
+        return ExitCode.OK
+    return code
+
+
+def _other_rank() -> bool:
+    """Whether this is a process of a torchrun job other than rank 0 (auditkit.distributed)."""
+    import os
+
+    from auditkit.distributed import launched_by_torchrun
+
+    return launched_by_torchrun() and os.environ.get("RANK", "0") not in ("", "0")
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -242,7 +257,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return commands[argv[0]](argv[1:])
     except UsageError as exc:
-        print(f"auditkit: error: {exc}", file=sys.stderr)
+        if not _other_rank():  # said once, by rank 0, in a torchrun job
+            print(f"auditkit: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE_ERROR
     except SystemExit as exc:  # argparse: bad option
         return ExitCode.USAGE_ERROR if exc.code not in (0, None) else ExitCode.OK
