@@ -231,13 +231,22 @@ class _RobustAccuracy(Check):
 
     def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
         """The most passes one minimal-epsilon round costs on ``n_images`` images attacked with
-        ``spec`` (the deterministic attack)."""
-        return attack_cost(spec, n_images)
+        ``spec`` (the deterministic attack, from the clean image). With :data:`gradients.REUSE`
+        each run reads its images' kept clean-point gradients (FGSM steps along them; PGD's
+        first step reads them): none is computed unless the store cannot keep every attacked
+        image's row, and then at most one per image and round."""
+        if not gradients.REUSE:
+            return attack_cost(spec, n_images)
+        clean = ctx.clean
+        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
+        return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)
 
     def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
         """The most passes one run of ``spec`` at one budget costs on ``n_images`` attacked
-        images, besides the clean-point gradients (:meth:`clean_gradient_cost`)."""
-        return attack_cost(spec, n_images)
+        images, besides the clean-point gradients (:meth:`clean_gradient_cost`): one
+        forward+backward pass fewer per image when the run starts at the clean image and
+        reads its gradient."""
+        return attack_cost(spec, n_images, gradient_known=gradients.REUSE and not spec.random_start)
 
     def clean_gradient_cost(self, ctx: AuditContext, positions: list[torch.Tensor], modes: tuple[str, ...]) -> Cost:
         """What :meth:`clean_gradients` costs over the batches of attacked images at eval
@@ -574,17 +583,6 @@ class FGSMRobustness(_RobustAccuracy):
         targeted = (len(modes) - 1) * sum(len(p) for p in positions)
         return Cost(gradient=untargeted + targeted, maximum=len(modes) > 2)
 
-    def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
-        return attack_cost(spec, n_images, gradient_known=gradients.REUSE)
-
-    def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
-        if not gradients.REUSE:
-            return attack_cost(spec, n_images)
-        # each step reads its image's kept gradient: none computed unless the store cannot
-        # keep every attacked image's row, and then at most one per image and round
-        clean = ctx.clean
-        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
-        return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)
 
 
 class PGDRobustness(_RobustAccuracy):
@@ -632,13 +630,3 @@ class PGDRobustness(_RobustAccuracy):
         # fewer images: then the whole estimate is a maximum)
         labels = ctx.clean.labels
         return Cost(gradient=sum(len(p) for p in positions if not gradients.untargeted_gradients_kept(ctx, p, labels[p])))
-
-    def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
-        return attack_cost(spec, n_images, gradient_known=gradients.REUSE and not spec.random_start)
-
-    def search_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
-        if not gradients.REUSE:
-            return attack_cost(spec, n_images)
-        clean = ctx.clean
-        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
-        return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)
