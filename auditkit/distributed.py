@@ -20,10 +20,11 @@ How an audit divides (:class:`World`):
 - A check that declares ``shards = True`` runs on every process over its own batches and
   merges its tallies with :meth:`World.all_sum` and its per-image values with
   :meth:`World.gather_rows` (ordered by evaluation position), so rates, intervals and
-  p-values are computed on the merged data. Any other check runs once, on rank 0, and its
-  result is sent to the others (:meth:`World.broadcast`), so every process keeps the same
-  results and the same exit code.
-- Rank 0 alone prints and writes the reports.
+  p-values are computed on the merged data. Any other check runs once, on rank 0. Every
+  process ends each check with :meth:`World.finish` and keeps rank 0's result, so all keep the
+  same results and the same exit code; a check that failed on one process only is an error
+  on all (:class:`PeerFailed`), and the audit goes on.
+- Rank 0 alone prints and writes the reports, and carries the audit's exit code.
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ import datetime
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 

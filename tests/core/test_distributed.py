@@ -127,7 +127,8 @@ def _audit(tmp_path: Path, name: str, processes: int, n: int, weights: Path, che
     # TMPDIR: torchrun keeps its logs in a temporary folder, here the test's own
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"),
            "AUDITKIT_DIST_TIMEOUT_S": "120", "TMPDIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     assert done.returncode in (0, 1), done.stderr[-3000:]
     return json.loads(out.read_text())
@@ -207,7 +208,7 @@ def test_a_check_that_fails_on_one_process_is_an_error_and_the_audit_goes_on(tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"),
            "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
            "AUDITKIT_DIST_TIMEOUT_S": "60", "TMPDIR": str(tmp_path)}
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert out.exists(), done.stderr[-3000:]
     results = {r["check"]: r for r in json.loads(out.read_text())["results"]}
     assert results["test.fails_on_rank_1"]["outcome"] == results["test.fails_on_rank_0"]["outcome"] == "error"
