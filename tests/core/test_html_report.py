@@ -1020,6 +1020,26 @@ def test_results_round_trip_through_json_with_artifacts_and_non_finite_metrics()
         original.directions, "m", {"k": [1, 2]}, "tb", 1.5)
 
 
+def test_a_duration_on_a_rounding_edge_reads_the_same_from_the_json():
+    """The scorecard shows the duration the JSON keeps (4 decimals), so a page rebuilt from the
+    JSON is the same page: 0.084999 s is kept as 0.085 and shown 0.09 both ways (the live page
+    once showed 0.08, the rebuilt one 0.09)."""
+    import dataclasses
+    import json
+
+    from auditkit.reporters.html import scorecard_from_report
+
+    timed = dataclasses.replace(every_kind_of_result()[0], duration_s=0.084999)
+    live = render([timed])
+    report = json.loads(json.dumps({**REPORT, "results": [timed.to_json()]}))
+    rebuilt = scorecard_from_report(report, pm=get_plugin_manager(autoload=False))
+
+    def durations(page: str) -> list[str]:
+        return re.findall(r'<td class="num">([0-9.]+)</td><td class="message">', page)
+
+    assert durations(live) == durations(rebuilt) == ["0.09"]
+
+
 def test_auditkit_report_rebuilds_the_same_scorecard_from_the_json(tmp_path, monkeypatch):
     from auditkit.cli import main
     from auditkit.testing.models import TinyGAPNet
