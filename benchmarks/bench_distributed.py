@@ -9,6 +9,7 @@ memory grows with the number of images.
 
     python benchmarks/bench_distributed.py                       # tiny model, 2 processes, n=64 and 256
     python benchmarks/bench_distributed.py --sizes 128 512 --nproc 2 --model torchvision:resnet18 --size 64
+    python benchmarks/bench_distributed.py --sizes 64 1024 --folders /tmp/shapes --make-folders   # images read from disk
 
 On one 2-core CPU, N processes share the same two cores a one-process run uses with two
 threads: the wall time shows the overhead of the processes and their merges, not the speed-up
@@ -65,6 +66,22 @@ def same(a: dict, b: dict) -> bool:
     return [key(r) for r in a["results"]] == [key(r) for r in b["results"]]
 
 
+def make_folders(root: str, sizes: list[int], side: int) -> None:
+    """The evaluation shapes of each size as PNG files in ROOT/<n>/<class>/, an ImageFolder
+    that auditkit reads image by image."""
+    from PIL import Image
+
+    from auditkit.data.synthetic import make_shapes
+
+    for n in sizes:
+        data = make_shapes(n=n, n_train=0, size=side)
+        for i, (image, label) in enumerate(zip(data.eval.images, data.eval.labels)):
+            folder = os.path.join(root, str(n), data.class_names[int(label)])
+            os.makedirs(folder, exist_ok=True)
+            pixels = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+            Image.fromarray(pixels).save(os.path.join(folder, f"{i:05d}.png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="auditkit.testing.models:tiny_factory")
@@ -72,13 +89,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256], help="numbers of evaluation images")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--checks", default=CHECKS)
+    parser.add_argument("--folders", default=None,
+                        help="read each size's images from DIR/<n> (an ImageFolder on disk, made with --make-folders) "
+                             "instead of generating synthetic shapes in every process")
+    parser.add_argument("--make-folders", action="store_true",
+                        help="first write the shapes of each size to --folders as PNG files, one folder per class")
     args = parser.parse_args()
+    if args.make_folders:
+        if not args.folders:
+            raise SystemExit("--make-folders needs --folders DIR")
+        make_folders(args.folders, args.sizes, args.size)
     print(f"{time.strftime('%Y-%m-%d')}  {os.uname().nodename}  {os.cpu_count()} CPUs  model {args.model}, "
           f"shapes at {args.size} px, checks {args.checks}")
     print(f"{'images':>7} {'processes':>9} {'wall s':>8} {'CPU s':>8} {'peak RSS MiB':>13}  report")
     with tempfile.TemporaryDirectory() as tmp:
         for n in sorted(args.sizes):
-            data = f"synthetic:shapes?n={n}&size={args.size}"
+            data = os.path.join(args.folders, str(n)) if args.folders else f"synthetic:shapes?n={n}&size={args.size}"
             one = run(1, args.model, data, args.checks, args.nproc, tmp, os.path.join(tmp, f"one{n}.json"))
             many = run(args.nproc, args.model, data, args.checks, 1, tmp, os.path.join(tmp, f"many{n}.json"))
             verdict = "identical" if same(one["report"], many["report"]) else "DIFFERS"
