@@ -118,6 +118,15 @@ class World:
             return [obj]
         return self._collect(obj)
 
+    def gather_ordered(self, keyed: Sequence[tuple[int, T]]) -> list[T]:
+        """Every process's ``(key, payload)`` pairs, the payloads in key order (keys unique
+        across processes: a batch's first evaluation position, say): per-batch results put
+        back in the order one process making every batch would have made them.
+
+        :raises PeerFailed: another process ended this step instead of merging."""
+        pairs = [pair for part in self.all_gather(list(keyed)) for pair in part]
+        return concat_sorted(pairs)
+
     def gather_rows(self, index: torch.Tensor, rows: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-image values from every process, ordered by evaluation position.
 

@@ -222,9 +222,9 @@ class CamConsistency(Check):
         # every process's batches (one process: its own), taken in evaluation order
         world = ctx.world
         tally = _Tally()
-        for _, part in sorted((t for chunk in world.all_gather(tallies) for t in chunk), key=lambda t: t[0]):
+        for part in world.gather_ordered(tallies):
             tally.fold(part)
-        overlays = [a for _, a in sorted((o for chunk in world.all_gather(overlays) for o in chunk), key=lambda o: o[0])]
+        overlay_artifacts = world.gather_ordered(overlays)
         metrics = tally.metrics()
         failures = []
         # The feature map's own dtype counts too: functional code in forward (no module, so
@@ -305,7 +305,7 @@ class CamConsistency(Check):
         }
         if tally.n_localized:
             details["pointing_tolerance_px"] = tally.tolerance_px
-        return Findings(metrics=metrics, message=message, failures=failures, artifacts=overlays, details=details)
+        return Findings(metrics=metrics, message=message, failures=failures, artifacts=overlay_artifacts, details=details)
 
 
 def _measure(

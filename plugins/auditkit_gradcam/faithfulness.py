@@ -228,7 +228,7 @@ class GradCamFaithfulness(Check):
         _, auc = world.gather_rows(index, {k: torch.cat(v).double() for k, v in aucs.items()} if positions else {})
         n, moved = world.all_sum(n), any(world.all_gather(moved))
         curve_sums: dict[str, torch.Tensor] = {}
-        for _, sums in sorted((pair for part in world.all_gather(batch_sums) for pair in part), key=lambda p: p[0]):
+        for sums in world.gather_ordered(batch_sums):
             for name, total in sums.items():  # summed batch after batch, as one process sums them
                 curve_sums[name] = curve_sums.get(name, 0) + total.to(ctx.device)
         metrics: dict[str, float] = {

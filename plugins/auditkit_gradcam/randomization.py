@@ -233,7 +233,7 @@ class GradCamRandomization(Check):
         # per batch, by its first evaluation position: the sums of each block's rank
         # correlations and SSIMs over the batch's images [steps] (summed in evaluation order
         # after the loop, on one process or several), and the first picture strip
-        batch_sums: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        batch_sums: list[tuple[int, tuple[torch.Tensor, torch.Tensor]]] = []
         strips: list[tuple[int, list[Any]]] = []
         n_used = 0
         n_empty = 0
@@ -265,7 +265,7 @@ class GradCamRandomization(Check):
                 ssim_batch[step] = ssim_rows(original_norm, minmax_normalize(randomized)).double().sum()
                 if show and step in shown_steps:
                     strip_pictures.append(overlay_image(images[0], randomized[0]))
-            batch_sums.append((int(batch.index[0]), rank_batch, ssim_batch))
+            batch_sums.append((int(batch.index[0]), (rank_batch, ssim_batch)))
             if show:
                 strips.append((int(batch.index[0]), strip_pictures))
             n_used += int(keep.sum())
@@ -275,12 +275,11 @@ class GradCamRandomization(Check):
         n_used, n_empty = world.all_sum(n_used), world.all_sum(n_empty)
         rank_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
         ssim_sum = torch.zeros(steps, dtype=torch.float64, device=ctx.device)
-        for _, rank_batch, ssim_batch in sorted((b for part in world.all_gather(batch_sums) for b in part),
-                                                key=lambda b: b[0]):
+        for rank_batch, ssim_batch in world.gather_ordered(batch_sums):
             rank_sum += rank_batch.to(ctx.device)
             ssim_sum += ssim_batch.to(ctx.device)
-        firsts = sorted((s for part in world.all_gather(strips) for s in part), key=lambda s: s[0])
-        strip_pictures = firsts[0][1] if firsts else []
+        firsts = world.gather_ordered(strips)
+        strip_pictures = firsts[0] if firsts else []
         layer = explainer.layer
         if n_used == 0:
             nan = math.nan

@@ -360,8 +360,7 @@ class _RobustAccuracy(Check):
         positions, outcomes = world.gather_rows(positions.to(ctx.device), outcomes)
         if len(positions) and n_here < len(positions):
             image_shape = tuple(ctx.data.image_shape)
-        parts = sorted((e for part in world.all_gather(batch_examples) for e in part), key=lambda e: e[0])
-        examples = [a for _, part in parts for a in part][: s.examples]
+        examples = [a for part in world.gather_ordered(batch_examples) for a in part][: s.examples]
 
         # The smallest fooling budgets, once every batch has bracketed its images on the grid:
         # the search is confined to the images that can move the median (minimal_epsilon).
@@ -407,10 +406,10 @@ class _RobustAccuracy(Check):
                 module, spec, batch.images, batch.labels, budget, gradient=grads.get("untargeted"), clean_point=point
             )
             outcomes.append((number, out.success))
-        parts = sorted((o for part in world.all_gather(outcomes) for o in part), key=lambda o: o[0])
+        parts = world.gather_ordered(outcomes)
         if not parts:
             return torch.zeros(0, dtype=torch.bool, device=ctx.device)
-        return torch.cat([success.to(ctx.device) for _, success in parts])
+        return torch.cat([success.to(ctx.device) for success in parts])
 
     def _findings(self, budgets, modes, fooled, min_eps, n_images, n_correct, examples) -> Findings:
         metrics: dict[str, float] = {
