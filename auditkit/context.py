@@ -176,6 +176,16 @@ class AuditContext:
             yield batch.to(self.device)
         self._reseed(batch_seed(self.seed, -1, stream))
 
+    def own_positions(self, limit: int | None = None, batch_size: int | None = None) -> list[int]:
+        """The evaluation positions (in order) of this process's whole batches among the first
+        ``limit`` images (capped at ``--max-images``): what :meth:`batches` yields to a check
+        that shards, for reading the data without the device or the reseeding, as
+        ``ctx.data.batches("eval", size, indices=ctx.own_positions())``. Every position with
+        one process."""
+        size = batch_size or self.batch_size
+        limit = self.n_images if limit is None else min(limit, self.n_images)
+        return owned_indices(self.world, limit, size)
+
     def n_batches(self, limit: int | None = None, batch_size: int | None = None) -> int:
         """How many evaluation batches :meth:`batches` yields with these arguments (for a
         progress bar's total)."""

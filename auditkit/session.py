@@ -239,7 +239,9 @@ class AuditSession:
                 headline=check.headline,
             )
         else:
-            cost = self._announce_cost(check, ctx)
+            # The estimate is the whole audit's, for rank 0's terminal and report (every process
+            # keeps rank 0's result): the other processes skip it and the data it may read.
+            cost = self._announce_cost(check, ctx) if self.world.is_main else None
             seed_everything(ctx.seed)
             findings, excinfo = None, None
             t0 = time.perf_counter()

@@ -204,7 +204,7 @@ class OcclusionLocalization(Check):
         is still to be chosen automatically, its maps count as missing: cam.consistency may
         have stored them under that layer's name, which only the probe will tell."""
         settings = self.settings
-        plan = _plan(ctx, settings, self._n_images(ctx))
+        plan = _plan(ctx, settings, self._n_images(ctx))  # kept for run(): the data is read once
         forward = sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan)
         return Cost(forward=forward, gradient=_Agreement.cost(ctx, settings, self._explains(ctx), plan))
 
@@ -228,13 +228,13 @@ class OcclusionLocalization(Check):
         n_images = self._n_images(ctx)
         agreement = _Agreement.for_model(ctx, settings, explains)
         scores = LocalizationScores(settings.pointing_tolerance, settings.component_threshold)
-        plan = _plan(ctx, settings, n_images)
-        if plan:  # the cost, before the first query (the first batch's size stands for all)
-            first = plan[0].grid
-            queries = sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan)
+        plan = _plan(ctx, settings, n_images, shard=True)  # this process's batches
+        overall = _PlanTotals.merged(ctx.world, plan, ctx.batch_size)
+        if overall.first is not None:  # the cost, before the first query (the first batch's size stands for all)
+            first = overall.first
             ctx.announce(
                 f"occlusion of {n_images:,} images at {first.height}x{first.width}: {first.describe()} -> "
-                f"{queries:,} queries"
+                f"{overall.queries:,} queries"
             )
         clean_scores = clean.probs
         grid: OcclusionGrid | None = None
@@ -262,8 +262,8 @@ class OcclusionLocalization(Check):
         n_queries = ctx.world.all_sum(ctx.target.queries - queries_before)
         scores = scores.merged(ctx.world)
         agreement.merge(ctx.world)
-        if grid is None and plan:  # this process had no batch with an object; others did
-            grid = plan[0].grid
+        # the grid of the last batch with an object, as one process ends the loop with
+        grid = overall.last
         if not scores.n_images:
             auditkit.skip(f"none of the first {n_images} evaluation images has a {settings.region}")
         metrics = scores.metrics(ctx.generator, settings.confidence, settings.bootstrap_resamples)
@@ -279,7 +279,7 @@ class OcclusionLocalization(Check):
                 "stride_px": grid.stride,
                 "positions": grid.positions,
                 "queries_per_image": grid.queries_per_image,
-                "clean_scores_reused": sum(len(b.index) for b in plan if b.clean_scores),
+                "clean_scores_reused": overall.clean_scores_reused,
                 "baseline": settings.baseline,
                 "perturbations_per_eval": settings.perturbations_per_eval,
                 "pointing_tolerance_px": scores.tolerance_px,
@@ -447,30 +447,74 @@ class _Agreement:
 
 @dataclass(frozen=True)
 class _PlannedBatch:
-    """One evaluation batch as the check will see it: the eval positions of its scored images
-    (long [S], on the CPU), their window grid, and whether the shared clean pass scored this
-    very batch (then their unoccluded scores are read from it)."""
+    """One evaluation batch as the check will see it: its number (in evaluation order), the
+    eval positions of its scored images (long [S], on the CPU), their window grid, and whether
+    the shared clean pass scored this very batch (then their unoccluded scores are read from it)."""
 
+    number: int
     index: torch.Tensor
     grid: OcclusionGrid
     clean_scores: bool
 
 
-def _plan(ctx: AuditContext, settings: OcclusionSettings, n_images: int) -> list[_PlannedBatch]:
+def _plan(ctx: AuditContext, settings: OcclusionSettings, n_images: int, shard: bool = False) -> list[_PlannedBatch]:
     """The batches of the first ``n_images`` evaluation images that hold a scored object, read
-    from the data (the images are loaded; the model is not run)."""
+    from the data (the images are loaded; the model is not run); with ``shard``, only this
+    process's batches (:meth:`AuditContext.batches`; all of them with one process).
+
+    The whole plan is kept in the model's shared store: the estimate reads the data for it,
+    and the run then takes its own batches from it instead of reading the data again."""
+    key = ("occlusion.plan", n_images, ctx.batch_size, settings.region, settings.window, settings.stride)
+    world = ctx.world
+    if ctx.has_shared(key):
+        plan: list[_PlannedBatch] = ctx.shared(key, _never)
+        return [b for b in plan if world.owns_batch(b.number)] if shard else plan
+    indices = ctx.own_positions(n_images) if shard else None
     plan = []
-    for batch in ctx.data.batches("eval", ctx.batch_size, limit=n_images):
+    for batch in ctx.data.batches("eval", ctx.batch_size, limit=None if shard else n_images, indices=indices):
         objects = object_regions(batch.boxes, batch.masks, batch.images.shape[-2:], settings.region)
         if objects is None:
             continue
         h, w = batch.images.shape[-2:]
         plan.append(_PlannedBatch(
+            int(batch.index[0]) // ctx.batch_size,
             batch.index[objects.scored.cpu()],
             occlusion_grid(h, w, settings.window, settings.stride),
             _scored_by_clean_pass(ctx, batch, objects.scored),
         ))
+    if not shard or not world.distributed:  # the whole plan
+        ctx.shared(key, lambda: plan)
     return plan
+
+
+@dataclass(frozen=True)
+class _PlanTotals:
+    """What the announcement and the details need of the whole plan, over every process's
+    batches: the queries, the images whose clean scores are reused, and the window grids of
+    the first and the last batch with an object (None when there is none)."""
+
+    queries: int
+    clean_scores_reused: int
+    first: OcclusionGrid | None
+    last: OcclusionGrid | None
+
+    @classmethod
+    def merged(cls, world: Any, plan: list[_PlannedBatch], batch_size: int) -> "_PlanTotals":
+        """The totals of this process's ``plan`` merged over the processes (one exchange)."""
+        mine = (
+            sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan),
+            sum(len(b.index) for b in plan if b.clean_scores),
+            (plan[0].number, plan[0].grid) if plan else None,
+            (plan[-1].number, plan[-1].grid) if plan else None,
+        )
+        parts = world.all_gather(mine)
+        ends = [p for p in parts if p[2] is not None]
+        return cls(
+            queries=sum(p[0] for p in parts),
+            clean_scores_reused=sum(p[1] for p in parts),
+            first=min((p[2] for p in ends), key=lambda e: e[0])[1] if ends else None,
+            last=max((p[3] for p in ends), key=lambda e: e[0])[1] if ends else None,
+        )
 
 
 def _scored_by_clean_pass(ctx: AuditContext, batch: Batch, scored: torch.Tensor) -> bool:

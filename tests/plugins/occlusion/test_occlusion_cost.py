@@ -115,3 +115,69 @@ def test_reading_the_clean_pass_and_the_shared_maps_changes_no_map_and_no_metric
     assert b.metrics["n_queries"] - a.metrics["n_queries"] == 12
     assert before.forward[CHECK] - counter.forward[CHECK] == 12
     assert before.gradient[CHECK] - counter.gradient[CHECK] == (12 if len(checks) > 1 else 0)
+
+
+class _CountedSplit(TensorSplit):
+    """A TensorSplit that counts how often each image is read."""
+
+    def __init__(self, split: TensorSplit):
+        super().__init__(split.images, split.labels, split.boxes, split.masks)
+        self.reads = torch.zeros(len(split), dtype=torch.long)
+
+    def _batch(self, at, index):
+        self.reads[index] += 1
+        return super()._batch(at, index)
+
+
+def test_the_plan_the_estimate_reads_is_the_runs(net):
+    """The estimate reads every image to find the objects, and the check then takes its plan
+    from the model's store: each image is read once for the plan, once for the occlusion and
+    once by the clean pass, not a fourth time for a plan of the run's own."""
+    data = two_squares(n=10)
+    counted = _CountedSplit(data.eval)
+    data = AuditData("counted", counted, num_classes=data.num_classes, class_names=data.class_names,
+                     has_boxes=True, has_masks=True)
+    results, _ = _audit(net, data, [CHECK], batch_size=4)
+    assert results[CHECK].outcome.value in ("passed", "failed")
+    # (the first images are also read by the probes before any check: the pixel check, the layer probe)
+    assert counted.reads[2:].tolist() == [3] * 8
+
+
+class _RankOneOfTwo:
+    """What ``_plan`` reads of a context, as process 1 of 2 sees it."""
+
+    own_positions = auditkit.toolkit.AuditContext.own_positions
+
+    def __init__(self, data: AuditData, batch_size: int):
+        from auditkit.distributed import World
+
+        self.world, self.data, self.batch_size, self.n_images = World(rank=1, size=2), data, batch_size, len(data.eval)
+        self.stored: dict = {}
+
+    def has_shared(self, key):
+        return key in self.stored
+
+    def shared(self, key, compute):
+        if key not in self.stored:
+            self.stored[key] = compute()
+        return self.stored[key]
+
+
+def test_a_process_plans_only_its_own_batches():
+    """Under torchrun, a process that did not estimate reads only its own batches for the plan
+    (batches 1 and 3 of 0-3 for rank 1 of 2) and keeps nothing: a store holds whole plans only."""
+    data = two_squares(n=14)
+    counted = _CountedSplit(data.eval)
+    data = AuditData("counted", counted, num_classes=data.num_classes, class_names=data.class_names,
+                     has_boxes=True, has_masks=True)
+    ctx = _RankOneOfTwo(data, batch_size=4)
+    settings = localization.OcclusionLocalization.Settings(**COARSE)
+    plan = localization._plan(ctx, settings, 14, shard=True)
+    assert [b.number for b in plan] == [1, 3]
+    assert [b.index.tolist() for b in plan] == [[4, 5, 6, 7], [12, 13]]
+    assert counted.reads.tolist() == [0] * 4 + [1] * 4 + [0] * 4 + [1] * 2
+    assert ctx.stored == {}
+    # with the whole plan stored (rank 0 estimated), a process takes its own batches from it
+    whole = localization._plan(_RankOneOfTwo(data, 4), settings, 14)
+    ctx.stored[("occlusion.plan", 14, 4, settings.region, settings.window, settings.stride)] = whole
+    assert [b.number for b in localization._plan(ctx, settings, 14, shard=True)] == [1, 3]
