@@ -7,9 +7,11 @@ import copy
 import difflib
 import inspect
 import logging
+import os
 import re
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -363,20 +365,7 @@ def run_audit(
         if baselines or not world.distributed:
             baselines = list(baselines) or load_baselines(config, data, device, announce, notes)
         else:
-            # trained once, by rank 0, into the weights cache; the others then load them from it
-            failure: BaseException | None = None
-            if world.is_main:
-                try:
-                    baselines = load_baselines(config, data, device, announce, notes)
-                except BaseException as exc:  # noqa: BLE001 - said to the others, then raised
-                    failure = exc
-            said = world.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
-            if failure is not None:
-                raise failure
-            if said is not None:
-                raise UsageError(f"rank 0 could not load the baselines ({said})")
-            if not world.is_main:
-                baselines = load_baselines(config, data, device, announce, notes)
+            baselines = shared_baselines(config, data, device, world, announce, notes)
         for t in [target, *baselines]:
             t.device = device  # a plugin's loader or a baseline given by the caller may have chosen another
             probe(t, data, device)
@@ -401,10 +390,70 @@ def run_audit(
     return session
 
 
+def shared_baselines(
+    config: Config, data: AuditData, device: torch.device, world: Any,
+    announce: Callable[[str], None] | None = None, notes: list[str] | None = None,
+) -> list[Any]:
+    """The baselines of a sharded audit (:mod:`auditkit.distributed`): the same ones, with the
+    same weights, on every process.
+
+    Rank 0 loads them (:func:`load_baselines`: trained into its weights cache, or read from
+    it) and tells the others which it kept, since it may have left one out, and which cache
+    file (name and SHA-256) holds each training. A process whose cache lacks those bytes
+    (another machine's disk, or a training of its own that came out otherwise) receives the
+    file and writes it into its own cache; every process then loads the same baselines from
+    its cache, as rank 0 did. Nothing is sent when the processes share a cache.
+
+    :raises UsageError: rank 0 could not load the baselines (rank 0 raises its own error)."""
+    import hashlib
+
+    from auditkit.baselines import cache_dir
+
+    failure: BaseException | None = None
+    offer: list[tuple[str, tuple[str, str] | None]] = []
+    loaded: list[Any] = []
+    if world.is_main:
+        try:
+            loaded = load_baselines(config, data, device, announce, notes)
+            for t in loaded:
+                path = t.info.get("cache_path")
+                entry = (Path(path).name, hashlib.sha256(Path(path).read_bytes()).hexdigest()) if path else None
+                offer.append((t.name, entry))
+        except BaseException as exc:  # noqa: BLE001 - said to the others, then raised
+            failure = exc
+    said = world.broadcast(("failed", f"{type(failure).__name__}: {failure}") if failure is not None else ("ok", offer))
+    if failure is not None:
+        raise failure
+    kind, offer = said
+    if kind == "failed":
+        raise UsageError(f"rank 0 could not load the baselines ({offer})")
+
+    def lacks(entry: tuple[str, str]) -> bool:
+        path = cache_dir() / entry[0]
+        return not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != entry[1]
+
+    wanted = [] if world.is_main else [name for name, entry in offer if entry is not None and lacks(entry)]
+    needed = sorted({name for asked in world.all_gather(wanted) for name in asked})
+    if needed:  # one exchange, whatever the number of processes that want them
+        files = world.broadcast({t.name: Path(t.info["cache_path"]).read_bytes() for t in loaded if t.name in needed})
+        for name, entry in offer:
+            if name in wanted and entry is not None:
+                path = cache_dir() / entry[0]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(files[name])
+                os.replace(tmp, path)  # atomic, as load_baseline writes it
+    if world.is_main:
+        return loaded
+    names = [name for name, _ in offer]
+    mine = copy.copy(config)
+    mine.baselines = names
+    mine.baseline_weights = {k: v for k, v in config.baseline_weights.items() if k in names}
+    return load_baselines(mine, data, device)
+
+
 def _main_rank() -> bool:
     """Whether torchrun's RANK says this is rank 0 (before the process group is joined)."""
-    import os
-
     return os.environ.get("RANK", "0") in ("", "0")
 
 

@@ -215,3 +215,59 @@ def test_a_check_that_fails_on_one_process_is_an_error_and_the_audit_goes_on(tmp
     assert "process 1 failed: RuntimeError: simulated out of memory on process 1" in results["test.fails_on_rank_1"]["message"]
     assert "simulated out of memory on process 0" in results["test.fails_on_rank_0"]["message"]
     assert results["accuracy.clean"]["outcome"] in ("passed", "failed")  # the audit went on
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report(tmp_path, weights):
+    """Two torchrun agents, as on two machines (static rendezvous, node ranks 0 and 1), each
+    with its own weights cache and folder. Machine 0's cache holds the baseline's training;
+    machine 1's holds another training under the same name (one that came out otherwise). Both
+    must audit rank 0's baseline: machine 1 receives rank 0's file, and rank 0 alone writes
+    the report, which is the one-process report."""
+    common = [
+        "-m", "auditkit", "run", "--model", "auditkit.testing.models:tiny_factory", "--weights", str(weights),
+        "--data", "synthetic:shapes?n=16&size=32", "--baselines", "alexnet", "--baseline-steps", "2",
+        "--device", "cpu", "--checks", "accuracy.clean,gradcam.localization", "--batch-size", "8", "-q",
+        "--json", "report.json",
+    ]
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"), "AUDITKIT_DIST_TIMEOUT_S": "120"}
+    caches = [tmp_path / f"machine{node}" / "cache" for node in (0, 1)]
+
+    # one process: trains the baseline into machine 0's cache
+    env = {**base, "AUDITKIT_CACHE_DIR": str(caches[0]), "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, *common[:-1], str(tmp_path / "one.json")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode in (0, 1), done.stderr[-3000:]
+    one = json.loads((tmp_path / "one.json").read_text())
+    [trained] = (caches[0] / "baselines").glob("alexnet-*.pt")
+    other = torch.load(trained, weights_only=True)
+    other["state_dict"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
+    (caches[1] / "baselines").mkdir(parents=True)
+    torch.save(other, caches[1] / "baselines" / trained.name)
+
+    port = _free_port()
+    machines = []
+    for node in (0, 1):
+        home = tmp_path / f"machine{node}"
+        (home / "tmp").mkdir(parents=True)
+        env = {**base, "AUDITKIT_CACHE_DIR": str(caches[node]), "TMPDIR": str(home / "tmp")}
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={node}",
+                  "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", *common]
+        machines.append(subprocess.Popen(launch, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         text=True))
+    outputs = [m.communicate(timeout=300) for m in machines]
+    assert (tmp_path / "machine0" / "report.json").exists(), outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    assert not (tmp_path / "machine1" / "report.json").exists()  # rank 0 writes, on its machine
+    assert machines[1].returncode == 0, outputs[1][1][-3000:]
+    assert (caches[1] / "baselines" / trained.name).read_bytes() == trained.read_bytes()  # rank 0's, sent
+    two = json.loads((tmp_path / "machine0" / "report.json").read_text())
+    key = lambda r: (r["model"], r["check"], r["outcome"], r["metrics"], r["message"])  # noqa: E731
+    assert [key(r) for r in one["results"]] == [key(r) for r in two["results"]]
+    assert {r["model"] for r in two["results"]} == {"target", "alexnet"}
