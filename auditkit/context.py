@@ -200,7 +200,9 @@ class AuditContext:
 
     def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
         """Wrap a long loop in a progress bar (shown on a terminal, hidden with -q or in logs)."""
-        return self.session.progress(iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip())
+        return self.session.progress(
+            iterable, total=total, desc=f"{self.target.name} {self.check.id} {desc}".strip(), sharded=self.check.shards
+        )
 
     def announce(self, text: str) -> None:
         """Print one line on the terminal before this check's result line, as

@@ -84,7 +84,12 @@ class AuditSession:
 
     # -- progress --------------------------------------------------------------------------
 
-    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "", sharded: bool = False) -> Iterable:
+        """``iterable`` with progress output (:func:`~auditkit.progress.progress_bar`). Under
+        torchrun only rank 0 shows it; ``sharded`` says the loop is rank 0's share of the batches,
+        and the bar says so, with its total that share."""
+        if sharded and self.world.distributed:
+            desc = f"{desc} (rank 0's share, 1 of {self.world.size} processes)"
         return progress_bar(self.config)(iterable, total=total, desc=desc)
 
     # -- clean pass --------------------------------------------------------------------------
@@ -128,7 +133,8 @@ class AuditSession:
         starts: list[int] = []
         failure: str | None = None
         try:
-            for batch in self.progress(batches, total=n_batches, desc=f"{target.name} clean forward pass"):
+            desc = f"{target.name} clean forward pass"
+            for batch in self.progress(batches, total=n_batches, desc=desc, sharded=True):
                 images = batch.images.to(self.device)
                 start = time.perf_counter()
                 out = oom_backoff(target.query if not target.white_box else target, images)

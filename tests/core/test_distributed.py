@@ -275,3 +275,23 @@ def test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report(tmp
     assert {r["model"] for r in two["results"]} == {"target", "alexnet"}
     localization = [r for r in two["results"] if r["check"] == "gradcam.localization"]
     assert [r["metrics"]["n_images"] for r in localization] == [8, 8]  # rank 0's batch, merged with none
+
+
+def test_rank_0s_progress_bar_says_it_shows_its_share(monkeypatch):
+    """Only rank 0 shows progress; over a sharded loop its bar counts rank 0's batches, and says so."""
+    import types
+
+    import auditkit.session as session_module
+
+    shown = []
+    monkeypatch.setattr(session_module, "progress_bar", lambda config: lambda it, total, desc: shown.append(desc) or it)
+    fake = types.SimpleNamespace(world=World(rank=0, size=3), config=None)
+    session_module.AuditSession.progress(fake, [], total=2, desc="target gradcam.localization", sharded=True)
+    session_module.AuditSession.progress(fake, [], total=4, desc="target inversion.fidelity")
+    fake.world = SINGLE
+    session_module.AuditSession.progress(fake, [], total=4, desc="target gradcam.localization", sharded=True)
+    assert shown == [
+        "target gradcam.localization (rank 0's share, 1 of 3 processes)",
+        "target inversion.fidelity",
+        "target gradcam.localization",
+    ]
