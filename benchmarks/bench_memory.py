@@ -1,0 +1,115 @@
+"""Where a process's memory goes as the number of images grows: one audit in this process.
+
+Runs the audit of ``bench_distributed.py`` (its checks, the tiny model, ``--baselines none``)
+through ``auditkit.audit`` on each size's ImageFolder of shapes (``bench_distributed.py
+--folders DIR --make-folders`` writes them; ``--make-folders`` here does the same), one
+fresh process per size, and prints after each check: the resident memory now and at its peak
+(MiB, from /proc and getrusage), the bytes of every tensor alive (walked with the garbage
+collector: what the audit keeps, the shared maps and gradients among it) with the three
+largest shapes, and with ``--python-heap`` the bytes of Python's own heap (tracemalloc; slow).
+The difference between two sizes, check by check, says what grows with the images, and how
+much of it is tensors the audit keeps.
+
+    python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
+    MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import os
+import resource
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_distributed import CHECKS, make_folders  # noqa: E402
+
+
+def _resident_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _live_tensors() -> tuple[int, list[tuple[tuple[int, ...], int]]]:
+    """Bytes of the storages of every tensor the garbage collector sees (parameters aside;
+    a storage shared by several views counted once), and the three shapes holding most."""
+    import torch
+
+    seen: set[int] = set()
+    total, by_shape = 0, collections.Counter()
+    for obj in gc.get_objects():
+        try:
+            if not torch.is_tensor(obj) or isinstance(obj, torch.nn.Parameter):
+                continue
+            storage = obj.untyped_storage()
+        except Exception:  # noqa: BLE001 - an object that only looks like a tensor
+            continue
+        if storage.data_ptr() in seen:
+            continue
+        seen.add(storage.data_ptr())
+        total += storage.nbytes()
+        by_shape[tuple(obj.shape)] += storage.nbytes()
+    return total, by_shape.most_common(3)
+
+
+def measure(folder: str, checks: str, python_heap: bool) -> None:
+    """The audit of ``folder`` in this process, a line per check."""
+    import pluggy
+
+    import auditkit
+
+    if python_heap:
+        import tracemalloc
+
+        tracemalloc.start()
+    hookimpl = pluggy.HookimplMarker("auditkit")
+
+    class Probe:
+        @hookimpl
+        def auditkit_log_result(self, result):
+            gc.collect()
+            tensors, top = _live_tensors()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            heap = ""
+            if python_heap:
+                import tracemalloc
+
+                heap = f"  python heap {tracemalloc.get_traced_memory()[0] / 2**20:7.1f} MiB"
+            shapes = ", ".join(f"{list(s)} {b / 2**20:.1f}" for s, b in top)
+            print(f"  {result.check:24s} resident {_resident_mib():7.1f}  peak {peak:7.1f}  "
+                  f"live tensors {tensors / 2**20:7.2f} MiB ({shapes}){heap}", flush=True)
+
+    auditkit.audit("auditkit.testing.models:tiny_factory", folder, checks=checks.split(","), plugins=[Probe()],
+                   baselines=[], device="cpu")
+    print(f"  {'end':24s} resident {_resident_mib():7.1f}  peak "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folders", required=True, help="DIR holding one ImageFolder per size, DIR/<n>")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--size", type=int, default=32, help="image side, with --make-folders")
+    parser.add_argument("--checks", default=CHECKS)
+    parser.add_argument("--make-folders", action="store_true", help="first write the shapes of each size")
+    parser.add_argument("--python-heap", action="store_true", help="also trace Python's heap (several times slower)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a size's folder, measured in this process
+    args = parser.parse_args()
+    if args.one:
+        measure(args.one, args.checks, args.python_heap)
+        return
+    if args.make_folders:
+        make_folders(args.folders, args.sizes, args.size)
+    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    print(f"checks {args.checks}; allocator settings {allocator or 'default'}; MiB")
+    for n in sorted(args.sizes):
+        print(f"{n} images:", flush=True)
+        extra = ["--python-heap"] if args.python_heap else []
+        subprocess.run([sys.executable, __file__, "--folders", args.folders, "--checks", args.checks,
+                        "--one", os.path.join(args.folders, str(n)), *extra], check=True)
+
+
+if __name__ == "__main__":
+    main()
