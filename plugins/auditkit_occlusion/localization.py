@@ -229,7 +229,7 @@ class OcclusionLocalization(Check):
         agreement = _Agreement.for_model(ctx, settings, explains)
         scores = LocalizationScores(settings.pointing_tolerance, settings.component_threshold)
         plan = _plan(ctx, settings, n_images, shard=True)  # this process's batches
-        overall = _PlanTotals.merged(ctx.world, plan, ctx.batch_size)
+        overall = _PlanTotals.merged(ctx.world, plan)
         if overall.first is not None:  # the cost, before the first query (the first batch's size stands for all)
             first = overall.first
             ctx.announce(
@@ -499,7 +499,7 @@ class _PlanTotals:
     last: OcclusionGrid | None
 
     @classmethod
-    def merged(cls, world: Any, plan: list[_PlannedBatch], batch_size: int) -> "_PlanTotals":
+    def merged(cls, world: Any, plan: list[_PlannedBatch]) -> "_PlanTotals":
         """The totals of this process's ``plan`` merged over the processes (one exchange)."""
         mine = (
             sum(len(b.index) * (b.grid.positions + (not b.clean_scores)) for b in plan),
