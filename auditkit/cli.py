@@ -232,11 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _other_rank() -> bool:
     """Whether this is a process of a torchrun job other than rank 0 (auditkit.distributed)."""
-    import os
+    from auditkit.distributed import other_rank
 
-    from auditkit.distributed import launched_by_torchrun
-
-    return launched_by_torchrun() and os.environ.get("RANK", "0") not in ("", "0")
+    return other_rank()
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -227,6 +227,16 @@ def launched_by_torchrun(environ: dict[str, str] | None = None) -> bool:
     return int(env.get("WORLD_SIZE", "1") or 1) > 1
 
 
+def other_rank(environ: dict[str, str] | None = None) -> bool:
+    """Whether this is a process of a torchrun job other than rank 0: torchrun's variables all
+    set, and RANK not 0. Such a process stays quiet (rank 0 prints and writes); a process with
+    an incomplete environment (a stray ``RANK`` without torchrun) is no member of any job and
+    says its own errors."""
+    env = os.environ if environ is None else environ
+    complete = launched_by_torchrun(dict(env)) and all(env.get(k) for k in _ENV)
+    return complete and env.get("RANK", "0") not in ("", "0")
+
+
 def world_from_environment(device: torch.device, environ: dict[str, str] | None = None) -> World:
     """The :class:`World` torchrun describes in the environment, with the process group
     joined (NCCL on CUDA, gloo on the CPU); :data:`SINGLE` when this is the only process.

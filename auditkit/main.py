@@ -313,9 +313,9 @@ def run_audit(
     built for that size and trained on the train split; then the first batch is drawn by
     :func:`probe`, which also checks its pixels.
     """
-    from auditkit.distributed import device_for_rank, launched_by_torchrun, shutdown, world_from_environment
+    from auditkit.distributed import device_for_rank, other_rank, shutdown, world_from_environment
 
-    if launched_by_torchrun() and not _main_rank():
+    if other_rank():
         # one of several processes: rank 0 alone prints and writes (auditkit.distributed)
         reporter = None
         config.verbosity, config.progress = -1, False
@@ -450,11 +450,6 @@ def shared_baselines(
     mine.baselines = names
     mine.baseline_weights = {k: v for k, v in config.baseline_weights.items() if k in names}
     return load_baselines(mine, data, device)
-
-
-def _main_rank() -> bool:
-    """Whether torchrun's RANK says this is rank 0 (before the process group is joined)."""
-    return os.environ.get("RANK", "0") in ("", "0")
 
 
 def audit(

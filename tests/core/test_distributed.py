@@ -20,6 +20,7 @@ from auditkit.distributed import (
     World,
     batch_seed,
     device_for_rank,
+    other_rank,
     owned_indices,
     world_from_environment,
 )
@@ -63,6 +64,29 @@ def test_torchrun_environment_is_read_and_checked():
     assert device_for_rank(cpu, {"WORLD_SIZE": "2", "LOCAL_RANK": "1"}) == cpu
     with pytest.raises(UsageError, match="AUDITKIT_DIST_TIMEOUT_S='soon': expected a number of seconds above 0"):
         world_from_environment(cpu, {**env, "RANK": "0", "AUDITKIT_DIST_TIMEOUT_S": "soon"})
+
+
+def test_a_stray_rank_without_torchrun_is_an_error_said_not_a_silent_success(tmp_path, monkeypatch, capsys):
+    """A process of a torchrun job other than rank 0 stays quiet and exits 0 (rank 0 says the
+    verdict); RANK=1 left in an environment without the rest of torchrun's variables makes no
+    such process: it prints the one-line error and exits 4."""
+    from auditkit.cli import main
+
+    job = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    assert other_rank(job)
+    assert not other_rank({**job, "RANK": "0"}) and not other_rank({})
+    assert not other_rank({"WORLD_SIZE": "2", "RANK": "1"})
+    monkeypatch.chdir(tmp_path)
+    for key in ("LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    code = main(["run", "--model", "auditkit.testing.models:tiny_factory", "--data", "synthetic:shapes?n=8&size=32",
+                 "--baselines", "none", "--checks", "accuracy.clean", "--json", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "auditkit: error: WORLD_SIZE=2 says this is one of several processes, but LOCAL_RANK, MASTER_ADDR, " \
+           "MASTER_PORT are not set" in err
 
 
 @pytest.fixture(scope="module")
