@@ -45,3 +45,22 @@ def test_contrasts_name_what_is_worse_than_every_learned_baseline():
     assert "robust_acc@linf_8/255 0.00 vs 0.29-0.62" in lines[1] and "corner marker" in lines[2]
     assert "  - gradcam.localization failed: pointing_game 0.08." in lines
     assert "weakling without the task learned" in story
+
+
+def test_the_demo_model_is_the_same_whatever_the_global_generator_held(tmp_path, monkeypatch):
+    """PyTorch seeds its default generator afresh in every process: the demo model's training
+    seeds it before building the model, so two trainings (one epoch here) give the same weights."""
+    import torch
+
+    import auditkit.demo as demo
+
+    monkeypatch.setattr(demo, "DEMO_MODEL_EPOCHS", 1)
+    weights = []
+    for run in (1, 2):
+        monkeypatch.setenv("AUDITKIT_CACHE_DIR", str(tmp_path / f"cache{run}"))
+        torch.manual_seed(1000 + run)  # what an earlier import or the process's start left there
+        model, source = demo.train_demo_model(torch.device("cpu"), lambda iterable, **_: iterable)
+        assert source == "trained"
+        weights.append(model.state_dict())
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
