@@ -259,7 +259,7 @@ def test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report(tmp
     batch: it still takes part in every merge."""
     common = [
         "-m", "auditkit", "run", "--model", "auditkit.testing.models:tiny_factory", "--weights", str(weights),
-        "--data", "synthetic:shapes?n=8&size=32", "--baselines", "alexnet", "--baseline-steps", "2",
+        "--data", "synthetic:shapes?n=8&size=32", "--baselines", "resnet18", "--baseline-steps", "2",
         "--device", "cpu", "--checks", f"accuracy.clean,{EMPTY_RANK}", "--batch-size", "8", "-q",
         "--json", "report.json",
     ]
@@ -272,7 +272,7 @@ def test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report(tmp
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     one = json.loads((tmp_path / "one.json").read_text())
-    [trained] = (caches[0] / "baselines").glob("alexnet-*.pt")
+    [trained] = (caches[0] / "baselines").glob("resnet18-*.pt")
     other = torch.load(trained, weights_only=True)
     other["state_dict"] = {k: v + 0.05 if v.is_floating_point() else v for k, v in other["state_dict"].items()}
     (caches[1] / "baselines").mkdir(parents=True)
@@ -296,7 +296,7 @@ def test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report(tmp
     two = json.loads((tmp_path / "machine0" / "report.json").read_text())
     key = lambda r: (r["model"], r["check"], r["outcome"], r["metrics"], r["message"], r.get("artifacts"))  # noqa: E731
     assert [key(r) for r in one["results"]] == [key(r) for r in two["results"]]
-    assert {r["model"] for r in two["results"]} == {"target", "alexnet"}
+    assert {r["model"] for r in two["results"]} == {"target", "resnet18"}
     localization = [r for r in two["results"] if r["check"] == "gradcam.localization"]
     assert [r["metrics"]["n_images"] for r in localization] == [8, 8]  # rank 0's batch, merged with none
 
