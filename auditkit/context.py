@@ -170,8 +170,7 @@ class AuditContext:
             for batch in self.data.batches(split, size, limit=limit):
                 yield batch.to(self.device)
             return
-        limit = self.n_images if limit is None else min(limit, self.n_images)
-        for batch in self.data.batches(split, size, indices=owned_indices(self.world, limit, size)):
+        for batch in self.data.batches(split, size, indices=self.own_positions(limit, size)):
             self._reseed(batch_seed(self.seed, int(batch.index[0]) // size, stream))
             yield batch.to(self.device)
         self._reseed(batch_seed(self.seed, -1, stream))

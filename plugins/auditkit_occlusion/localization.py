@@ -471,7 +471,7 @@ def _plan(ctx: AuditContext, settings: OcclusionSettings, n_images: int, shard: 
         return [b for b in plan if world.owns_batch(b.number)] if shard else plan
     indices = ctx.own_positions(n_images) if shard else None
     plan = []
-    for batch in ctx.data.batches("eval", ctx.batch_size, limit=None if shard else n_images, indices=indices):
+    for batch in ctx.data.batches("eval", ctx.batch_size, limit=n_images, indices=indices):
         objects = object_regions(batch.boxes, batch.masks, batch.images.shape[-2:], settings.region)
         if objects is None:
             continue
