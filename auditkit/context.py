@@ -11,6 +11,7 @@ from auditkit.check import Check, CheckResult
 from auditkit.data.base import AuditData, Batch
 from auditkit.distributed import SINGLE, World, batch_seed, owned_indices
 from auditkit.errors import TargetError
+from auditkit.records import ImageRows
 from auditkit.seeding import check_seed, seed_everything
 
 if TYPE_CHECKING:
@@ -23,49 +24,92 @@ class CleanPass:
     """The clean forward pass over the evaluation images, computed once per model and shared
     by every check.
 
-    :ivar scores: what the model answered per class, ``[N, K]`` on the device, or None for a
-        black box that answers labels only. Their kind is :attr:`score_kind`.
     :ivar score_kind: ``"logits"`` (white-box models, and never anything else for them),
         ``"probabilities"`` (a black box that answers scores: ONNX files, HTTP endpoints and
         callables answer probabilities, see ``BlackBoxTarget``), or None with no scores.
     :ivar preds: the predicted class per image, long ``[N]``.
     :ivar labels: the true class per image, long ``[N]``, or None for unlabelled data.
 
-    Read :attr:`logits` only in checks that require white-box models (it raises for a black
-    box, so probabilities are never mistaken for logits); :attr:`probs` and
-    :attr:`log_probs` are right for both kinds.
+    The scores per class (``[N, K]``) are a per-image record (:class:`~auditkit.records.ImageRows`):
+    in memory up to a limit (64 MiB, ``AUDITKIT_RECORDS_IN_MEMORY``), beyond it in a
+    temporary file. Read the rows of a batch with :meth:`scores_at`, :meth:`logits_at`,
+    :meth:`probs_at` or :meth:`log_probs_at` (``batch.index``); :attr:`scores`,
+    :attr:`logits`, :attr:`probs` and :attr:`log_probs` give all ``N`` rows at once, which
+    for a large evaluation set means reading them all into memory.
+
+    Read logits only in checks that require white-box models (they raise for a black box, so
+    probabilities are never mistaken for logits); probabilities and log-probabilities are
+    right for both kinds.
     """
 
     def __init__(
         self,
-        scores: torch.Tensor | None,
+        scores: torch.Tensor | ImageRows | None,
         preds: torch.Tensor,
         labels: torch.Tensor | None,
         score_kind: str | None = "logits",
     ):
         if score_kind not in ("logits", "probabilities", None) or (score_kind is None) != (scores is None):
             raise ValueError(f"score_kind must be 'logits' or 'probabilities' with scores, None without; got {score_kind!r}")
-        self.scores = scores
+        self._scores = scores
         self.score_kind = score_kind
         self.preds = preds
         self.labels = labels
         self._constant: tuple[int, int] | None | bool = False  # False: not worked out yet
 
     @property
+    def num_classes(self) -> int | None:
+        """K, the number of scores per image; None for a model that answers labels only."""
+        if self._scores is None:
+            return None
+        if isinstance(self._scores, ImageRows):
+            return int(self._scores.row_shape[0]) if self._scores.row_shape else 0
+        return int(self._scores.shape[1])
+
+    @property
+    def scores(self) -> torch.Tensor | None:
+        """What the model answered per class for every image, ``[N, K]`` on the device (their
+        kind is :attr:`score_kind`), or None for a black box that answers labels only."""
+        if isinstance(self._scores, ImageRows):
+            return self._scores.full()
+        return self._scores
+
+    def scores_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The scores ``[B, K]`` of the images at evaluation positions ``index`` (long [B],
+        ``batch.index``), on the device. TargetError for a model that answers labels only."""
+        if self._scores is None:
+            raise TargetError("this model answers labels only: no scores")
+        if isinstance(self._scores, ImageRows):
+            return self._scores.read(index)
+        return self._scores[index.to(self._scores.device)]
+
+    def _logits_kind(self) -> None:
+        if self.score_kind != "logits":
+            what = "labels only" if self._scores is None else "probabilities, not logits"
+            raise TargetError(f"this model answers {what}: read CleanPass.scores, .probs or .log_probs")
+
+    @property
     def logits(self) -> torch.Tensor:
         """The logits ``[N, K]``; TargetError when the model answered probabilities or labels."""
-        if self.score_kind != "logits":
-            what = "labels only" if self.scores is None else "probabilities, not logits"
-            raise TargetError(f"this model answers {what}: read CleanPass.scores, .probs or .log_probs")
+        self._logits_kind()
         return self.scores  # type: ignore[return-value]
+
+    def logits_at(self, index: torch.Tensor) -> torch.Tensor:
+        """The logits ``[B, K]`` of the images at positions ``index``; TargetError as :attr:`logits`."""
+        self._logits_kind()
+        return self.scores_at(index)
 
     @property
     def probs(self) -> torch.Tensor:
         """Class probabilities ``[N, K]`` (float32): softmax of the logits, or the black box's
         own probabilities. TargetError for a model that answers labels only."""
-        if self.scores is None:
+        if self._scores is None:
             raise TargetError("this model answers labels only: no scores")
-        return self.scores.float() if self.score_kind == "probabilities" else torch.softmax(self.scores.float(), dim=1)
+        return self._probs(self.scores)  # type: ignore[arg-type]
+
+    def probs_at(self, index: torch.Tensor) -> torch.Tensor:
+        """:attr:`probs` of the images at positions ``index``: ``[B, K]`` float32."""
+        return self._probs(self.scores_at(index))
 
     @property
     def log_probs(self) -> torch.Tensor:
@@ -73,11 +117,21 @@ class CleanPass:
         logits up to a per-image constant, so ``softmax(log_probs / T)`` is the temperature-
         scaled distribution whatever the model answered. A probability of exactly 0 gives
         the log of the smallest normal float32, not -inf."""
-        if self.scores is None:
+        if self._scores is None:
             raise TargetError("this model answers labels only: no scores")
+        return self._log_probs(self.scores)  # type: ignore[arg-type]
+
+    def log_probs_at(self, index: torch.Tensor) -> torch.Tensor:
+        """:attr:`log_probs` of the images at positions ``index``: ``[B, K]`` float32."""
+        return self._log_probs(self.scores_at(index))
+
+    def _probs(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.float() if self.score_kind == "probabilities" else torch.softmax(scores.float(), dim=1)
+
+    def _log_probs(self, scores: torch.Tensor) -> torch.Tensor:
         if self.score_kind == "logits":
-            return torch.log_softmax(self.scores.float(), dim=1)
-        return self.scores.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+            return torch.log_softmax(scores.float(), dim=1)
+        return scores.float().clamp_min(torch.finfo(torch.float32).tiny).log()
 
     @property
     def correct(self) -> torch.Tensor:

@@ -22,6 +22,7 @@ from auditkit.compare import comparable, find_regressions, load_report
 from auditkit.config import Config, configure_check
 from auditkit.data.base import DEFAULT_TRAIN_FRACTION, AuditData
 from auditkit.errors import ExitCode, TargetError, UsageError
+from auditkit.records import in_memory_limit
 from auditkit.outputs import check_output_paths
 from auditkit.device import resolve_device
 from auditkit.options import BY_NAME, OPTIONS
@@ -329,6 +330,7 @@ def run_audit(
             pm.register(reporter, name="terminalreporter")
         pm.hook.auditkit_configure.call_historic(kwargs=dict(config=config))
         check_output_paths(config)  # before anything loads: a typo in --html must not cost an hour's audit
+        in_memory_limit()  # AUDITKIT_RECORDS_IN_MEMORY, read where the records are made: a typo says so now
         previous = load_report(config.compare) if config.compare else None
         checks = collect_checks(config, pm)  # before anything loads: a config typo must not wait for the model
         # once: every loader and the session get this torch.device (under torchrun, its own GPU)

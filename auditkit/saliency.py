@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from auditkit.layouts import ActivationLayout
+from auditkit.records import ImageRows
 
 
 def grad_cam(
@@ -95,7 +96,9 @@ def evaluation_maps_key(layer: str, explains: str, n_images: int) -> tuple[str, 
 
 class EvaluationMaps:
     """Raw Grad-CAM maps of the audited model for the evaluation images, one row per image (its
-    position in the eval split), at the layer's resolution: ``[n_images, h, w]`` on the device.
+    position in the eval split), at the layer's resolution: ``[n_images, h, w]``, a per-image
+    record (:class:`~auditkit.records.ImageRows`: in memory up to its limit, else in a
+    temporary file), read back on the device.
 
     One per model, layer and explained-class mode, held in the model's shared store
     (``ctx.shared``, under :func:`evaluation_maps_key`) so that every check reads the same
@@ -106,7 +109,8 @@ class EvaluationMaps:
 
     def __init__(self, n_images: int, device: torch.device):
         self._filled = torch.zeros(n_images, dtype=torch.bool, device=device)
-        self._maps: torch.Tensor | None = None  # [n_images, h, w], allocated once h and w are known
+        # [n_images, h, w] once h and w are known: in memory up to its limit, else in a file
+        self._maps = ImageRows(n_images, device)
 
     def rows(self, index: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
@@ -115,21 +119,21 @@ class EvaluationMaps:
         that each map comes out of a batch of the check that asked first, exactly as that
         check computes it when it runs alone."""
         new = ~self._filled[index]
-        if self._maps is None or bool(new.any()):
+        if not self._maps.started or bool(new.any()):
             fresh = compute()
-            if self._maps is None:
-                self._maps = fresh.new_zeros((self._filled.shape[0], *fresh.shape[1:]))
-            self._maps[index[new]] = fresh[new]
+            self._maps.write(index[new], fresh[new])
             self._filled[index[new]] = True
-        return self._maps[index]
+            if bool(new.all()):
+                return fresh
+        return self._maps.read(index)
 
     def stored(self, index: torch.Tensor) -> torch.Tensor | None:
         """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
         copy, when every one is filled; None otherwise. Computes nothing: what a cost
         estimate reads to leave out the maps no check will compute again."""
-        if self._maps is None or not bool(self._filled[index].all()):
+        if not self._maps.started or not bool(self._filled[index].all()):
             return None
-        return self._maps[index]
+        return self._maps.read(index)
 
 
 # Channels first at whatever grid the output has (ActivationLayout.to_nchw only checks the

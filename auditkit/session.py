@@ -21,10 +21,11 @@ from auditkit.config import Config
 from auditkit.context import AuditContext, CleanPass
 from auditkit.data.base import AuditData
 from auditkit.device import describe_device, resolve_device
-from auditkit.distributed import SINGLE, World, concat_sorted
+from auditkit.distributed import SINGLE, World
 from auditkit.environment import environment
 from auditkit.errors import ExitCode, TargetError
 from auditkit.progress import progress_bar
+from auditkit.records import ImageRows
 from auditkit.results import AuditRun
 from auditkit.seeding import check_seed, preserved_random_state, seed_everything
 
@@ -120,17 +121,21 @@ class AuditSession:
 
     @torch.no_grad()
     def _compute_clean_pass(self, target: Any) -> CleanPass:
+        """The clean pass, streamed: each batch's answers go to a per-image record
+        (:class:`~auditkit.records.ImageRows`, in memory up to its limit, else in a temporary
+        file), so that nothing here grows with the images but the predictions and labels
+        (8 bytes an image each)."""
         model_s = 0.0  # the model's time alone, not reading and decoding the images
-        outs, labels = [], []
-        world, size = self.world, self.config.batch_size
-        n_batches = world.n_batches(-(-self.n_eval // size))
+        world, size, n = self.world, self.config.batch_size, self.n_eval
+        n_batches = world.n_batches(-(-n // size))
         if world.distributed:  # this process's batches; the others' are gathered below
             from auditkit.distributed import owned_indices
 
-            batches = self.data.batches("eval", size, indices=owned_indices(world, self.n_eval, size))
+            batches = self.data.batches("eval", size, indices=owned_indices(world, n, size))
         else:
-            batches = self.data.batches("eval", size, limit=self.n_eval)
-        starts: list[int] = []
+            batches = self.data.batches("eval", size, limit=n)
+        labels_only = getattr(target, "returns", "scores") == "labels" and not target.white_box
+        record = _CleanRecord(n, self.device, labels_only)
         failure: str | None = None
         try:
             desc = f"{target.name} clean forward pass"
@@ -141,45 +146,26 @@ class AuditSession:
                 if out.device.type == "cuda":
                     torch.cuda.synchronize(out.device)
                 model_s += time.perf_counter() - start
-                outs.append(out)
-                starts.append(int(batch.index[0]))
-                if batch.labels is not None:
-                    labels.append(batch.labels.to(self.device))
+                record.add(batch.index, out, batch.labels)
         except Exception as exc:  # noqa: BLE001 - told to the other processes, which wait to gather
             if not world.distributed:
                 raise
             failure = str(exc) if isinstance(exc, TargetError) else f"{target.name}: {type(exc).__name__}: {exc}"
-        if world.distributed:
-            outs, labels = self._gather_clean(target, starts, outs, labels, failure)
-        out = torch.cat(outs)
-        if out.shape[0]:
+        if record.own_rows:
             # only the cost announcement reads it (a time shown, never a result)
-            self._clean_rate[target.name] = model_s / out.shape[0]
-        label_t = torch.cat(labels) if labels and len(labels) == len(outs) else None
-        if getattr(target, "returns", "scores") == "labels" and not target.white_box:
-            return CleanPass(None, out.long(), label_t, score_kind=None)
-        bad = ~torch.isfinite(out).all(dim=1)
-        if bool(bad.any()):
-            first = int(bad.nonzero()[0])
+            self._clean_rate[target.name] = model_s / record.own_rows
+        if world.distributed:
+            record.gather(world, failure)
+        label_t = record.labels if record.labelled else None
+        if labels_only:
+            return CleanPass(None, record.preds, label_t, score_kind=None)
+        if record.n_bad:
             raise TargetError(
-                f"{target.name} produced non-finite scores (NaN or inf) for {int(bad.sum())} of "
-                f"{out.shape[0]} images (first: image {first}); expected finite scores"
+                f"{target.name} produced non-finite scores (NaN or inf) for {record.n_bad} of "
+                f"{n} images (first: image {record.first_bad}); expected finite scores"
             )
-        return CleanPass(out, out.argmax(dim=1), label_t, score_kind="logits" if target.white_box else "probabilities")
-
-    def _gather_clean(
-        self, target: Any, starts: list[int], outs: list[torch.Tensor], labels: list[torch.Tensor], failure: str | None
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Every process's clean-pass batches, in evaluation order, on this process's device;
-        a model that failed on any process fails on all, with the first failure's words."""
-        parts = self.world.all_gather((failure, list(zip(starts, outs)), list(zip(starts, labels))))
-        failures = [f for f, _, _ in parts if f is not None]
-        if failures:
-            raise TargetError(failures[0])
-        gathered = concat_sorted([kv for _, pairs, _ in parts for kv in pairs])
-        gathered_labels = concat_sorted([kv for _, _, pairs in parts for kv in pairs])
-        device = self.device
-        return [o.to(device) for o in gathered], [y.to(device) for y in gathered_labels]
+        kind = "logits" if target.white_box else "probabilities"
+        return CleanPass(record.answers, record.preds, label_t, score_kind=kind)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -380,3 +366,64 @@ def _missing_reason(missing: list[str], target: Any) -> str:
         "localization": "the data has no boxes or masks",
     }
     return "; ".join(reasons.get(m, f"requires {m!r}") for m in missing)
+
+
+class _CleanRecord:
+    """What the clean pass keeps while it streams: the answers per image (a per-image record),
+    the predictions and labels, and the count of images with non-finite scores.
+
+    Under torchrun each process adds its own batches, then :meth:`gather` exchanges them one
+    round at a time (each process's r-th batch in round r), so that no process ever holds
+    more than one batch of every process beyond its record."""
+
+    def __init__(self, n: int, device: torch.device, labels_only: bool):
+        self.n, self.device, self.labels_only = n, device, labels_only
+        self.answers = ImageRows(n, device)
+        self.preds = torch.zeros(n, dtype=torch.long, device=device)
+        self.labels = torch.zeros(n, dtype=torch.long, device=device)
+        self.labelled = True  # every batch came with labels
+        self.n_bad, self.first_bad = 0, n  # images with a non-finite score, and the first of them
+        self.own: list[torch.Tensor] = []  # this process's batches' positions
+        self.own_rows = 0
+
+    def add(self, index: torch.Tensor, out: torch.Tensor, labels: torch.Tensor | None) -> None:
+        index = index.to(self.device)
+        self.own.append(index)
+        self.own_rows += int(index.shape[0])
+        self._store(index, out, labels)
+
+    def _store(self, index: torch.Tensor, out: torch.Tensor, labels: torch.Tensor | None) -> None:
+        index, out = index.to(self.device), out.to(self.device)  # another process's rows arrive on the CPU
+        if self.labels_only:
+            self.preds[index] = out.long().reshape(-1)
+        else:
+            self.answers.write(index, out)
+            self.preds[index] = out.argmax(dim=1)
+            bad = ~torch.isfinite(out).all(dim=1)
+            if bool(bad.any()):
+                self.n_bad += int(bad.sum())
+                self.first_bad = min(self.first_bad, int(index[bad].min()))
+        if labels is None:
+            self.labelled = False
+        else:
+            self.labels[index] = labels.to(self.device)
+
+    def gather(self, world: World, failure: str | None) -> None:
+        """Every process's batches into this one's record; a model that failed on any process
+        fails on all, with the first failure's words.
+
+        :raises TargetError: the model failed on some process."""
+        parts = world.all_gather((failure, len(self.own)))
+        failures = [f for f, _ in parts if f is not None]
+        if failures:
+            raise TargetError(failures[0])
+        for r in range(max(count for _, count in parts)):
+            mine = None
+            if r < len(self.own):
+                index = self.own[r]
+                answers = self.preds[index] if self.labels_only else self.answers.read(index)
+                mine = (index, answers, self.labels[index] if self.labelled else None)
+            for rank, theirs in enumerate(world.all_gather(mine)):
+                if theirs is not None and rank != world.rank:
+                    self._store(*theirs)
+        self.labelled = all(world.all_gather(self.labelled))

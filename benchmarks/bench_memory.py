@@ -12,11 +12,16 @@ much of it is tensors the audit keeps.
 
     python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
     MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
+
+``--classes 1000`` gives the tiny model ImageNet's 1,000 outputs (the records of the clean
+pass's scores then weigh 4 KB an image, as for an ImageNet model); run it with
+``AUDITKIT_RECORDS_IN_MEMORY=0`` to keep every per-image record in a temporary file instead.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import multiprocessing
 import gc
 import os
 import resource
@@ -54,6 +59,13 @@ def _live_tensors() -> tuple[int, list[tuple[tuple[int, ...], int]]]:
     return total, by_shape.most_common(3)
 
 
+def wide_factory():
+    """The tiny model with ``BENCH_MEMORY_CLASSES`` outputs (``--classes``)."""
+    from auditkit.testing.models import tiny_factory
+
+    return tiny_factory(int(os.environ["BENCH_MEMORY_CLASSES"]))
+
+
 def measure(folder: str, checks: str, python_heap: bool) -> None:
     """The audit of ``folder`` in this process, a line per check."""
     import pluggy
@@ -81,7 +93,8 @@ def measure(folder: str, checks: str, python_heap: bool) -> None:
             print(f"  {result.check:24s} resident {_resident_mib():7.1f}  peak {peak:7.1f}  "
                   f"live tensors {tensors / 2**20:7.2f} MiB ({shapes}){heap}", flush=True)
 
-    auditkit.audit("auditkit.testing.models:tiny_factory", folder, checks=checks.split(","), plugins=[Probe()],
+    model = "bench_memory:wide_factory" if os.environ.get("BENCH_MEMORY_CLASSES") else "auditkit.testing.models:tiny_factory"
+    auditkit.audit(model, folder, checks=checks.split(","), plugins=[Probe()],
                    baselines=[], device="cpu")
     print(f"  {'end':24s} resident {_resident_mib():7.1f}  peak "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.1f}")
@@ -94,6 +107,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="image side, with --make-folders")
     parser.add_argument("--checks", default=CHECKS)
     parser.add_argument("--make-folders", action="store_true", help="first write the shapes of each size")
+    parser.add_argument("--classes", type=int, default=None, help="outputs of the tiny model (default: the 4 of the shapes)")
     parser.add_argument("--python-heap", action="store_true", help="also trace Python's heap (several times slower)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a size's folder, measured in this process
     args = parser.parse_args()
@@ -101,9 +115,17 @@ def main() -> None:
         measure(args.one, args.checks, args.python_heap)
         return
     if args.make_folders:
-        make_folders(args.folders, args.sizes, args.size)
+        # in a child of its own: a process's peak resident memory is inherited across fork and
+        # exec, so making the images here would raise every measured process's peak
+        child = multiprocessing.get_context("spawn").Process(target=make_folders, args=(args.folders, args.sizes, args.size))
+        child.start()
+        child.join()
+    if args.classes:
+        os.environ["BENCH_MEMORY_CLASSES"] = str(args.classes)
     allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
-    print(f"checks {args.checks}; allocator settings {allocator or 'default'}; MiB")
+    records = os.environ.get("AUDITKIT_RECORDS_IN_MEMORY", "default (64 MiB)")
+    print(f"checks {args.checks}; classes {args.classes or 4}; allocator settings {allocator or 'default'}; "
+          f"records in memory up to {records}; MiB")
     for n in sorted(args.sizes):
         print(f"{n} images:", flush=True)
         extra = ["--python-heap"] if args.python_heap else []

@@ -190,7 +190,7 @@ class CamConsistency(Check):
             tally = _Tally()
             tallies.append((int(batch.index[0]), tally))
             index = batch.index.to(clean.preds.device)
-            out = oom_backoff(measure, batch.images, classes[index], clean.logits[index])
+            out = oom_backoff(measure, batch.images, classes[index], clean.logits_at(index))
             if shared_maps is not None:
                 shared_maps.rows(batch.index.to(ctx.device), lambda: out["layer_grad_cam"])
             tally.add_identities(out, batch.index)
@@ -206,7 +206,7 @@ class CamConsistency(Check):
                     continue
                 c = int(classes[index[row]])
                 pred = int(clean.preds[index[row]])
-                confidence = float(torch.softmax(clean.logits[index[row]].float(), dim=0)[pred])
+                confidence = float(torch.softmax(clean.logits_at(index[row:row + 1])[0].float(), dim=0)[pred])
                 box = None if boxes is None else boxes[row]
                 overlays.append((position, Artifact(
                     name=f"cam_overlay_{position}",

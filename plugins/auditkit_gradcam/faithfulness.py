@@ -171,7 +171,7 @@ class GradCamFaithfulness(Check):
     def run(self, ctx: AuditContext) -> Findings:
         s = self.settings
         explainer = Explainer(ctx, s)
-        clean_probs = ctx.clean.probs
+        clean = ctx.clean
         aucs: dict[str, list[torch.Tensor]] = {k: [] for k in ("deletion", "deletion_random", "insertion", "insertion_random")}
         positions: list[torch.Tensor] = []  # the evaluation positions of the aucs' rows
         batch_sums: list[tuple[int, dict[str, torch.Tensor]]] = []  # (first position, each curve's sum)
@@ -184,7 +184,8 @@ class GradCamFaithfulness(Check):
             images = batch.images
             classes = explainer.classes(batch)
             saliency = explainer.evaluation_maps(batch)
-            intact_p = clean_probs[batch.index.to(clean_probs.device), classes.to(clean_probs.device)].to(images.device)
+            probs = clean.probs_at(batch.index)
+            intact_p = probs.gather(1, classes.to(probs.device).view(-1, 1)).view(-1).to(images.device)
             ranks = {
                 "": saliency_ranks(saliency, ctx.generator),
                 "_random": random_ranks(images.shape[0], saliency[0].numel(), ctx.generator, images.device),

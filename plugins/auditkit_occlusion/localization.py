@@ -236,7 +236,6 @@ class OcclusionLocalization(Check):
                 f"occlusion of {n_images:,} images at {first.height}x{first.width}: {first.describe()} -> "
                 f"{overall.queries:,} queries"
             )
-        clean_scores = clean.probs
         grid: OcclusionGrid | None = None
         queries_before = ctx.target.queries
         n_batches = ctx.n_batches(limit=n_images)
@@ -251,7 +250,7 @@ class OcclusionLocalization(Check):
                 grid = occlusion_grid(h, w, settings.window, settings.stride)
             known = None
             if _scored_by_clean_pass(ctx, batch, objects.scored):
-                known = clean_scores[batch.index.to(clean_scores.device)]
+                known = clean.probs_at(batch.index)
             maps = self._maps(ctx, images, classes, grid, known)
             # Scored on the evidence for the class, the drops (as Grad-CAM's ReLU keeps the
             # positive part): a window whose removal raises the score is evidence against.

@@ -267,7 +267,7 @@ class ProxyTransfer(Check):
         if not bool(base_mask.any()):
             skip(f"{ctx.target.name} classifies none of the {len(clean)} evaluation images correctly: there is no right answer to flip")
 
-        scores_width = None if clean.scores is None else int(clean.scores.shape[1])
+        scores_width = clean.num_classes
         num_classes = max(ctx.data.num_classes, scores_width or 0, getattr(ctx.target, "num_classes", None) or 0)
         oracle = Oracle(ctx.target, ctx.batch_size, num_classes)
         use_scores = s.use_scores and oracle.gives_scores

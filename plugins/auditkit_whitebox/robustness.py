@@ -238,7 +238,7 @@ class _RobustAccuracy(Check):
         if not gradients.REUSE:
             return attack_cost(spec, n_images)
         clean = ctx.clean
-        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), int(clean.logits.shape[1]))
+        kept = gradients.fits_in_store(n_images, tuple(ctx.data.image_shape), clean.num_classes)
         return attack_cost(spec, n_images, gradient_known=True) + Cost(gradient=0 if kept else n_images)
 
     def grid_cost(self, ctx: AuditContext, spec: AttackSpec, n_images: int) -> Cost:
@@ -272,7 +272,7 @@ class _RobustAccuracy(Check):
         clean = ctx.clean
         correct = clean.correct
         n_correct = int(correct.sum())
-        budgets, modes, targeted_grid = self._attack_plan(int(clean.logits.shape[1]))
+        budgets, modes, targeted_grid = self._attack_plan(clean.num_classes)
         positions = attacked_positions(ctx, correct)
         cost = self.clean_gradient_cost(ctx, positions, modes)
         for norm, grid in budgets.items():
@@ -290,7 +290,7 @@ class _RobustAccuracy(Check):
         clean = ctx.clean
         correct = clean.correct
         n_images, n_correct = len(clean), int(correct.sum())
-        num_classes = int(clean.logits.shape[1])
+        num_classes = clean.num_classes
         budgets, modes, targeted_grid = self._attack_plan(num_classes)
         fooled = {("untargeted", norm, eps): 0 for norm, grid in budgets.items() for eps in grid}
         for mode in modes[1:]:
@@ -312,7 +312,7 @@ class _RobustAccuracy(Check):
             images, labels, index = batch.images[keep], batch.labels[keep], batch.index[keep]
             attacked.append(index)
             image_shape = tuple(images.shape[1:])
-            clean_logits = clean.logits[batch.index][keep].float()
+            clean_logits = clean.logits_at(batch.index)[keep].float()
             targets = {}
             if "random" in modes:
                 targets["random"] = random_wrong_class(labels, num_classes, ctx.generator)
@@ -616,7 +616,7 @@ class PGDRobustness(_RobustAccuracy):
 
     def clean_gradient_cost(self, ctx: AuditContext, positions: list[torch.Tensor], modes: tuple[str, ...]) -> Cost:
         s = self.settings
-        budgets = self._attack_plan(int(ctx.clean.logits.shape[1]))[0]
+        budgets = self._attack_plan(ctx.clean.num_classes)[0]
         searched = any(
             minimal_epsilon_rounds(grid, min(max_budget(norm, tuple(ctx.data.image_shape)),
                                              s.min_eps_search_factor * grid[-1]), s.bisection_steps)

@@ -135,9 +135,10 @@ l2_epsilons = []
 """
 
 
-def _audit(tmp_path: Path, name: str, processes: int, n: int, weights: Path, checks: str) -> dict:
+def _audit(tmp_path: Path, name: str, processes: int, n: int, weights: Path, checks: str, **environ: str) -> dict:
     """The JSON report of a CPU audit of the tiny model on n shapes in batches of 8, one process
-    or ``processes`` started by torchrun (``--standalone``: a free port on this machine)."""
+    or ``processes`` started by torchrun (``--standalone``: a free port on this machine), with
+    ``environ`` added to the environment."""
     out = tmp_path / f"{name}.json"
     args = [
         "-m", "auditkit", "run", "--model", "auditkit.testing.models:tiny_factory", "--weights", str(weights),
@@ -150,7 +151,7 @@ def _audit(tmp_path: Path, name: str, processes: int, n: int, weights: Path, che
     (tmp_path / "auditkit.toml").write_text(LIGHT)
     # TMPDIR: torchrun keeps its logs in a temporary folder, here the test's own
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_HOME": str(tmp_path / "torch"),
-           "AUDITKIT_DIST_TIMEOUT_S": "120", "TMPDIR": str(tmp_path)}
+           "AUDITKIT_DIST_TIMEOUT_S": "120", "TMPDIR": str(tmp_path), **environ}
     done = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
@@ -166,8 +167,12 @@ EMPTY_RANK = "gradcam.localization,gradcam.randomization,cam.consistency,whitebo
 @pytest.mark.parametrize("n, checks", [(40, EVERY)], ids=["five_batches"])
 def test_two_processes_give_the_one_process_report(tmp_path, n, checks, weights):
     """40 images: batches 0, 2, 4 on rank 0 and 1, 3 on rank 1 (8 images, where rank 1 has
-    none: test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report)."""
-    one, two = _audit(tmp_path, "one", 1, n, weights, checks), _audit(tmp_path, "two", 2, n, weights, checks)
+    none: test_two_machines_share_rank_0s_baseline_and_give_the_one_process_report).
+
+    The two processes keep their per-image records (clean scores, shared maps) in files
+    (``AUDITKIT_RECORDS_IN_MEMORY=0``), the one process in memory: the same report either way."""
+    one = _audit(tmp_path, "one", 1, n, weights, checks)
+    two = _audit(tmp_path, "two", 2, n, weights, checks, AUDITKIT_RECORDS_IN_MEMORY="0")
     assert [r["check"] for r in one["results"]] == [r["check"] for r in two["results"]]
     for a, b in zip(one["results"], two["results"]):
         assert (a["outcome"], a["metrics"], a["message"]) == (b["outcome"], b["metrics"], b["message"]), a["check"]
