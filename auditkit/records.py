@@ -43,10 +43,11 @@ class ImageRows:
     by evaluation position.
 
     The row shape and dtype are those of the first rows written. While ``n_images`` rows fit
-    in ``limit`` bytes they are one tensor on ``device`` (allocated at the first write; rows
-    never written read as zeros); beyond it, an unlinked temporary file (in ``TMPDIR``),
-    written a run of consecutive positions at a time and read back into a fresh tensor on
-    ``device``, so that only the rows being used are in memory.
+    in ``limit`` bytes they are one tensor on ``device``, allocated uninitialized at the first
+    write (on the CPU, the pages of rows never written then cost no memory); beyond it, an
+    unlinked temporary file (in ``TMPDIR``), written a run of consecutive positions at a time
+    and read back into a fresh tensor on ``device``, so that only the rows being used are in
+    memory. Reading a row that was never written is an error, either way.
 
     :param n_images: the number of rows.
     :param device: where :meth:`read` and :meth:`full` return rows.
@@ -60,6 +61,7 @@ class ImageRows:
         self.row_shape: tuple[int, ...] | None = None
         self.dtype: torch.dtype | None = None
         self._rows: torch.Tensor | None = None  # in memory
+        self._written = torch.zeros(self.n_images, dtype=torch.bool)  # per row, on the CPU
         self._file = None  # spilled: an unlinked temporary file
         self._row_numel = self._row_bytes = 0
 
@@ -78,10 +80,10 @@ class ImageRows:
         self._row_numel = int(torch.Size(self.row_shape).numel())
         self._row_bytes = self._row_numel * rows.element_size()
         if self.n_images * self._row_bytes <= self.limit:
-            self._rows = torch.zeros((self.n_images, *self.row_shape), dtype=self.dtype, device=self.device)
+            self._rows = torch.empty((self.n_images, *self.row_shape), dtype=self.dtype, device=self.device)
         else:
             self._file = tempfile.TemporaryFile(prefix="auditkit-rows-")
-            os.ftruncate(self._file.fileno(), self.n_images * self._row_bytes)  # sparse: unwritten rows read as zeros
+            os.ftruncate(self._file.fileno(), self.n_images * self._row_bytes)  # sparse: unwritten rows take no disk
 
     def write(self, index: torch.Tensor, rows: torch.Tensor) -> None:
         """Store ``rows`` ``[B, *row_shape]`` at the evaluation positions ``index`` (long [B],
@@ -98,6 +100,7 @@ class ImageRows:
             )
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_images):
             raise ValueError(f"positions must lie in [0, {self.n_images}), got {int(index.min())}..{int(index.max())}")
+        self._written[index.cpu()] = True
         if self._rows is not None:
             self._rows[index.to(self.device)] = rows.to(self.device)
             return
@@ -109,9 +112,15 @@ class ImageRows:
         """The rows ``[B, *row_shape]`` at the evaluation positions ``index`` (long [B], any
         device), a copy on :attr:`device`.
 
-        :raises RuntimeError: nothing was written yet (the row shape is unknown)."""
+        :raises RuntimeError: nothing was written yet (the row shape is unknown).
+        :raises ValueError: some of the rows were never written."""
         if self.row_shape is None:
             raise RuntimeError("no rows were written yet")
+        written = self._written[index.cpu()]
+        if not bool(written.all()):
+            missing = index.cpu()[~written][:5].tolist()
+            raise ValueError(f"rows never written: positions {', '.join(map(str, missing))}"
+                             f"{' and more' if int((~written).sum()) > 5 else ''}")
         if self._rows is not None:
             return self._rows[index.to(self.device)]
         out = torch.empty((index.shape[0], *self.row_shape), dtype=self.dtype)
@@ -125,8 +134,10 @@ class ImageRows:
     def full(self) -> torch.Tensor:
         """Every row, ``[n_images, *row_shape]`` on :attr:`device`: the tensor itself while
         in memory, else all of them read from the file (what spilling avoids: read rows a
-        batch at a time with :meth:`read` where you can)."""
-        if self._rows is not None:
+        batch at a time with :meth:`read` where you can).
+
+        :raises ValueError: some row was never written."""
+        if self._rows is not None and bool(self._written.all()):
             return self._rows
         return self.read(torch.arange(self.n_images))
 

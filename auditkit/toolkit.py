@@ -14,7 +14,9 @@ What is here, by topic (each name's own docstring gives shapes, units, errors an
   results: :class:`CheckResult`, :class:`Outcome`; what a run will cost, announced before a
   long one (:meth:`Check.estimate`): :class:`Cost`.
 - What a check sees: :class:`AuditContext` (``ctx``), :class:`CleanPass` (``ctx.clean``),
-  :class:`AuditData`, :class:`Batch`, :class:`TensorSplit`.
+  :class:`AuditData`, :class:`Batch`, :class:`TensorSplit`. A check's own per-image rows
+  that should not grow in memory with the images: :class:`ImageRows` (in memory up to a
+  limit, else in a temporary file).
 - Models: :class:`AuditTarget` (the Protocol both kinds satisfy), :class:`Target` (white box),
   :class:`BlackBoxTarget`, :class:`LayerInfo`, :class:`GapHead`; loading another model
   (a proxy, a reference): :func:`load_model` with :class:`ModelOptions`;
@@ -123,6 +125,7 @@ from auditkit.markers import hookimpl
 from auditkit.models.format import ModelOptions
 from auditkit.models.loaders import load_model
 from auditkit.models.state_dict import load_state_dict, read_state_dict
+from auditkit.records import ImageRows
 from auditkit.reporters import svg
 from auditkit.saliency import EvaluationMaps, evaluation_maps_key, grad_cam, grad_cam_from, minmax_normalize, upsample
 from auditkit.similarity import SsimWindow, ssim, ssim_window
@@ -156,6 +159,7 @@ __all__ = [
     "Curve",
     "CurvePoint",
     "EvaluationMaps",
+    "ImageRows",
     "Findings",
     "GapHead",
     "IOU_HIT",

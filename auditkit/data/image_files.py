@@ -204,6 +204,11 @@ def _strict_decoding() -> Any:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
+# files handed to each decoding thread at a time (check_image_files): the futures in flight,
+# not the number of files, set the load's memory
+FILES_PER_WORKER_AT_ONCE = 64
+
+
 def check_image_files(paths: Sequence[Path]) -> tuple[list[tuple[int, int] | None], list[tuple[Path, str]]]:
     """Decode every file in ``paths`` once, at load: per file its (width, height), or None
     when it does not decode; and the files that do not, each with why ("truncated", "not an
@@ -225,8 +230,14 @@ def check_image_files(paths: Sequence[Path]) -> tuple[list[tuple[int, int] | Non
         if workers == 1 or len(paths) < 2 * workers:
             results = [_check_image_file(p, limit) for p in paths]
         else:
+            # a window of files at a time: pool.map submits every file at once, and a future
+            # per file (about 2 KB each) made the load's peak grow with the number of images
+            window = FILES_PER_WORKER_AT_ONCE * workers
+            results = []
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(_check_image_file, paths, [limit] * len(paths)))
+                for start in range(0, len(paths), window):
+                    part = paths[start:start + window]
+                    results.extend(pool.map(_check_image_file, part, [limit] * len(part)))
 
     too_large = [(path, size) for path, (size, reason) in zip(paths, results) if reason == "too large"]
     if too_large:

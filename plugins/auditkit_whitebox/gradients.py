@@ -17,6 +17,7 @@ import torch
 from auditkit.toolkit import (
     AuditContext,
     CleanPoint,
+    ImageRows,
     LogitsModule,
     clean_gradient,
     clean_gradient_and_logits,
@@ -33,7 +34,8 @@ REUSE = True
 
 # The shared store keeps the untargeted gradients of the attacked images while their total
 # size stays under this (float32 at 224x224: 3*224*224*4 bytes = 0.6 MB an image, so about
-# 1,700 images; at 32x32, 12 KB an image). Rows past it are not kept: whoever asks for them
+# 1,700 images; at 32x32, 12 KB an image), in memory up to the records' limit and beyond it
+# in a temporary file (auditkit.records). Rows past it are not kept: whoever asks for them
 # again computes them again, per batch, as every attack did before the store existed.
 STORE_BYTES = 1 << 30
 
@@ -49,29 +51,40 @@ def pgd_linf_first_step(images: torch.Tensor, gradient: torch.Tensor, alpha: flo
 
 class CleanGradients:
     """Untargeted clean-point input gradients of the attacked evaluation images, one row per
-    image (its position in the eval split), on the device, with the class each was taken
-    towards and the logits of the forward pass that gave it.
+    image (its position in the eval split), with the class each was taken towards and the
+    logits of the forward pass that gave it.
 
     One per model in its shared store (:func:`shared_clean_gradients`), filled by whichever of
     ``whitebox.fgsm`` and ``whitebox.masking`` reaches a batch first and read by the other: both
     attack the correctly classified images of the same evaluation batches, so each row comes
     out of the batch that check would have used alone, and a step along it is what torchattacks
-    would have taken there. A filled row never changes. Memory: 4 bytes a pixel and channel
-    (0.6 MB an image at 224x224) and a logit, up to :data:`STORE_BYTES`.
+    would have taken there. A filled row never changes. Size: 4 bytes a pixel and channel
+    (0.6 MB an image at 224x224) and a logit, rows kept up to :data:`STORE_BYTES` in all; the
+    rows are per-image records (:class:`~auditkit.toolkit.ImageRows`), in memory up to their
+    limit (64 MiB, ``AUDITKIT_RECORDS_IN_MEMORY``) and beyond it in a temporary file.
+
+    :param capacity_bytes: the bytes of rows kept at most; rows past it are computed again.
+    :param n_images: evaluation images (rows).
+    :param device: where the rows are read back.
     """
 
-    def __init__(self, capacity_bytes: int):
-        # eval position -> (class, gradient [3,H,W], logits [K])
-        self._rows: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
-        # eval position -> the size of the batch whose mean loss gave its kept row (the 1/B scale)
-        self._batch: dict[int, int] = {}
+    def __init__(self, capacity_bytes: int, n_images: int, device: torch.device):
+        self._gradients = ImageRows(n_images, device)  # [n_images, 3, H, W]
+        self._logits = ImageRows(n_images, device)  # [n_images, K]
+        # per eval position: the class its kept row was taken towards (-1: none kept), and the
+        # size of the batch whose mean loss gave it (the 1/B scale)
+        self._goal = torch.full((n_images,), -1, dtype=torch.long)
+        self._batch = torch.zeros(n_images, dtype=torch.long)
         self._free = capacity_bytes
+
+    def _kept(self, index: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """bool [B]: which rows of eval positions ``index`` are kept towards ``goal``."""
+        return self._goal[index.cpu()] == goal.cpu()
 
     def kept(self, index: torch.Tensor, goal: torch.Tensor) -> bool:
         """Whether the rows of eval positions ``index`` (long [B]) towards classes ``goal`` (long
         [B]) are all kept: :meth:`rows` then computes nothing."""
-        rows = (self._rows.get(k) for k in index.tolist())
-        return all(row is not None and row[0] == c for row, c in zip(rows, goal.tolist()))
+        return bool(self._kept(index, goal).all())
 
     def rows(
         self, index: torch.Tensor, goal: torch.Tensor, compute: Callable[[], tuple[torch.Tensor, torch.Tensor]]
@@ -82,21 +95,25 @@ class CleanGradients:
         (or was kept towards another class), and computes the whole batch, so that a new row is
         the one its batch gives. Kept rows win over recomputed ones: every reader sees the same
         gradient."""
-        keys, classes = index.tolist(), goal.tolist()
-        kept = [row if row is not None and row[0] == c else None for row, c in
-                ((self._rows.get(k), c) for k, c in zip(keys, classes))]
-        if all(row is not None for row in kept):
-            return torch.stack([row[1] for row in kept]), torch.stack([row[2] for row in kept])  # type: ignore[index]
+        keys, classes = index.cpu(), goal.cpu()
+        have = self._goal[keys] == classes
+        if bool(have.all()) and len(keys):
+            return self._gradients.read(keys), self._logits.read(keys)
         fresh, logits = compute()
+        if bool(have.any()):
+            known = have.nonzero().view(-1)
+            fresh[known.to(fresh.device)] = self._gradients.read(keys[known]).to(fresh.device)
+            logits[known.to(logits.device)] = self._logits.read(keys[known]).to(logits.device)
         size = fresh[0].numel() * fresh.element_size() + logits[0].numel() * logits.element_size() if len(fresh) else 0
-        for i, (k, c, row) in enumerate(zip(keys, classes, kept)):
-            if row is not None:
-                fresh[i], logits[i] = row[1], row[2]
-            elif k not in self._rows and size <= self._free:
-                # copies: a view would hold the whole batch
-                self._rows[k] = (c, fresh[i].clone(), logits[i].clone())
-                self._batch[k] = len(fresh)
-                self._free -= size
+        new = (self._goal[keys] == -1).nonzero().view(-1)  # a row kept towards another class stays
+        if size:
+            new = new[: max(0, self._free // size)]
+        if len(new):
+            self._gradients.write(keys[new], fresh[new.to(fresh.device)])
+            self._logits.write(keys[new], logits[new.to(logits.device)])
+            self._goal[keys[new]] = classes[new]
+            self._batch[keys[new]] = len(fresh)
+            self._free -= size * len(new)
         return fresh, logits
 
     def clean_point(
@@ -106,11 +123,9 @@ class CleanGradients:
         images reads for its first step, with the size of the batch each row came from (kept
         rows: their own batch; rows computed now and not kept: this one)."""
         gradient, logits = self.rows(index, goal, compute)
-        sizes = [
-            self._batch[k] if k in self._rows and self._rows[k][0] == c else len(gradient)
-            for k, c in zip(index.tolist(), goal.tolist())
-        ]
-        return CleanPoint(logits, gradient, torch.tensor(sizes, dtype=torch.long, device=gradient.device))
+        kept = self._kept(index, goal)
+        sizes = torch.where(kept, self._batch[index.cpu()], torch.full_like(kept, len(gradient), dtype=torch.long))
+        return CleanPoint(logits, gradient, sizes.to(gradient.device))
 
 
 class FGSMOutcomes:
@@ -121,29 +136,36 @@ class FGSMOutcomes:
     forward pass, so it reads the outcome instead of making it again. One per model in its
     shared store (:func:`shared_fgsm_outcomes`); a kept outcome never changes."""
 
-    def __init__(self) -> None:
-        self._fooled: dict[tuple[str, float], dict[int, bool]] = {}
+    def __init__(self, n_images: int) -> None:
+        self._n_images = n_images
+        # per (norm, budget): int8 [n_images] by eval position, 1 fooled, 0 not, -1 not kept
+        self._fooled: dict[tuple[str, float], torch.Tensor] = {}
 
     def keep(self, norm: str, eps: float, index: torch.Tensor, success: torch.Tensor) -> None:
         """Record ``success`` (bool [B]) of the step at ``eps`` under ``norm`` on the images at
-        eval positions ``index`` (long [B])."""
-        fooled = self._fooled.setdefault((norm, float(eps)), {})
-        for k, hit in zip(index.tolist(), success.tolist()):
-            fooled.setdefault(k, bool(hit))
+        eval positions ``index`` (long [B]); an outcome kept already stays."""
+        key = (norm, float(eps))
+        if key not in self._fooled:
+            self._fooled[key] = torch.full((self._n_images,), -1, dtype=torch.int8)
+        fooled, positions = self._fooled[key], index.cpu()
+        new = fooled[positions] == -1
+        fooled[positions[new]] = success.cpu()[new].to(torch.int8)
 
     def success(self, norm: str, eps: float, index: torch.Tensor) -> torch.Tensor | None:
         """The kept outcomes (bool [B], on ``index``'s device) of the images at eval positions
         ``index``, or None when some of them has none."""
-        fooled = self._fooled.get((norm, float(eps)), {})
-        found = [fooled.get(k) for k in index.tolist()]
-        if any(hit is None for hit in found):
+        fooled = self._fooled.get((norm, float(eps)))
+        if fooled is None:
             return None
-        return torch.tensor(found, dtype=torch.bool, device=index.device)
+        found = fooled[index.cpu()]
+        if bool((found == -1).any()):
+            return None
+        return (found == 1).to(index.device)
 
 
 def shared_clean_gradients(ctx: AuditContext) -> CleanGradients:
     """This model's :class:`CleanGradients`, shared by the white-box checks."""
-    return ctx.shared(clean_gradients_key(ctx), lambda: CleanGradients(STORE_BYTES))
+    return ctx.shared(clean_gradients_key(ctx), lambda: CleanGradients(STORE_BYTES, ctx.n_images, ctx.device))
 
 
 def clean_gradients_key(ctx: AuditContext) -> tuple[str, int, int]:
@@ -154,7 +176,7 @@ def clean_gradients_key(ctx: AuditContext) -> tuple[str, int, int]:
 
 def shared_fgsm_outcomes(ctx: AuditContext) -> FGSMOutcomes:
     """This model's :class:`FGSMOutcomes`, written by ``whitebox.fgsm``, read by ``whitebox.masking``."""
-    return ctx.shared(fgsm_outcomes_key(ctx), FGSMOutcomes)
+    return ctx.shared(fgsm_outcomes_key(ctx), lambda: FGSMOutcomes(ctx.n_images))
 
 
 def fgsm_outcomes_key(ctx: AuditContext) -> tuple[str, int, int]:

@@ -251,6 +251,29 @@ def test_unreadable_image_is_a_usage_error(tmp_path):
         load_data(str(tmp_path / "ds"))
 
 
+def test_files_are_checked_a_window_at_a_time_in_their_order(tmp_path, monkeypatch):
+    """The load-time check hands the decoding threads a window of files at a time (so that
+    its memory does not grow with the number of files): per file, the same size or reason,
+    in the files' order, as one window over all of them."""
+    from auditkit.data import image_files
+
+    paths = []
+    for k in range(13):
+        path = tmp_path / f"im{k:02d}.png"
+        if k in (4, 9):
+            path.write_bytes(b"not an image")
+        else:
+            _write_image(path, (k * 10, 0, 0), size=(10 + k, 7))
+        paths.append(path)
+    monkeypatch.setattr(image_files.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(image_files, "FILES_PER_WORKER_AT_ONCE", 1)  # 3 threads, windows of 3 files
+    sizes, unreadable = image_files.check_image_files(paths)
+    assert sizes == [None if k in (4, 9) else (10 + k, 7) for k in range(13)]
+    assert unreadable == [(paths[4], "not an image"), (paths[9], "not an image")]
+    monkeypatch.setattr(image_files, "FILES_PER_WORKER_AT_ONCE", 64)  # one window
+    assert image_files.check_image_files(paths) == (sizes, unreadable)
+
+
 # --- COCO -----------------------------------------------------------------------------------
 
 

@@ -188,7 +188,10 @@ def test_a_zero_batch_mean_gradient_is_checked_on_the_summed_loss():
     assert run["whitebox.masking"].metrics["zero_grad_share"] == 0.0
 
 
-def test_the_store_keeps_rows_up_to_its_size_and_never_changes_one():
+@pytest.mark.parametrize("records_in_memory", ["64M", "0"], ids=["in_memory", "in_a_file"])
+def test_the_store_keeps_rows_up_to_its_size_and_never_changes_one(records_in_memory, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITKIT_RECORDS_IN_MEMORY", records_in_memory)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     computed = []
 
     def compute(values):
@@ -200,7 +203,7 @@ def test_the_store_keeps_rows_up_to_its_size_and_never_changes_one():
         return run
 
     row_bytes = 3 * 2 * 2 * 4 + 2 * 4  # the gradient and the pass's two logits
-    store = CleanGradients(2 * row_bytes)
+    store = CleanGradients(2 * row_bytes, 3, torch.device("cpu"))
     index, goal = torch.tensor([0, 1, 2]), torch.tensor([1, 1, 1])
     first, logits = store.rows(index, goal, compute([1.0, 2.0, 3.0]))
     assert first[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0] and logits[:, 0].tolist() == [-1.0, -2.0, -3.0]
