@@ -105,8 +105,14 @@ class ImageRows:
             self._rows[index.to(self.device)] = rows.to(self.device)
             return
         raw = rows.detach().to("cpu").contiguous().reshape(rows.shape[0], self._row_numel).view(torch.uint8)
-        for lo, hi, first in _runs(index):
-            os.pwrite(self._file.fileno(), raw[lo:hi].numpy().tobytes(), first * self._row_bytes)
+        try:
+            for lo, hi, first in _runs(index):
+                _write_all(self._file.fileno(), memoryview(raw[lo:hi].numpy().reshape(-1)), first * self._row_bytes)
+        except OSError as exc:
+            raise RuntimeError(
+                f"could not write per-image records to a temporary file in {tempfile.gettempdir()} ({exc}); free "
+                f"disk space there, point TMPDIR at a disk with room, or raise {RECORDS_ENV}"
+            ) from exc
 
     def read(self, index: torch.Tensor) -> torch.Tensor:
         """The rows ``[B, *row_shape]`` at the evaluation positions ``index`` (long [B], any
@@ -126,9 +132,7 @@ class ImageRows:
         out = torch.empty((index.shape[0], *self.row_shape), dtype=self.dtype)
         raw = out.reshape(index.shape[0], self._row_numel).view(torch.uint8)
         for lo, hi, first in _runs(index):
-            size = (hi - lo) * self._row_bytes
-            data = os.pread(self._file.fileno(), size, first * self._row_bytes)
-            raw[lo:hi] = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(hi - lo, self._row_bytes)
+            _read_exactly(self._file.fileno(), memoryview(raw[lo:hi].numpy().reshape(-1)), first * self._row_bytes)
         return out.to(self.device)
 
     def full(self) -> torch.Tensor:
@@ -151,6 +155,24 @@ class ImageRows:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    """``data`` at ``offset`` of file ``fd``, however many calls it takes (a call writes at most
+    about 2 GB on Linux)."""
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def _read_exactly(fd: int, buffer: memoryview, offset: int) -> None:
+    """Fill ``buffer`` from ``offset`` of file ``fd`` (straight into it, no copy)."""
+    done = 0
+    while done < len(buffer):
+        got = os.preadv(fd, [buffer[done:]], offset + done)
+        if got == 0:
+            raise OSError(f"the per-image records file ended at byte {offset + done}")
+        done += got
 
 
 def _runs(index: torch.Tensor) -> list[tuple[int, int, int]]:

@@ -295,8 +295,12 @@ class _RobustAccuracy(Check):
         fooled = {("untargeted", norm, eps): 0 for norm, grid in budgets.items() for eps in grid}
         for mode in modes[1:]:
             fooled.update({(mode, norm, eps): 0 for norm, grid in targeted_grid.items() for eps in grid})
-        broken: dict[str, list[torch.Tensor]] = {norm: [] for norm in budgets}
-        attacked: list[torch.Tensor] = []  # eval positions of the attacked images, in order
+        # per eval position, written batch by batch (no small tensor kept per batch: on the CPU
+        # those pinned the C heap, which then grew with the number of batches): whether it was
+        # attacked here, and its outcome at each budget of the grid
+        attacked = torch.zeros(n_images, dtype=torch.bool, device=ctx.device)
+        broken = {norm: torch.zeros(n_images, len(grid), dtype=torch.bool, device=ctx.device)
+                  for norm, grid in budgets.items()}
         examples: list[Artifact] = []
         module = LogitsModule(ctx.target)
         example_norm = next(iter(budgets))
@@ -310,7 +314,7 @@ class _RobustAccuracy(Check):
             if not bool(keep.any()):
                 continue
             images, labels, index = batch.images[keep], batch.labels[keep], batch.index[keep]
-            attacked.append(index)
+            attacked[index.to(ctx.device)] = True
             image_shape = tuple(images.shape[1:])
             clean_logits = clean.logits_at(batch.index)[keep].float()
             targets = {}
@@ -338,10 +342,11 @@ class _RobustAccuracy(Check):
                             module, spec, images, labels, eps, targets=targets[mode], gradient=grads.get(mode)
                         )
                         fooled[(mode, norm, eps)] += int(hit.success.sum())
-                broken[norm].append(torch.stack(hits, 1))
+                broken_here = torch.stack(hits, 1)
+                broken[norm][index.to(ctx.device)] = broken_here.to(ctx.device)
                 if adversarial:
                     found_here = self._examples(
-                        ctx, spec, norm, grid, images, labels, clean_logits, broken[norm][-1], adversarial,
+                        ctx, spec, norm, grid, images, labels, clean_logits, broken_here, adversarial,
                         adv_logits, s.examples - len(examples),
                     )
                     batch_examples.append((int(batch.index[0]), found_here))
@@ -354,10 +359,11 @@ class _RobustAccuracy(Check):
         keys = list(fooled)
         counts = world.all_sum(torch.tensor([fooled[k] for k in keys], dtype=torch.long))
         fooled = dict(zip(keys, (int(c) for c in counts.tolist())))
-        n_here = sum(len(p) for p in attacked)
-        positions = torch.cat(attacked) if attacked else torch.zeros(0, dtype=torch.long, device=ctx.device)
-        outcomes = {norm: torch.cat(parts) for norm, parts in broken.items()} if attacked else {}
-        positions, outcomes = world.gather_rows(positions.to(ctx.device), outcomes)
+        positions = attacked.nonzero().view(-1)  # increasing: the batches' order, as one process makes them
+        n_here = len(positions)
+        outcomes = {norm: rows[positions] for norm, rows in broken.items()} if n_here else {}
+        del broken
+        positions, outcomes = world.gather_rows(positions, outcomes)
         if len(positions) and n_here < len(positions):
             image_shape = tuple(ctx.data.image_shape)
         examples = [a for part in world.gather_ordered(batch_examples) for a in part][: s.examples]

@@ -155,3 +155,21 @@ def test_an_audit_with_every_record_spilled_gives_the_in_memory_report(tmp_path,
         reports.append([(r.check, r.outcome, r.metrics, r.message) for r in run.results])
     assert reports[0] == reports[1]
     assert {c for c, *_ in reports[0]} == set(checks)
+
+
+def test_a_full_disk_says_where_and_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    from auditkit import records
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    rows = ImageRows(4, "cpu", limit=0)
+
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(records.os, "pwrite", full_disk)
+    with pytest.raises(RuntimeError, match=r"could not write per-image records to a temporary file in .*No space left "
+                                           r"on device.*raise AUDITKIT_RECORDS_IN_MEMORY"):
+        rows.write(torch.arange(2), torch.ones(2, 3))
+    rows.close()
