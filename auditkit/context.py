@@ -11,6 +11,7 @@ from auditkit.check import Check, CheckResult
 from auditkit.data.base import AuditData, Batch
 from auditkit.distributed import SINGLE, World, batch_seed, owned_indices
 from auditkit.errors import TargetError
+from auditkit.heap import release_free_heap
 from auditkit.records import ImageRows
 from auditkit.seeding import check_seed, seed_everything
 
@@ -222,9 +223,11 @@ class AuditContext:
             if split == "eval":
                 limit = self.n_images if limit is None else min(limit, self.n_images)
             for batch in self.data.batches(split, size, limit=limit):
+                release_free_heap()  # what the last batch freed (auditkit.heap)
                 yield batch.to(self.device)
             return
         for batch in self.data.batches(split, size, indices=self.own_positions(limit, size)):
+            release_free_heap()
             self._reseed(batch_seed(self.seed, int(batch.index[0]) // size, stream))
             yield batch.to(self.device)
         self._reseed(batch_seed(self.seed, -1, stream))
