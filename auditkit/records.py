@@ -85,6 +85,11 @@ class ImageRows:
             self._file = tempfile.TemporaryFile(prefix="auditkit-rows-")
             os.ftruncate(self._file.fileno(), self.n_images * self._row_bytes)  # sparse: unwritten rows take no disk
 
+    def written(self, index: torch.Tensor) -> torch.Tensor:
+        """Which of the positions ``index`` (long [B], any device) hold a written row: bool [B]
+        on ``index``'s device."""
+        return self._written[index.cpu()].to(index.device)
+
     def write(self, index: torch.Tensor, rows: torch.Tensor) -> None:
         """Store ``rows`` ``[B, *row_shape]`` at the evaluation positions ``index`` (long [B],
         any device).
@@ -122,7 +127,7 @@ class ImageRows:
         :raises ValueError: some of the rows were never written."""
         if self.row_shape is None:
             raise RuntimeError("no rows were written yet")
-        written = self._written[index.cpu()]
+        written = self.written(index.cpu())
         if not bool(written.all()):
             missing = index.cpu()[~written][:5].tolist()
             raise ValueError(f"rows never written: positions {', '.join(map(str, missing))}"

@@ -108,8 +108,8 @@ class EvaluationMaps:
     """
 
     def __init__(self, n_images: int, device: torch.device):
-        self._filled = torch.zeros(n_images, dtype=torch.bool, device=device)
-        # [n_images, h, w] once h and w are known: in memory up to its limit, else in a file
+        # [n_images, h, w] once h and w are known: in memory up to its limit, else in a file;
+        # a row is filled once written
         self._maps = ImageRows(n_images, device)
 
     def rows(self, index: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -118,11 +118,10 @@ class EvaluationMaps:
         them are not filled yet. The whole batch is computed, not only its missing images, so
         that each map comes out of a batch of the check that asked first, exactly as that
         check computes it when it runs alone."""
-        new = ~self._filled[index]
+        new = ~self._maps.written(index)
         if not self._maps.started or bool(new.any()):
             fresh = compute()
-            self._maps.write(index[new], fresh[new])
-            self._filled[index[new]] = True
+            self._maps.write(index[new], fresh[new.to(fresh.device)])
             if bool(new.all()):
                 return fresh
         return self._maps.read(index)
@@ -131,7 +130,7 @@ class EvaluationMaps:
         """The maps [B,h,w] of the images at positions ``index`` (long [B] on the device), a
         copy, when every one is filled; None otherwise. Computes nothing: what a cost
         estimate reads to leave out the maps no check will compute again."""
-        if not self._maps.started or not bool(self._filled[index].all()):
+        if not self._maps.started or not bool(self._maps.written(index).all()):
             return None
         return self._maps.read(index)
 

@@ -173,3 +173,9 @@ def test_a_full_disk_says_where_and_what_to_do(tmp_path, monkeypatch):
                                            r"on device.*raise AUDITKIT_RECORDS_IN_MEMORY"):
         rows.write(torch.arange(2), torch.ones(2, 3))
     rows.close()
+
+
+def test_written_says_which_positions_hold_a_row():
+    rows = ImageRows(5, "cpu", limit=1 << 20)
+    rows.write(torch.tensor([1, 3]), torch.ones(2, 2))
+    assert rows.written(torch.tensor([0, 1, 2, 3, 4])).tolist() == [False, True, False, True, False]
