@@ -13,6 +13,7 @@ import auditkit
 from auditkit import Artifact, Check, Cost, Findings, UsageError
 from auditkit.toolkit import (
     AuditContext,
+    Batch,
     EvaluationMaps,
     GapHead,
     POINTING_TOLERANCE_AT_224,
@@ -186,7 +187,10 @@ class CamConsistency(Check):
             shared_maps = ctx.shared(key, lambda: EvaluationMaps(ctx.n_images, ctx.device))
         tallies: list[tuple[int, _Tally]] = []  # one per batch, by its first evaluation position
         overlays: list[tuple[int, Artifact]] = []
-        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="CAM identities"):
+
+        def measure_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes is freed when it returns, not kept by
+            # the loop's variables through the next batch's work.
             tally = _Tally()
             tallies.append((int(batch.index[0]), tally))
             index = batch.index.to(clean.preds.device)
@@ -218,6 +222,9 @@ class CamConsistency(Check):
                         + ("; white: object box" if box is not None and bool(torch.isfinite(box).all(-1).any()) else "")
                     ),
                 )))
+
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="CAM identities"):
+            measure_batch(batch)
 
         # every process's batches (one process: its own), taken in evaluation order
         world = ctx.world

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
-from auditkit.toolkit import AuditContext
+from auditkit.toolkit import AuditContext, Batch
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings, check_fraction, check_positive_int, plan_maps
 from auditkit_gradcam.statistics import bootstrap_mean_interval, paired_sign_test
@@ -179,8 +179,11 @@ class GradCamFaithfulness(Check):
         constant_probs: dict[str, torch.Tensor] = {}
         moved = False
         n = 0
-        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
-                                  desc="deletion and insertion"):
+
+        def score_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes is freed when it returns, not kept by
+            # the loop's variables through the next batch's work.
+            nonlocal moved, n
             images = batch.images
             classes = explainer.classes(batch)
             saliency = explainer.evaluation_maps(batch)
@@ -223,6 +226,11 @@ class GradCamFaithfulness(Check):
             batch_sums.append((int(batch.index[0]), sums))
             positions.append(batch.index.to(ctx.device))
             n += images.shape[0]
+
+        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
+                                  desc="deletion and insertion"):
+            score_batch(batch)
+
         # every process's images (one process: as they are), in evaluation order
         world = ctx.world
         index = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.long, device=ctx.device)

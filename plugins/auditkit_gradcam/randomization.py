@@ -12,7 +12,7 @@ from torch import nn
 
 import auditkit
 from auditkit import Artifact, Check, Cost, Findings, Threshold
-from auditkit.toolkit import AuditContext, is_constant, minmax_normalize, upsample
+from auditkit.toolkit import AuditContext, Batch, is_constant, minmax_normalize, upsample
 
 from auditkit_gradcam.maps import Explainer, GradCamSettings, plan_maps
 from auditkit_gradcam.rendering import overlay_image, png_bytes, strip
@@ -237,14 +237,17 @@ class GradCamRandomization(Check):
         strips: list[tuple[int, list[Any]]] = []
         n_used = 0
         n_empty = 0
-        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
-                                  desc="randomizing blocks"):
+
+        def randomize_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes is freed when it returns, not kept by
+            # the loop's variables through the next batch's work.
+            nonlocal n_used, n_empty
             classes = explainer.classes(batch)
             original = explainer.evaluation_maps(batch)
             keep = ~is_constant(original)
             n_empty += int((~keep).sum())
             if not bool(keep.any()):
-                continue
+                return
             images, classes, original = batch.images[keep], classes[keep], original[keep]
             original_norm = minmax_normalize(original)
             # A fresh copy and a generator seeded the same way for every batch: each batch sees
@@ -270,6 +273,11 @@ class GradCamRandomization(Check):
                 strips.append((int(batch.index[0]), strip_pictures))
             n_used += int(keep.sum())
             del twin
+
+        for batch in ctx.progress(ctx.batches(limit=explainer.n_images), total=ctx.n_batches(limit=explainer.n_images),
+                                  desc="randomizing blocks"):
+            randomize_batch(batch)
+
         # every process's batches (one process: its own), summed in evaluation order
         world = ctx.world
         n_used, n_empty = world.all_sum(n_used), world.all_sum(n_empty)

@@ -11,7 +11,7 @@ import torch
 
 import auditkit
 from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
-from auditkit.toolkit import AuditContext, oom_backoff, ssim_window
+from auditkit.toolkit import AuditContext, Batch, oom_backoff, ssim_window
 
 from auditkit_inversion.fidelity import psnr, ssim
 from auditkit_inversion.grid import reconstruction_grid
@@ -208,7 +208,11 @@ class InversionFidelity(Check):
         shown_x0: list[torch.Tensor] = []
         shown_rec: list[torch.Tensor] = []
         done = 0
-        for batch in ctx.batches(limit=n_total, batch_size=per_batch):
+
+        def invert_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes is freed when it returns, not kept by
+            # the loop's variables through the next batch's work.
+            nonlocal done
             images = batch.images
             # One draw per image, so the starts do not depend on how the images are batched.
             noise = torch.stack([torch.randn((n_layers, *images.shape[1:]), generator=ctx.generator) for _ in images])
@@ -228,6 +232,10 @@ class InversionFidelity(Check):
                 shown_rec.append(recon[:keep].detach().cpu())
             done += images.shape[0]
             used.setdefault("image_size", tuple(images.shape[-2:]))
+
+        for batch in ctx.batches(limit=n_total, batch_size=per_batch):
+            invert_batch(batch)
+
         if done == 0:
             auditkit.skip("no evaluation images to invert")
         means = {k: (v / done).tolist() for k, v in sums.items()}

@@ -239,10 +239,14 @@ class OcclusionLocalization(Check):
         grid: OcclusionGrid | None = None
         queries_before = ctx.target.queries
         n_batches = ctx.n_batches(limit=n_images)
-        for batch in ctx.progress(ctx.batches(limit=n_images), total=n_batches, desc="occlusion"):
+
+        def occlude_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes is freed when it returns, not kept by
+            # the loop's variables through the next batch's work.
+            nonlocal grid
             objects = object_regions(batch.boxes, batch.masks, batch.images.shape[-2:], settings.region)
             if objects is None:
-                continue
+                return
             images = batch.images[objects.scored]
             classes = self._classes(ctx, batch, explains)[objects.scored]
             h, w = images.shape[-2:]
@@ -257,6 +261,10 @@ class OcclusionLocalization(Check):
             index = batch.index.to(maps.device)[objects.scored]
             scores.add(maps.clamp_min(0), objects.region, objects.boxes, index=index)
             agreement.add(index, images, classes, maps)
+
+        for batch in ctx.progress(ctx.batches(limit=n_images), total=n_batches, desc="occlusion"):
+            occlude_batch(batch)
+
         # every process's images (one process: as they are)
         n_queries = ctx.world.all_sum(ctx.target.queries - queries_before)
         scores = scores.merged(ctx.world)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from auditkit import Check, Cost, Findings, Threshold, UsageError, skip
-from auditkit.toolkit import AuditContext, LogitsModule, oom_backoff, wilson_interval
+from auditkit.toolkit import AuditContext, Batch, LogitsModule, oom_backoff, wilson_interval
 
 from auditkit_whitebox import gradients
 from auditkit_whitebox.attacks import (
@@ -217,7 +217,9 @@ class GradientMasking(Check):
         transfer_fooled = {key: 0 for key in transfer}
         reference_success: list[torch.Tensor] = []  # per batch [B_correct, len(ladder)]
 
-        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="probes"):
+        def probe_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes (its gradients, adversarial examples)
+            # is freed when it returns, not kept by the loop's variables through the next batch.
             logits = clean.logits_at(batch.index)
             keep = correct[batch.index]
             index, images, labels = batch.index[keep], batch.images[keep], labels_all[batch.index][keep]
@@ -239,7 +241,7 @@ class GradientMasking(Check):
             count["random"] += int(((again - logits).abs().amax(1) > _REPEAT_RTOL * scale).sum())
             if not bool(keep.any()):
                 reference_success.append(torch.zeros(0, len(ladder), dtype=torch.bool, device=ctx.device))
-                continue
+                return
             if grad is not None:
                 zero = gradients.zero_gradient_rows(grad)
                 if bool(zero.any()):
@@ -257,16 +259,19 @@ class GradientMasking(Check):
                 fooled = run_attack(module, AttackSpec("fgsm", "linf"), images, labels, s.eps, gradient=grad).success
             count["fgsm"] += int(fooled.sum())
             rungs = []
-            for eps in ladder:
-                out = run_attack(module, reference, images, labels, eps)
-                ladder_fooled[eps] += int(out.success.sum())
-                rungs.append(out.success)
+            for eps in ladder:  # each attack's adversarial images freed before the next one's
+                success = run_attack(module, reference, images, labels, eps).success
+                ladder_fooled[eps] += int(success.sum())
+                rungs.append(success)
             reference_success.append(torch.stack(rungs, 1))
-            unbounded = unbounded_attack(module, images, labels, s.unbounded_steps, first_gradient=grad)
-            count["unbounded"] += int(unbounded.success.sum())
+            unbounded = unbounded_attack(module, images, labels, s.unbounded_steps, first_gradient=grad).success
+            count["unbounded"] += int(unbounded.sum())
             for norm, eps in transfer:
                 spec = AttackSpec("pgd", norm, s.steps, s.rel_step_size, True, s.restarts)
                 transfer_fooled[(norm, eps)] += int(run_attack(module, spec, images, labels, eps).success.sum())
+
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc="probes"):
+            probe_batch(batch)
 
         # every process's batches (one process: its own), summed
         tallies = [*count.values(), *ladder_fooled.values(), *transfer_fooled.values()]

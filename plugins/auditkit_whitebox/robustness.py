@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from auditkit import Artifact, Check, Cost, Findings, Threshold, UsageError
-from auditkit.toolkit import AuditContext, CleanPoint, Curve, LogitsModule, wilson_interval
+from auditkit.toolkit import AuditContext, Batch, CleanPoint, Curve, LogitsModule, wilson_interval
 
 from auditkit_whitebox import gradients
 from auditkit_whitebox.artifacts import accuracy_curve, example_strip
@@ -301,18 +301,22 @@ class _RobustAccuracy(Check):
         attacked = torch.zeros(n_images, dtype=torch.bool, device=ctx.device)
         broken = {norm: torch.zeros(n_images, len(grid), dtype=torch.bool, device=ctx.device)
                   for norm, grid in budgets.items()}
-        examples: list[Artifact] = []
         module = LogitsModule(ctx.target)
         example_norm = next(iter(budgets))
         image_shape: tuple[int, ...] = (3, 1, 1)  # of the attacked images, once there are any
 
         desc = self.attack_spec(example_norm).method.upper()
         batch_examples: list[tuple[int, list[Artifact]]] = []  # by the batch's first position
-        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc=desc):
+
+        def attack_batch(batch: Batch) -> None:
+            # A function of its own: what a batch makes (its images, gradients, adversarial
+            # examples) is freed when it returns, not kept by the loop's variables through
+            # the next batch's attacks.
+            nonlocal image_shape
             examples = [a for _, part in batch_examples for a in part]  # this process's so far
             keep = correct[batch.index]
             if not bool(keep.any()):
-                continue
+                return
             images, labels, index = batch.images[keep], batch.labels[keep], batch.index[keep]
             attacked[index.to(ctx.device)] = True
             image_shape = tuple(images.shape[1:])
@@ -331,17 +335,19 @@ class _RobustAccuracy(Check):
                     out = run_attack(
                         module, spec, images, labels, eps, gradient=grads.get("untargeted"), clean_point=point
                     )
-                    self.record_untargeted(ctx, norm, eps, index, out.success)
-                    fooled[("untargeted", norm, eps)] += int(out.success.sum())
-                    hits.append(out.success)
+                    success = out.success
                     if norm == example_norm and len(examples) < s.examples:
                         adversarial.append(out.adversarial)
                         adv_logits.append(out.logits)
+                    del out  # its adversarial images, before the next attack makes its own
+                    self.record_untargeted(ctx, norm, eps, index, success)
+                    fooled[("untargeted", norm, eps)] += int(success.sum())
+                    hits.append(success)
                     for mode in modes[1:] if eps in targeted_grid[norm] else ():
-                        hit = run_attack(
+                        fooled[(mode, norm, eps)] += int(run_attack(
                             module, spec, images, labels, eps, targets=targets[mode], gradient=grads.get(mode)
-                        )
-                        fooled[(mode, norm, eps)] += int(hit.success.sum())
+                        ).success.sum())
+                del point
                 broken_here = torch.stack(hits, 1)
                 broken[norm][index.to(ctx.device)] = broken_here.to(ctx.device)
                 if adversarial:
@@ -351,6 +357,9 @@ class _RobustAccuracy(Check):
                     )
                     batch_examples.append((int(batch.index[0]), found_here))
                     examples = examples + found_here
+
+        for batch in ctx.progress(ctx.batches(), total=ctx.n_batches(), desc=desc):
+            attack_batch(batch)
 
         # Every process's batches (one process: its own), in evaluation order: the counts
         # summed, the attacked images' grid outcomes gathered, the first examples kept (each
@@ -362,7 +371,7 @@ class _RobustAccuracy(Check):
         positions = attacked.nonzero().view(-1)  # increasing: the batches' order, as one process makes them
         n_here = len(positions)
         outcomes = {norm: rows[positions] for norm, rows in broken.items()} if n_here else {}
-        del broken
+        broken.clear()  # the full-size grid outcomes, before the gathered ones arrive
         positions, outcomes = world.gather_rows(positions, outcomes)
         if len(positions) and n_here < len(positions):
             image_shape = tuple(ctx.data.image_shape)
