@@ -66,12 +66,35 @@ def wide_factory():
     return tiny_factory(int(os.environ["BENCH_MEMORY_CLASSES"]))
 
 
-def measure(folder: str, checks: str, python_heap: bool) -> None:
-    """The audit of ``folder`` in this process, a line per check."""
+def _trace_batches(every: int) -> None:
+    """Print the peak and resident memory before every ``every``-th batch of a check: the
+    memory a check needs as its batches go by, whether it levels off or keeps rising. Hooked
+    where ``AuditContext.batches`` gives free heap pages back before each batch."""
+    import auditkit.context
+
+    release = auditkit.context.release_free_heap
+    count = 0
+
+    def traced(*args, **kwargs):
+        nonlocal count
+        count += 1
+        if count % every == 0:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"    batch {count:6d}  resident {_resident_mib():7.1f}  peak {peak:7.1f}", flush=True)
+        return release(*args, **kwargs)
+
+    auditkit.context.release_free_heap = traced
+
+
+def measure(folder: str, checks: str, python_heap: bool, every: int = 0) -> None:
+    """The audit of ``folder`` in this process, a line per check (with ``every``, also a line
+    every that many batches of the checks, counted across them)."""
     import pluggy
 
     import auditkit
 
+    if every:
+        _trace_batches(every)
     if python_heap:
         import tracemalloc
 
@@ -109,10 +132,12 @@ def main() -> None:
     parser.add_argument("--make-folders", action="store_true", help="first write the shapes of each size")
     parser.add_argument("--classes", type=int, default=None, help="outputs of the tiny model (default: the 4 of the shapes)")
     parser.add_argument("--python-heap", action="store_true", help="also trace Python's heap (several times slower)")
+    parser.add_argument("--every", type=int, default=0, metavar="K",
+                        help="also print the peak every K batches of the checks (counted across them)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a size's folder, measured in this process
     args = parser.parse_args()
     if args.one:
-        measure(args.one, args.checks, args.python_heap)
+        measure(args.one, args.checks, args.python_heap, args.every)
         return
     if args.make_folders:
         # in a child of its own: a process's peak resident memory is inherited across fork and
@@ -128,7 +153,7 @@ def main() -> None:
           f"records in memory up to {records}; MiB")
     for n in sorted(args.sizes):
         print(f"{n} images:", flush=True)
-        extra = ["--python-heap"] if args.python_heap else []
+        extra = (["--python-heap"] if args.python_heap else []) + (["--every", str(args.every)] if args.every else [])
         subprocess.run([sys.executable, __file__, "--folders", args.folders, "--checks", args.checks,
                         "--one", os.path.join(args.folders, str(n)), *extra], check=True)
 
