@@ -577,6 +577,7 @@ class AuditData:
                         f"data {self.spec!r}: {split} images {idx[0]}-{idx[-1]}: {exc}; give ?size=N in the data "
                         "spec (or resize in the factory) so every image has one size"
                     ) from None
+                del items  # the images one by one: a second copy of the batch until the next one
             where = f"{split} images {idx[0]}-{idx[-1]}"
             check_pixel_range(batch.images, self.spec, where)
             if split == "eval" and tuple(batch.images.shape[1:]) != tuple(self.image_shape):
