@@ -13,6 +13,11 @@ much of it is tensors the audit keeps.
     python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
     MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/bench_memory.py --folders /tmp/shapes --sizes 64 4096
 
+``--every K`` also prints the peak every K batches of the checks, to see whether a check's
+memory levels off as its batches go by; an allocator put in front with ``LD_PRELOAD`` (jemalloc,
+tcmalloc) is named in the first line. An ImageFolder lists its files class by class, so a
+model that gets one class right attacks a block of whole batches and none elsewhere.
+
 ``--classes 1000`` gives the tiny model ImageNet's 1,000 outputs (the records of the clean
 pass's scores then weigh 4 KB an image, as for an ImageNet model); run it with
 ``AUDITKIT_RECORDS_IN_MEMORY=0`` to keep every per-image record in a temporary file instead.
@@ -147,7 +152,7 @@ def main() -> None:
         child.join()
     if args.classes:
         os.environ["BENCH_MEMORY_CLASSES"] = str(args.classes)
-    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+    allocator = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k in ("LD_PRELOAD", "GLIBC_TUNABLES")}
     records = os.environ.get("AUDITKIT_RECORDS_IN_MEMORY", "default (64 MiB)")
     print(f"checks {args.checks}; classes {args.classes or 4}; allocator settings {allocator or 'default'}; "
           f"records in memory up to {records}; MiB")
