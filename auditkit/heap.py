@@ -53,8 +53,8 @@ def free_heap_bytes() -> int | None:
 def release_free_heap(threshold: int = FREE_BYTES) -> bool:
     """Give glibc's free heap pages back to the operating system when more than ``threshold``
     bytes are free; True when it did. Nothing else changes (no allocation, no result)."""
-    libc = _glibc()
-    if libc is None or libc.mallinfo2().fordblks <= threshold:
+    free = free_heap_bytes()
+    if free is None or free <= threshold:
         return False
-    libc.malloc_trim(0)
+    _glibc().malloc_trim(0)
     return True
